@@ -58,6 +58,19 @@ class Field:
     def lengths_key(self) -> str:
         return f"len/{self.id}"
 
+    # Names of the model's input tensors for this field (Keras names allow no "/").
+    @property
+    def ids_input(self) -> str:
+        return f"ids_{self.id}"
+
+    @property
+    def rows_input(self) -> str:
+        return f"rows_{self.id}"
+
+    @property
+    def weights_input(self) -> str:
+        return f"w_{self.id}"
+
 
 FIELDS: tuple[Field, ...] = (
     # User side (common_features_*.csv).
@@ -92,6 +105,9 @@ FIELDS: tuple[Field, ...] = (
 FIELDS_BY_ID: dict[str, Field] = {f.id: f for f in FIELDS}
 USER_FIELDS: tuple[Field, ...] = tuple(f for f in FIELDS if f.user_side)
 ITEM_FIELDS: tuple[Field, ...] = tuple(f for f in FIELDS if not f.user_side)
+
+# Model input: the group (row of the user-side fields) of every impression.
+GROUP_INDEX = "group_index"
 
 # Per-impression label / id / ground-truth keys.
 SAMPLE_ID = "sample_id"

@@ -1,0 +1,652 @@
+"""Raw Ali-CCP logs -> per-field vocabularies + grouped TFRecord shards.
+
+    python -m data_prep.convert --raw_dir=RAW --out_dir=DATA [--min_count=N]
+        [--max_bad_fraction=F] [--max_group_size=256] [--num_shards=0] [--workers=0]
+
+How it streams with bounded memory (a partitioned hash join):
+
+1. *Partition*: each raw file is read once and every line is appended, with
+   its line number, to one of P partition files chosen by a hash of its
+   ``common_feature_index`` (skeleton lines carry their ground-truth row
+   along). P is chosen so that one partition of common_features fits the
+   memory budget.
+2. *Join and write*: each partition is one task (tasks run on ``--workers``
+   processes): load its common_features rows into a dict, stream its
+   skeleton rows, group consecutive rows of the same index (at most
+   ``--max_group_size`` impressions per record) and write one TFRecord shard.
+   Train tasks also count ids per field.
+3. *Finish*: merge the counts into vocabularies (train only), write
+   ``stats.json``, and rename the work directory ``<out_dir>.partial`` to
+   ``<out_dir>``.
+
+Every task writes under a temporary name and renames when complete, so an
+interrupted run resumes where it stopped (same inputs and options), and
+``<out_dir>`` only ever appears complete. Output is deterministic: the same
+input gives byte-identical shards, whatever the number of workers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import multiprocessing
+import os
+import resource
+import shutil
+import sys
+import time
+import zlib
+from collections.abc import Iterator
+
+import numpy as np
+
+from data_prep import raw
+from data_prep.counting import IdCounter, merge_counts
+from esmm_tf import data_layout, vocab
+from esmm_tf import features as F
+
+_EXAMPLES_PER_KIND = 5
+_PROGRESS_SECONDS = 5.0
+_SHARD_TARGET_BYTES = 256 << 20
+_GZIP_RATIO = 4  # rough uncompressed/compressed size of the raw csv
+
+
+class ConvertError(Exception):
+    """The conversion cannot finish (too many bad rows, misaligned inputs...)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvertConfig:
+    raw_dir: str
+    out_dir: str
+    min_count: int = 2
+    max_bad_fraction: float = 0.001
+    max_group_size: int = 256
+    num_shards: int = 0  # per split; 0 = from input size and memory budget
+    workers: int = 0  # 0 = all cores
+    memory_budget_mb: int = 256  # raw common_features bytes per partition
+    keep_conversion_without_click: bool = False
+    overwrite: bool = False
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------
+# Stats of one task; merged by summing.
+
+
+def _new_stats() -> dict:
+    return {
+        "rows_read": 0,
+        "impressions": 0,
+        "records": 0,
+        "clicks": 0,
+        "conversions": 0,
+        "conversion_without_click": 0,
+        "bad_rows": {},
+        "bad_examples": {},
+        "ignored_features": {},
+    }
+
+
+def _bad(stats: dict, kind: str, path: str, lineno: int, message: str) -> None:
+    stats["bad_rows"][kind] = stats["bad_rows"].get(kind, 0) + 1
+    examples = stats["bad_examples"].setdefault(kind, [])
+    if len(examples) < _EXAMPLES_PER_KIND:
+        examples.append(f"{path}:{lineno}: {message}")
+
+
+def _merge_stats(parts: list[dict]) -> dict:
+    total = _new_stats()
+    for part in parts:
+        for key, value in part.items():
+            if isinstance(value, int):
+                total[key] += value
+        for kind, n in part["bad_rows"].items():
+            total["bad_rows"][kind] = total["bad_rows"].get(kind, 0) + n
+        for kind, examples in part["bad_examples"].items():
+            merged = total["bad_examples"].setdefault(kind, [])
+            merged.extend(examples[: _EXAMPLES_PER_KIND - len(merged)])
+        for field, n in part["ignored_features"].items():
+            total["ignored_features"][field] = total["ignored_features"].get(field, 0) + n
+    total["bad_rows"] = dict(sorted(total["bad_rows"].items()))
+    total["bad_examples"] = {k: sorted(v) for k, v in sorted(total["bad_examples"].items())}
+    return total
+
+
+# ---------------------------------------------------------------------------
+# Stage 1: partition raw files by common_feature_index.
+
+
+def _partition_key(content: bytes, column: int) -> bytes:
+    cols = content.split(b",", column + 1)
+    return cols[column] if len(cols) > column else b""
+
+
+def _partition_task(args: tuple) -> str:
+    """Splits one raw file into ``num_parts`` files; returns a progress line."""
+    path, gt_path, out_prefix, num_parts, key_column, label = args
+    start = time.time()
+    tmp_paths = [f"{out_prefix}-{p:05d}.tmp" for p in range(num_parts)]
+    outs = [open(p, "wb", buffering=1 << 18) for p in tmp_paths]
+    gt_lines = _ground_truth_lines(gt_path) if gt_path else None
+    n = 0
+    last = start
+    try:
+        for lineno, content, has_newline in raw.read_lines(path):
+            gt = b""
+            if gt_lines is not None:
+                gt = next(gt_lines, None)
+                if gt is None:
+                    raise ConvertError(
+                        f"{gt_path} has fewer rows than {path} (ends before line {lineno})"
+                    )
+            key = _partition_key(content, key_column)
+            out = outs[zlib.crc32(key) % num_parts]
+            out.write(b"%d\t%d\t%s\t%s\n" % (lineno, has_newline, gt, content))
+            n += 1
+            if n % 65536 == 0 and time.time() - last > _PROGRESS_SECONDS:
+                last = time.time()
+                log(f"  {label}: {n:,} lines ({n / (last - start):,.0f} lines/s)")
+        if gt_lines is not None and next(gt_lines, None) is not None:
+            raise ConvertError(f"{gt_path} has more rows than {path}")
+    finally:
+        for out in outs:
+            out.close()
+    for p, tmp in enumerate(tmp_paths):
+        os.replace(tmp, f"{out_prefix}-{p:05d}")
+    _touch(out_prefix + ".done")
+    return f"{label}: {n:,} lines partitioned in {time.time() - start:.1f} s"
+
+
+def _ground_truth_lines(path: str) -> Iterator[bytes]:
+    for _, content, _ in raw.read_lines(path):
+        yield content
+
+
+def _read_partition(path: str) -> Iterator[tuple[int, bool, bytes, bytes]]:
+    with open(path, "rb", buffering=1 << 20) as f:
+        for line in f:
+            lineno, has_newline, gt, content = line[:-1].split(b"\t", 3)
+            yield int(lineno), has_newline == b"1", gt, content
+
+
+# ---------------------------------------------------------------------------
+# Stage 2: join one partition and write its shard.
+
+
+@dataclasses.dataclass(frozen=True)
+class _JoinTask:
+    split: str
+    part: int
+    num_parts: int
+    work_dir: str
+    skeleton_path: str
+    common_path: str
+    ground_truth_path: str | None
+    count_ids: bool
+    max_group_size: int
+    keep_conversion_without_click: bool
+
+    @property
+    def stats_path(self) -> str:
+        return os.path.join(self.work_dir, "tasks", f"{self.split}-{self.part:05d}.json")
+
+    @property
+    def counts_path(self) -> str:
+        return os.path.join(self.work_dir, "tasks", f"{self.split}-{self.part:05d}.npz")
+
+    @property
+    def shard_path(self) -> str:
+        name = data_layout.shard_name(self.part, self.num_parts)
+        return os.path.join(data_layout.split_dir(self.work_dir, self.split), name)
+
+    def partition(self, kind: str) -> str:
+        return os.path.join(self.work_dir, "parts", f"{self.split}-{kind}-{self.part:05d}")
+
+
+_BAD_COMMON = object()
+
+
+def _join_task(task: _JoinTask) -> dict:
+    import tensorflow as tf
+
+    from data_prep.records import build_example  # imports TensorFlow: workers only
+
+    start = time.time()
+    stats = _new_stats()
+    users: dict[bytes, object] = {}
+    for lineno, has_newline, _, content in _read_partition(task.partition("common")):
+        stats["rows_read"] += 1
+        try:
+            cfi, feats = raw.parse_common_row(content)
+        except raw.BadRow as e:
+            _bad(stats, raw.classify(e, has_newline), task.common_path, lineno, str(e))
+            users.setdefault(_partition_key(content, 0), _BAD_COMMON)
+            continue
+        if cfi in users:
+            _bad(
+                stats,
+                raw.DUPLICATE_COMMON_FEATURE_INDEX,
+                task.common_path,
+                lineno,
+                f"common_feature_index {cfi.decode()} seen before; keeping the first",
+            )
+            continue
+        users[cfi] = feats
+        _count_ignored(stats, feats)
+
+    counters = [IdCounter() for _ in F.FIELDS] if task.count_ids else None
+    user_offset = 0
+    item_offset = len(F.USER_FIELDS)
+    tmp_shard = task.shard_path + ".tmp"
+    group_cfi, group_rows, group_gt = None, [], []
+
+    def flush() -> None:
+        if not group_rows:
+            return
+        user = users[group_cfi]
+        gt = group_gt if task.ground_truth_path else None
+        writer.write(build_example(user, group_rows, gt))
+        stats["records"] += 1
+        stats["impressions"] += len(group_rows)
+        stats["clicks"] += sum(r.click for r in group_rows)
+        stats["conversions"] += sum(r.conversion for r in group_rows)
+        if counters is not None:
+            for k in range(len(F.USER_FIELDS)):
+                counters[user_offset + k].add(user.field(k)[0], len(group_rows))
+            for k in range(len(F.ITEM_FIELDS)):
+                ids = np.concatenate([r.features.field(k)[0] for r in group_rows])
+                counters[item_offset + k].add(ids)
+
+    with tf.io.TFRecordWriter(tmp_shard) as writer:
+        for lineno, has_newline, gt_line, content in _read_partition(task.partition("skeleton")):
+            stats["rows_read"] += 1
+            try:
+                row = raw.parse_skeleton_row(content)
+            except raw.BadRow as e:
+                _bad(stats, raw.classify(e, has_newline), task.skeleton_path, lineno, str(e))
+                continue
+            gt_row = None
+            if task.ground_truth_path:
+                try:
+                    gt_row = raw.parse_ground_truth_row(gt_line)
+                except raw.BadRow as e:
+                    _bad(stats, e.kind, task.ground_truth_path, lineno, str(e))
+                    continue
+                if gt_row.sample_id != row.sample_id:
+                    raise ConvertError(
+                        f"{task.ground_truth_path}:{lineno}: sample_id {gt_row.sample_id} "
+                        f"does not match {task.skeleton_path}:{lineno} ({row.sample_id}); "
+                        "ground truth rows must follow the skeleton's order"
+                    )
+            if row.conversion and not row.click:
+                stats["conversion_without_click"] += 1
+                if not task.keep_conversion_without_click:
+                    continue
+            user = users.get(row.common_feature_index)
+            if user is None or user is _BAD_COMMON:
+                kind = raw.UNKNOWN_COMMON_FEATURE_INDEX if user is None else raw.BAD_COMMON_ROW
+                _bad(
+                    stats,
+                    kind,
+                    task.skeleton_path,
+                    lineno,
+                    f"common_feature_index {row.common_feature_index.decode()} "
+                    + ("is not in " if user is None else "refers to a bad row of ")
+                    + task.common_path,
+                )
+                continue
+            _count_ignored(stats, row.features)
+            if row.common_feature_index != group_cfi or len(group_rows) >= task.max_group_size:
+                flush()
+                group_cfi, group_rows, group_gt = row.common_feature_index, [], []
+            group_rows.append(row)
+            group_gt.append(gt_row)
+        flush()
+    os.replace(tmp_shard, task.shard_path)
+
+    if counters is not None:
+        arrays = {}
+        for field, counter in zip(F.FIELDS, counters, strict=True):
+            ids, counts = counter.result()
+            arrays[f"ids/{field.id}"], arrays[f"counts/{field.id}"] = ids, counts
+        _atomic_npz(task.counts_path, arrays)
+    stats["seconds"] = time.time() - start
+    _atomic_json(task.stats_path, stats)
+    return stats
+
+
+def _count_ignored(stats: dict, feats: raw.FeatureArrays) -> None:
+    for field, n in feats.ignored.items():
+        key = field.decode("ascii", "replace")
+        stats["ignored_features"][key] = stats["ignored_features"].get(key, 0) + n
+
+
+# ---------------------------------------------------------------------------
+# Small file helpers.
+
+
+def _touch(path: str) -> None:
+    with open(path + ".tmp", "w"):
+        pass
+    os.replace(path + ".tmp", path)
+
+
+def _atomic_json(path: str, obj) -> None:
+    with open(path + ".tmp", "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.replace(path + ".tmp", path)
+
+
+def _atomic_npz(path: str, arrays: dict) -> None:
+    tmp = path + ".tmp.npz"
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def _load_json(path: str):
+    with open(path) as f:
+        return json.load(f)
+
+
+# ---------------------------------------------------------------------------
+# Orchestration.
+
+
+def _inputs(raw_dir: str) -> dict[str, dict[str, str | None]]:
+    if not os.path.isdir(raw_dir):
+        raise raw.RawInputError(f"raw dir {raw_dir!r} does not exist")
+    return {
+        split: {
+            "skeleton": raw.find_raw_file(raw_dir, f"sample_skeleton_{split}"),
+            "common": raw.find_raw_file(raw_dir, f"common_features_{split}"),
+            "ground_truth": raw.find_raw_file(raw_dir, f"ground_truth_{split}", required=False),
+        }
+        for split in data_layout.SPLITS
+    }
+
+
+def _raw_bytes(path: str) -> int:
+    size = os.path.getsize(path)
+    return size * _GZIP_RATIO if path.endswith(".gz") else size
+
+
+def _num_parts(config: ConvertConfig, files: dict[str, str | None], workers: int) -> int:
+    if config.num_shards > 0:
+        return config.num_shards
+    by_skeleton = math.ceil(_raw_bytes(files["skeleton"]) / _SHARD_TARGET_BYTES)
+    by_memory = math.ceil(_raw_bytes(files["common"]) / (config.memory_budget_mb << 20))
+    return max(workers, by_skeleton, by_memory)
+
+
+def _fingerprint(config: ConvertConfig, inputs: dict, parts: dict[str, int]) -> dict:
+    files = {}
+    for split_files in inputs.values():
+        for path in split_files.values():
+            if path:
+                st = os.stat(path)
+                files[os.path.basename(path)] = [st.st_size, int(st.st_mtime)]
+    return {
+        "files": files,
+        "partitions": parts,
+        "min_count": config.min_count,
+        "max_group_size": config.max_group_size,
+        "keep_conversion_without_click": config.keep_conversion_without_click,
+        "format_version": 1,
+    }
+
+
+def _prepare_work_dir(work_dir: str, fingerprint: dict) -> None:
+    path = os.path.join(work_dir, "fingerprint.json")
+    if os.path.isdir(work_dir):
+        if os.path.exists(path) and _load_json(path) == fingerprint:
+            log(f"resuming the interrupted conversion in {work_dir}")
+            return
+        log(f"discarding {work_dir}: it was made from other inputs or options")
+        shutil.rmtree(work_dir)
+    for sub in ("parts", "tasks", *data_layout.SPLITS):
+        os.makedirs(os.path.join(work_dir, sub), exist_ok=True)
+    _atomic_json(path, fingerprint)
+
+
+def _run(pool, fn, tasks):
+    if pool is None:
+        yield from map(fn, tasks)
+    else:
+        yield from pool.imap_unordered(fn, tasks)
+
+
+def convert(config: ConvertConfig) -> dict:
+    """Runs the conversion; returns the stats (also written to stats.json)."""
+    start = time.time()
+    inputs = _inputs(config.raw_dir)
+    out_dir = os.path.normpath(config.out_dir)
+    work_dir = out_dir + ".partial"
+    workers = config.workers or os.cpu_count() or 1
+    parts = {split: _num_parts(config, inputs[split], workers) for split in data_layout.SPLITS}
+    fingerprint = _fingerprint(config, inputs, parts)
+
+    if os.path.exists(out_dir):
+        stats_path = data_layout.stats_file(out_dir)
+        done = os.path.exists(stats_path) and _load_json(stats_path).get("fingerprint")
+        if done == fingerprint and not config.overwrite:
+            log(f"{out_dir} already holds this conversion; nothing to do (--overwrite redoes it)")
+            return _load_json(stats_path)
+        if not config.overwrite:
+            raise ConvertError(
+                f"{out_dir} exists and holds another conversion (or none); "
+                "remove it or pass --overwrite"
+            )
+    _prepare_work_dir(work_dir, fingerprint)
+
+    ctx = multiprocessing.get_context("spawn")
+    pool = ctx.Pool(workers) if workers > 1 else None
+    try:
+        # Stage 1: partition.
+        partition_tasks = []
+        for split in data_layout.SPLITS:
+            for kind, column in (("skeleton", 3), ("common", 0)):
+                prefix = os.path.join(work_dir, "parts", f"{split}-{kind}")
+                if os.path.exists(prefix + ".done"):
+                    continue
+                gt = inputs[split]["ground_truth"] if kind == "skeleton" else None
+                partition_tasks.append(
+                    (inputs[split][kind], gt, prefix, parts[split], column, f"{split} {kind}")
+                )
+        log(f"partitioning {len(partition_tasks)} raw files into {parts} partitions")
+        for message in _run(pool, _partition_task, partition_tasks):
+            log("  " + message)
+
+        # Stage 2: join and write.
+        join_tasks = [
+            _JoinTask(
+                split=split,
+                part=p,
+                num_parts=parts[split],
+                work_dir=work_dir,
+                skeleton_path=inputs[split]["skeleton"],
+                common_path=inputs[split]["common"],
+                ground_truth_path=inputs[split]["ground_truth"],
+                count_ids=split == "train",
+                max_group_size=config.max_group_size,
+                keep_conversion_without_click=config.keep_conversion_without_click,
+            )
+            for split in data_layout.SPLITS
+            for p in range(parts[split])
+        ]
+        todo = [t for t in join_tasks if not os.path.exists(t.stats_path)]
+        log(f"joining and writing {len(todo)} of {len(join_tasks)} shards on {workers} workers")
+        done = len(join_tasks) - len(todo)
+        for stats in _run(pool, _join_task, todo):
+            done += 1
+            log(
+                f"  [{done}/{len(join_tasks)}] {stats['impressions']:,} impressions, "
+                f"{stats['records']:,} records in {stats['seconds']:.1f} s"
+            )
+    finally:
+        if pool is not None:
+            pool.close()
+            pool.join()
+
+    stats = _finish(config, join_tasks, inputs, work_dir, fingerprint, start)
+    _publish(work_dir, out_dir)
+    _print_summary(stats, out_dir)
+    return stats
+
+
+def _finish(config, join_tasks, inputs, work_dir, fingerprint, start) -> dict:
+    split_stats = {}
+    for split in data_layout.SPLITS:
+        per_task = [_load_json(t.stats_path) for t in join_tasks if t.split == split]
+        s = _merge_stats(per_task)
+        s["bad_rows_total"] = sum(s["bad_rows"].values())
+        s["bad_fraction"] = s["bad_rows_total"] / max(s["rows_read"], 1)
+        s["ctr"] = s["clicks"] / max(s["impressions"], 1)
+        s["cvr"] = s["conversions"] / max(s["clicks"], 1)
+        s["ctcvr"] = s["conversions"] / max(s["impressions"], 1)
+        s["shards"] = len(per_task)
+        s["conversion_without_click_kept"] = config.keep_conversion_without_click
+        split_stats[split] = s
+        if s["impressions"] == 0:
+            raise ConvertError(
+                f"no valid impressions in the {split} split; bad rows: {s['bad_rows']}; "
+                f"examples: {s['bad_examples']}"
+            )
+        if s["bad_fraction"] > config.max_bad_fraction:
+            examples = "\n".join(e for ex in s["bad_examples"].values() for e in ex)
+            raise ConvertError(
+                f"{split}: {s['bad_rows_total']:,} bad rows of {s['rows_read']:,} "
+                f"({s['bad_fraction']:.4%}) exceed --max_bad_fraction={config.max_bad_fraction}"
+                f"\nby kind: {s['bad_rows']}\nexamples:\n{examples}"
+            )
+
+    # Vocabularies from the train split only.
+    vocab_dir = os.path.join(work_dir, data_layout.VOCAB_DIR)
+    os.makedirs(vocab_dir, exist_ok=True)
+    counts = [np.load(t.counts_path) for t in join_tasks if t.count_ids]
+    fields = {}
+    for field in F.FIELDS:
+        ids, n = merge_counts([(c[f"ids/{field.id}"], c[f"counts/{field.id}"]) for c in counts])
+        size = vocab.write_vocab(
+            data_layout.vocab_file(work_dir, field.id), ids, n, config.min_count
+        )
+        fields[field.id] = {"distinct_ids": int(ids.size), "vocab_size": size}
+
+    seconds = time.time() - start
+    impressions = sum(s["impressions"] for s in split_stats.values())
+    raw_bytes = sum(os.path.getsize(p) for files in inputs.values() for p in files.values() if p)
+    stats = {
+        "splits": split_stats,
+        "fields": fields,
+        "min_count": config.min_count,
+        "max_group_size": config.max_group_size,
+        "has_ground_truth": all(inputs[s]["ground_truth"] for s in data_layout.SPLITS),
+        "seconds": round(seconds, 2),
+        "impressions_per_second": round(impressions / seconds, 1),
+        "raw_mb_per_second": round(raw_bytes / 2**20 / seconds, 2),
+        "peak_rss_mb": {
+            "main": _max_rss_mb(resource.RUSAGE_SELF),
+            "largest_worker": _max_rss_mb(resource.RUSAGE_CHILDREN),
+        },
+        "fingerprint": fingerprint,
+    }
+    _atomic_json(data_layout.stats_file(work_dir), stats)
+    return stats
+
+
+def _max_rss_mb(who) -> float:
+    return round(resource.getrusage(who).ru_maxrss / 1024, 1)  # ru_maxrss is in KiB on Linux
+
+
+def _publish(work_dir: str, out_dir: str) -> None:
+    """Removes scratch files and renames the work dir into place."""
+    for sub in ("parts", "tasks"):
+        shutil.rmtree(os.path.join(work_dir, sub))
+    os.remove(os.path.join(work_dir, "fingerprint.json"))
+    old = None
+    if os.path.exists(out_dir):
+        old = f"{out_dir}.old-{os.getpid()}"
+        os.rename(out_dir, old)
+    os.rename(work_dir, out_dir)
+    if old:
+        shutil.rmtree(old)
+
+
+def _print_summary(stats: dict, out_dir: str) -> None:
+    log(f"\nwrote {out_dir}")
+    log(f"{'split':<6} {'impressions':>12} {'records':>9} {'CTR':>7} {'CVR':>7} {'bad rows':>9}")
+    for split, s in stats["splits"].items():
+        log(
+            f"{split:<6} {s['impressions']:>12,} {s['records']:>9,} {s['ctr']:>7.4f} "
+            f"{s['cvr']:>7.4f} {s['bad_rows_total']:>9,}"
+        )
+    log(
+        f"{stats['seconds']:.1f} s, {stats['impressions_per_second']:,.0f} impressions/s, "
+        f"{stats['raw_mb_per_second']:.1f} raw MB/s, peak RSS {stats['peak_rss_mb']['main']:.0f}"
+        f" MB (main) / {stats['peak_rss_mb']['largest_worker']:.0f} MB (largest worker)"
+    )
+
+
+# ---------------------------------------------------------------------------
+# Entry point.
+
+
+def main(argv) -> None:
+    del argv
+    from absl import flags
+
+    FLAGS = flags.FLAGS
+    config = ConvertConfig(
+        raw_dir=FLAGS.raw_dir,
+        out_dir=FLAGS.out_dir,
+        min_count=FLAGS.min_count,
+        max_bad_fraction=FLAGS.max_bad_fraction,
+        max_group_size=FLAGS.max_group_size,
+        num_shards=FLAGS.num_shards,
+        workers=FLAGS.workers,
+        memory_budget_mb=FLAGS.memory_budget_mb,
+        keep_conversion_without_click=FLAGS.keep_conversion_without_click,
+        overwrite=FLAGS.overwrite,
+    )
+    try:
+        convert(config)
+    except (ConvertError, raw.RawInputError) as e:
+        log(f"error: {e}")
+        sys.exit(1)
+
+
+def _define_flags() -> None:
+    from absl import flags
+
+    d = ConvertConfig
+    flags.DEFINE_string("raw_dir", None, "Directory with the raw Ali-CCP csv(.gz) files.")
+    flags.DEFINE_string("out_dir", None, "Output dataset directory (created atomically).")
+    flags.DEFINE_integer("min_count", d.min_count, "Ids seen fewer times in train map to OOV.")
+    flags.DEFINE_float(
+        "max_bad_fraction", d.max_bad_fraction, "Fail if more rows than this are malformed."
+    )
+    flags.DEFINE_integer("max_group_size", d.max_group_size, "Max impressions per record.")
+    flags.DEFINE_integer("num_shards", d.num_shards, "Shards per split (0: automatic).")
+    flags.DEFINE_integer("workers", d.workers, "Worker processes (0: all cores).")
+    flags.DEFINE_integer(
+        "memory_budget_mb", d.memory_budget_mb, "Raw common_features MB held per worker."
+    )
+    flags.DEFINE_bool(
+        "keep_conversion_without_click",
+        d.keep_conversion_without_click,
+        "Keep rows with conversion=1 and click=0 (dropped and counted by default).",
+    )
+    flags.DEFINE_bool("overwrite", d.overwrite, "Replace an existing out_dir.")
+    flags.mark_flags_as_required(["raw_dir", "out_dir"])
+
+
+if __name__ == "__main__":
+    from absl import app
+
+    _define_flags()
+    app.run(main)

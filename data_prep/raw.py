@@ -1,0 +1,318 @@
+"""Parsing of raw Ali-CCP rows (bytes in, validated arrays out).
+
+One place knows the raw format; the converter (and any other reader: Beam,
+TFDS) calls these functions. Every malformed row raises :class:`BadRow` with a
+*kind* (used for per-kind counts in the stats) and a human-readable message.
+
+Raw format (no header, one row per line):
+
+* ``sample_skeleton_*.csv``:
+  ``sample_id,click,conversion,common_feature_index,feature_num,feature_list``
+* ``common_features_*.csv``: ``common_feature_index,feature_num,feature_list``
+* ``ground_truth_*.csv`` (synthetic data only, same order as the skeleton):
+  ``sample_id,true_pctr,true_pcvr,counterfactual_conversion``
+
+A feature list is ``field 0x02 id 0x03 value`` features joined by ``0x01``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import os
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+
+from esmm_tf import features as F
+
+# Kinds of bad rows (stats keys). Conversion without click is *not* bad.
+WRONG_COLUMN_COUNT = "wrong_column_count"
+BAD_SAMPLE_ID = "bad_sample_id"
+BAD_LABEL = "bad_label"
+BAD_FEATURE_NUM = "bad_feature_num"
+FEATURE_NUM_MISMATCH = "feature_num_mismatch"
+BROKEN_SEPARATOR = "broken_separator"
+BAD_FEATURE_ID = "bad_feature_id"
+BAD_FEATURE_VALUE = "bad_feature_value"
+BAD_COMMON_FEATURE_INDEX = "bad_common_feature_index"
+UNKNOWN_COMMON_FEATURE_INDEX = "unknown_common_feature_index"
+DUPLICATE_COMMON_FEATURE_INDEX = "duplicate_common_feature_index"
+BAD_COMMON_ROW = "references_bad_common_row"
+INVALID_BYTES = "invalid_bytes"
+TRUNCATED_LAST_LINE = "truncated_last_line"
+BAD_GROUND_TRUTH = "bad_ground_truth"
+
+INT64_MAX = 2**63 - 1
+_SEPARATORS = F.FEATURE_SEP + F.ID_SEP + F.VALUE_SEP
+_NOT_SEPARATORS = bytes(b for b in range(256) if bytes([b]) not in _SEPARATORS)
+_SEP_PATTERN = F.ID_SEP + F.VALUE_SEP + F.FEATURE_SEP
+
+
+class BadRow(ValueError):
+    """A malformed raw row; ``kind`` is one of the module's kind constants."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
+
+
+class FieldIndex:
+    """Maps raw field ids (bytes) of one side (user or item) to positions."""
+
+    def __init__(self, fields: Sequence[F.Field]):
+        self.fields = tuple(fields)
+        self.position = {f.id.encode(): i for i, f in enumerate(self.fields)}
+
+
+USER_INDEX = FieldIndex(F.USER_FIELDS)
+ITEM_INDEX = FieldIndex(F.ITEM_FIELDS)
+
+
+@dataclasses.dataclass
+class FeatureArrays:
+    """Features of one row, grouped by field.
+
+    ``ids[offsets[k]:offsets[k+1]]`` (and the same slice of ``weights``) are
+    the ids of ``index.fields[k]`` in raw order. ``ignored`` counts features
+    whose field id is not declared for this side (kept out of the record).
+    """
+
+    ids: np.ndarray  # int64
+    weights: np.ndarray  # float32
+    offsets: np.ndarray  # int64, len(fields) + 1
+    ignored: dict[bytes, int]
+
+    def field(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        s, e = self.offsets[k], self.offsets[k + 1]
+        return self.ids[s:e], self.weights[s:e]
+
+
+def parse_feature_list(buf: bytes, feature_num: int, index: FieldIndex) -> FeatureArrays:
+    """Parses and validates a feature list; raises BadRow."""
+    n = feature_num
+    if not buf:
+        if n != 0:
+            raise BadRow(FEATURE_NUM_MISMATCH, f"feature_num={n} but the feature list is empty")
+        return _empty_features(index)
+    seps = buf.translate(None, _NOT_SEPARATORS)
+    count = seps.count(F.ID_SEP)
+    if seps != (_SEP_PATTERN * count)[:-1] or count == 0:
+        raise BadRow(
+            BROKEN_SEPARATOR,
+            "feature list separators out of order (expected field 0x02 id 0x03 value, "
+            "joined by 0x01)",
+        )
+    if count != n:
+        raise BadRow(FEATURE_NUM_MISMATCH, f"feature_num={n} but the list has {count} features")
+    parts = (
+        buf.replace(F.ID_SEP, F.FEATURE_SEP)
+        .replace(F.VALUE_SEP, F.FEATURE_SEP)
+        .split(F.FEATURE_SEP)
+    )
+    field_tokens = parts[0::3]
+    id_tokens = parts[1::3]
+    value_tokens = parts[2::3]
+    try:
+        id_list = [int(t) for t in id_tokens]
+    except ValueError:
+        bad = next(t for t in id_tokens if not _is_int(t))
+        raise BadRow(BAD_FEATURE_ID, f"feature id {bad[:40]!r} is not an integer") from None
+    if min(id_list) < 0 or max(id_list) > INT64_MAX:
+        bad = next(v for v in id_list if not 0 <= v <= INT64_MAX)
+        raise BadRow(BAD_FEATURE_ID, f"feature id {bad} is outside [0, 2^63)")
+    ids = np.array(id_list, dtype=np.int64)
+    try:
+        values = np.array([float(t) for t in value_tokens], dtype=np.float64)
+    except ValueError:
+        bad = next(t for t in value_tokens if not _is_float(t))
+        raise BadRow(BAD_FEATURE_VALUE, f"feature value {bad[:40]!r} is not a number") from None
+    if not np.all(np.isfinite(values)):
+        raise BadRow(BAD_FEATURE_VALUE, "feature value is not finite")
+
+    position = index.position
+    nfields = len(index.fields)
+    codes = np.fromiter((position.get(t, nfields) for t in field_tokens), np.int64, count=n)
+    ignored: dict[bytes, int] = {}
+    if (codes == nfields).any():
+        for t, c in zip(field_tokens, codes, strict=True):
+            if c == nfields:
+                ignored[t] = ignored.get(t, 0) + 1
+    order = np.argsort(codes, kind="stable")
+    counts = np.bincount(codes, minlength=nfields + 1)[:nfields]
+    offsets = np.zeros(nfields + 1, np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    keep = order[: offsets[-1]]
+    return FeatureArrays(ids[keep], values[keep].astype(np.float32), offsets, ignored)
+
+
+def _empty_features(index: FieldIndex) -> FeatureArrays:
+    return FeatureArrays(
+        np.zeros(0, np.int64),
+        np.zeros(0, np.float32),
+        np.zeros(len(index.fields) + 1, np.int64),
+        {},
+    )
+
+
+def _is_int(token: bytes) -> bool:
+    try:
+        int(token)
+        return True
+    except ValueError:
+        return False
+
+
+def _is_float(token: bytes) -> bool:
+    try:
+        float(token)
+        return True
+    except ValueError:
+        return False
+
+
+def _parse_int(token: bytes, kind: str, what: str) -> int:
+    try:
+        value = int(token)
+    except ValueError:
+        raise BadRow(kind, f"{what} {token[:40]!r} is not an integer") from None
+    if not 0 <= value <= INT64_MAX:
+        raise BadRow(kind, f"{what} {value} is out of range")
+    return value
+
+
+def _parse_cfi(token: bytes) -> bytes:
+    if not token or any(s in token for s in (b"\t", F.FEATURE_SEP, F.ID_SEP, F.VALUE_SEP)):
+        raise BadRow(BAD_COMMON_FEATURE_INDEX, f"bad common_feature_index {token[:40]!r}")
+    return token
+
+
+@dataclasses.dataclass
+class SkeletonRow:
+    sample_id: int
+    click: int
+    conversion: int
+    common_feature_index: bytes
+    features: FeatureArrays
+
+
+def parse_skeleton_row(line: bytes) -> SkeletonRow:
+    """Parses one sample_skeleton line (without its newline)."""
+    _check_bytes(line)
+    cols = line.split(b",", 5)
+    if len(cols) != 6 or b"," in cols[5]:
+        raise BadRow(
+            WRONG_COLUMN_COUNT,
+            f"expected 6 comma-separated columns, got {line.count(b',') + 1}",
+        )
+    sample_id = _parse_int(cols[0], BAD_SAMPLE_ID, "sample_id")
+    click = _parse_label(cols[1], "click")
+    conversion = _parse_label(cols[2], "conversion")
+    cfi = _parse_cfi(cols[3])
+    feature_num = _parse_int(cols[4], BAD_FEATURE_NUM, "feature_num")
+    feats = parse_feature_list(cols[5], feature_num, ITEM_INDEX)
+    return SkeletonRow(sample_id, click, conversion, cfi, feats)
+
+
+def parse_common_row(line: bytes) -> tuple[bytes, FeatureArrays]:
+    """Parses one common_features line (without its newline)."""
+    _check_bytes(line)
+    cols = line.split(b",", 2)
+    if len(cols) != 3 or b"," in cols[2]:
+        raise BadRow(
+            WRONG_COLUMN_COUNT,
+            f"expected 3 comma-separated columns, got {line.count(b',') + 1}",
+        )
+    cfi = _parse_cfi(cols[0])
+    feature_num = _parse_int(cols[1], BAD_FEATURE_NUM, "feature_num")
+    return cfi, parse_feature_list(cols[2], feature_num, USER_INDEX)
+
+
+@dataclasses.dataclass
+class GroundTruthRow:
+    sample_id: int
+    pctr: float
+    pcvr: float
+    conversion: int
+
+
+def parse_ground_truth_row(line: bytes) -> GroundTruthRow:
+    cols = line.split(b",")
+    if len(cols) != 4:
+        raise BadRow(BAD_GROUND_TRUTH, f"expected 4 columns, got {len(cols)}")
+    try:
+        sample_id = int(cols[0])
+        pctr, pcvr = float(cols[1]), float(cols[2])
+        conversion = int(cols[3])
+    except ValueError:
+        raise BadRow(BAD_GROUND_TRUTH, f"unparsable ground truth row {line[:60]!r}") from None
+    if not (0.0 <= pctr <= 1.0 and 0.0 <= pcvr <= 1.0 and conversion in (0, 1)):
+        raise BadRow(BAD_GROUND_TRUTH, f"ground truth out of range: {line[:60]!r}")
+    return GroundTruthRow(sample_id, pctr, pcvr, conversion)
+
+
+def _parse_label(token: bytes, what: str) -> int:
+    if token == b"0":
+        return 0
+    if token == b"1":
+        return 1
+    raise BadRow(BAD_LABEL, f"{what} label {token[:20]!r} is not 0 or 1")
+
+
+def _check_bytes(line: bytes) -> None:
+    if not line.isascii():
+        pos = next(i for i, b in enumerate(line) if b > 127)
+        raise BadRow(INVALID_BYTES, f"non-ASCII byte 0x{line[pos]:02x} at column {pos + 1}")
+
+
+# ---------------------------------------------------------------------------
+# Files.
+
+
+class RawInputError(Exception):
+    """A raw input problem that stops the conversion (missing/empty file...)."""
+
+
+def find_raw_file(raw_dir: str, stem: str, required: bool = True) -> str | None:
+    """Returns ``raw_dir/stem.csv`` or ``raw_dir/stem.csv.gz``."""
+    for name in (f"{stem}.csv", f"{stem}.csv.gz"):
+        path = os.path.join(raw_dir, name)
+        if os.path.exists(path):
+            if os.path.getsize(path) == 0:
+                raise RawInputError(f"{path}: file is empty")
+            return path
+    if required:
+        raise RawInputError(
+            f"{os.path.join(raw_dir, stem)}.csv (or .csv.gz) not found; the raw Ali-CCP "
+            "directory must hold sample_skeleton_{train,test}.csv and "
+            "common_features_{train,test}.csv (see README: 'Real Ali-CCP data')"
+        )
+    return None
+
+
+def open_raw(path: str):
+    """Opens a raw file (plain or gzip) for binary reading."""
+    if path.endswith(".gz"):
+        return gzip.open(path, "rb")
+    return open(path, "rb", buffering=1 << 20)
+
+
+def read_lines(path: str) -> Iterator[tuple[int, bytes, bool]]:
+    """Yields ``(line_number, content, ends_with_newline)``; content has no EOL.
+
+    A file with no rows at all raises RawInputError.
+    """
+    any_line = False
+    with open_raw(path) as f:
+        for lineno, line in enumerate(f, 1):
+            any_line = True
+            has_newline = line.endswith(b"\n")
+            content = line.rstrip(b"\r\n") if has_newline else line
+            yield lineno, content, has_newline
+    if not any_line:
+        raise RawInputError(f"{path}: file is empty")
+
+
+def classify(error: BadRow, has_newline: bool) -> str:
+    """The stats kind of a bad row: a bad last line without EOL is truncated."""
+    return error.kind if has_newline else TRUNCATED_LAST_LINE
