@@ -131,7 +131,7 @@ def _partition_task(args: tuple) -> str:
     path, gt_path, out_prefix, num_parts, key_column, label = args
     start = time.time()
     tmp_paths = [f"{out_prefix}-{p:05d}.tmp" for p in range(num_parts)]
-    outs = [open(p, "wb", buffering=1 << 18) for p in tmp_paths]
+    outs = [open(p, "wb", buffering=1 << 18) for p in tmp_paths]  # noqa: SIM115 (closed below)
     gt_lines = _ground_truth_lines(gt_path) if gt_path else None
     n = 0
     last = start

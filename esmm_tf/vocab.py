@@ -31,7 +31,9 @@ def write_vocab(path: str, ids: np.ndarray, counts: np.ndarray, min_count: int) 
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
         f.write(f"{OOV_ID}\t{oov_count}\n")
-        f.writelines(f"{i}\t{c}\n" for i, c in zip(ids[order].tolist(), counts[order].tolist()))
+        f.writelines(
+            f"{i}\t{c}\n" for i, c in zip(ids[order].tolist(), counts[order].tolist(), strict=True)
+        )
     os.replace(tmp, path)
     return int(ids.size)
 
