@@ -1,5 +1,6 @@
-"""The frozen run configuration. Entry points build it from flags; the library
-only ever sees this object (and writes it next to the checkpoints)."""
+"""The frozen run configuration. Entry points build it from flags (one flag per
+field, help text from the field's metadata); the library only ever sees this
+object, and every run writes it next to its checkpoints."""
 
 from __future__ import annotations
 
@@ -10,41 +11,66 @@ import os
 CONFIG_FILE = "config.json"
 MODELS = ("esmm", "esmm_ns")
 
+# Fields that may change when a run is resumed (they do not change the model).
+RESUMABLE_CHANGES = frozenset(
+    {"epochs", "checkpoint_every_steps", "log_every_steps", "eval_every_epochs", "keep_checkpoints"}
+)
+
+
+def _f(default, help_text: str):
+    return dataclasses.field(default=default, metadata={"help": help_text})
+
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    data_dir: str
-    model: str = "esmm"
+    data_dir: str = _f("", "Converted dataset (the --out_dir of data_prep.convert).")
+    model: str = _f("esmm", f"Model to train: one of {', '.join(MODELS)}.")
     # Model.
-    embedding_dim: int = 18
-    tower_units: tuple[int, ...] = (200, 80)
-    use_weights: bool = True
+    embedding_dim: int = _f(18, "Embedding dimension per field (paper: 18).")
+    tower_units: tuple[int, ...] = _f((200, 80), "Hidden units of each tower (paper: 200,80).")
+    use_weights: bool = _f(True, "Weight pooled ids by their raw values (weighted fields).")
     # Optimisation (Adam beta_1=0.9, beta_2=0.999, epsilon=1e-8 as in the paper).
-    learning_rate: float = 1e-3
-    beta_1: float = 0.9
-    beta_2: float = 0.999
-    epsilon: float = 1e-8
-    lazy_adam: bool = True
+    learning_rate: float = _f(1e-3, "Adam learning rate.")
+    beta_1: float = _f(0.9, "Adam beta_1.")
+    beta_2: float = _f(0.999, "Adam beta_2.")
+    epsilon: float = _f(1e-8, "Adam epsilon.")
+    lazy_adam: bool = _f(
+        True, "Update only the embedding rows a batch touches (False: exact dense Adam)."
+    )
     # Data.
-    records_per_batch: int = 32
-    epochs: int = 1
-    shuffle_buffer: int = 4096
-    deterministic: bool = False
-    seed: int = 0
+    records_per_batch: int = _f(
+        32, "Grouped records per step (x ~30 impressions per record on Ali-CCP)."
+    )
+    epochs: int = _f(1, "Passes over the train split.")
+    shuffle_buffer: int = _f(4096, "Records in the shuffle buffer.")
+    deterministic: bool = _f(False, "Fixed element order in the input pipeline (tests).")
+    seed: int = _f(0, "Seed for initialisation and shuffling.")
     # Bookkeeping.
-    checkpoint_every_steps: int = 500
-    log_every_steps: int = 100
-    eval_every_epochs: int = 1
-    keep_checkpoints: int = 3
+    checkpoint_every_steps: int = _f(500, "Steps between checkpoints.")
+    log_every_steps: int = _f(100, "Steps between TensorBoard train summaries.")
+    eval_every_epochs: int = _f(1, "Epochs between evaluations on the test split.")
+    keep_checkpoints: int = _f(3, "Checkpoints kept.")
 
     def __post_init__(self):
         if self.model not in MODELS:
             raise ValueError(f"--model={self.model!r}; choose one of {', '.join(MODELS)}")
-        for name in ("embedding_dim", "records_per_batch", "epochs", "checkpoint_every_steps"):
+        if not self.data_dir:
+            raise ValueError("--data_dir is required")
+        for name in (
+            "embedding_dim",
+            "records_per_batch",
+            "epochs",
+            "checkpoint_every_steps",
+            "log_every_steps",
+            "eval_every_epochs",
+            "keep_checkpoints",
+        ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"--{name} must be positive, got {getattr(self, name)}")
         if self.learning_rate <= 0:
             raise ValueError(f"--learning_rate must be positive, got {self.learning_rate}")
+        if not self.tower_units or min(self.tower_units) <= 0:
+            raise ValueError(f"--tower_units must be positive integers, got {self.tower_units}")
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True) + "\n"
@@ -59,8 +85,25 @@ class Config:
 
 
 def save(config: Config, model_dir: str) -> str:
+    """Writes config.json to model_dir; refuses to resume with a different model."""
     os.makedirs(model_dir, exist_ok=True)
     path = os.path.join(model_dir, CONFIG_FILE)
+    if os.path.exists(path):
+        old = load(model_dir)
+        changed = {
+            f.name
+            for f in dataclasses.fields(Config)
+            if getattr(old, f.name) != getattr(config, f.name)
+        }
+        if changed - RESUMABLE_CHANGES:
+            diff = ", ".join(
+                f"{k}: {getattr(old, k)!r} -> {getattr(config, k)!r}"
+                for k in sorted(changed - RESUMABLE_CHANGES)
+            )
+            raise ValueError(
+                f"{model_dir} holds a run with another configuration ({diff}); "
+                "use a new --model_dir or delete the old one"
+            )
     with open(path + ".tmp", "w") as f:
         f.write(config.to_json())
     os.replace(path + ".tmp", path)

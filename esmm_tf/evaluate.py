@@ -1,0 +1,64 @@
+"""Evaluate a trained model: ``python -m esmm_tf.evaluate --model_dir=RUN
+--data_dir=DATA [--split=test] [--output_json=FILE]``.
+
+Restores the last checkpoint of ``--model_dir`` (its config.json rebuilds the
+model), streams the split once and prints exact AUCs and calibration.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+
+
+def evaluate_model_dir(model_dir: str, data_dir: str | None = None, split: str = "test") -> dict:
+    import tensorflow as tf
+
+    from esmm_tf import config as config_lib
+    from esmm_tf import evaluation, trainer
+    from esmm_tf.model import build_model
+
+    config = config_lib.load(model_dir)
+    if data_dir:
+        config = dataclasses.replace(config, data_dir=data_dir)
+    model = build_model(config)
+    manager = tf.train.CheckpointManager(
+        tf.train.Checkpoint(model=model), f"{model_dir}/{trainer.CHECKPOINT_DIR}", max_to_keep=None
+    )
+    if not manager.latest_checkpoint:
+        raise FileNotFoundError(f"no checkpoint in {model_dir}/{trainer.CHECKPOINT_DIR}")
+    tf.train.Checkpoint(model=model).restore(manager.latest_checkpoint).expect_partial()
+    metrics = evaluation.evaluate(model, trainer.eval_dataset(config, split))
+    metrics["checkpoint"] = manager.latest_checkpoint
+    metrics["model"] = config.model
+    return metrics
+
+
+def main(argv) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    from esmm_tf import data_layout, evaluation
+
+    try:
+        metrics = evaluate_model_dir(FLAGS.model_dir, FLAGS.data_dir, FLAGS.split)
+    except (FileNotFoundError, data_layout.DatasetError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    print(evaluation.format_table(metrics, f"{metrics['model']} on {FLAGS.split}"))
+    if FLAGS.output_json:
+        with open(FLAGS.output_json, "w") as f:
+            json.dump(metrics, f, indent=2, sort_keys=True)
+
+
+if __name__ == "__main__":
+    flags.DEFINE_string("model_dir", None, "The --model_dir of a training run.")
+    flags.DEFINE_string("data_dir", None, "Dataset (default: the one the model trained on).")
+    flags.DEFINE_enum("split", "test", ["train", "test"], "Split to evaluate.")
+    flags.DEFINE_string("output_json", None, "Also write the metrics here.")
+    flags.mark_flag_as_required("model_dir")
+    app.run(main)

@@ -1,0 +1,65 @@
+"""Train a model: ``python -m esmm_tf.train --flagfile=experiments/esmm.flags
+--data_dir=DATA --model_dir=RUN [--export_dir=EXPORT]``.
+
+Every field of ``esmm_tf.config.Config`` is a flag of the same name. Re-running
+the same command resumes from the last checkpoint in ``--model_dir``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+
+from absl import app, flags
+
+from esmm_tf.config import Config
+
+FLAGS = flags.FLAGS
+
+
+def define_config_flags() -> None:
+    """One absl flag per Config field, with the field's default and help."""
+    for field in dataclasses.fields(Config):
+        default = field.default
+        help_text = field.metadata.get("help", field.name)
+        if isinstance(default, bool):
+            flags.DEFINE_bool(field.name, default, help_text)
+        elif isinstance(default, int):
+            flags.DEFINE_integer(field.name, default, help_text)
+        elif isinstance(default, float):
+            flags.DEFINE_float(field.name, default, help_text)
+        elif isinstance(default, tuple):
+            flags.DEFINE_list(field.name, [str(v) for v in default], help_text)
+        else:
+            flags.DEFINE_string(field.name, default, help_text)
+
+
+def config_from_flags() -> Config:
+    values = {}
+    for field in dataclasses.fields(Config):
+        value = getattr(FLAGS, field.name)
+        if isinstance(field.default, tuple):
+            value = tuple(int(v) for v in value)
+        values[field.name] = value
+    return Config(**values)
+
+
+def main(argv) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    from esmm_tf import data_layout, trainer
+
+    try:
+        config = config_from_flags()
+        trainer.train_and_evaluate(config, FLAGS.model_dir, export_dir=FLAGS.export_dir)
+    except (ValueError, FileNotFoundError, data_layout.DatasetError, trainer.TrainingError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    define_config_flags()
+    flags.DEFINE_string("model_dir", None, "Checkpoints, config.json and TensorBoard events.")
+    flags.DEFINE_string("export_dir", None, "If set, export a SavedModel version here at the end.")
+    flags.mark_flag_as_required("model_dir")
+    app.run(main)

@@ -1,0 +1,241 @@
+"""``train_and_evaluate(config, model_dir)``: the custom training loop.
+
+A small ``tf.function`` train step under a ``tf.distribute`` strategy (the
+default strategy on one machine) rather than ``model.fit``: Keras 3's fit
+fails under the multi-worker strategies in TF 2.21, and the same loop scales
+out. Keras supplies the model and the progress bar; checkpoints use
+``tf.train.CheckpointManager`` and summaries ``tf.summary``.
+
+Resumption: the step counter lives in the checkpoint; epoch ``e`` always reads
+the train split shuffled with seed ``config.seed + e``, so a restarted run
+skips the batches of the current epoch that it already trained on and goes on
+from there (exactly, with ``config.deterministic``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from esmm_tf import config as config_lib
+from esmm_tf import data_layout, evaluation, input_pipeline, losses
+from esmm_tf import features as F
+from esmm_tf.config import Config
+from esmm_tf.model import CTR_LOGIT, CVR_LOGIT, build_model
+from esmm_tf.optimizer import Adam
+
+CHECKPOINT_DIR = "checkpoints"
+EVAL_FILE = "eval_metrics.json"
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. the loss is not finite)."""
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def steps_per_epoch(config: Config) -> int:
+    stats_path = data_layout.stats_file(config.data_dir)
+    if not os.path.exists(stats_path):
+        raise data_layout.DatasetError(
+            f"{stats_path} not found; is {config.data_dir!r} a completed data_prep.convert output?"
+        )
+    with open(stats_path) as f:
+        records = json.load(f)["splits"]["train"]["records"]
+    return max(1, math.ceil(records / config.records_per_batch))
+
+
+def make_optimizer(config: Config) -> Adam:
+    return Adam(
+        config.learning_rate,
+        beta_1=config.beta_1,
+        beta_2=config.beta_2,
+        epsilon=config.epsilon,
+        lazy=config.lazy_adam,
+    )
+
+
+def eval_dataset(config: Config, split: str = "test") -> tf.data.Dataset:
+    files = data_layout.shard_files(config.data_dir, split)
+    return input_pipeline.make_dataset(
+        files,
+        config.records_per_batch,
+        shuffle=False,
+        with_ground_truth=input_pipeline.has_ground_truth(files),
+        deterministic=True,
+    )
+
+
+class _TrainWindow:
+    """Labels and predictions since the last summary, for train AUCs."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.evaluator = evaluation.Evaluator()
+        self.loss_sums = {"total": 0.0, "ctr": 0.0, "ctcvr": 0.0}
+        self.steps = 0
+        self.impressions = 0
+        self.start = time.time()
+
+    def update(self, loss: dict, labels: dict, outputs: dict) -> None:
+        for k in self.loss_sums:
+            self.loss_sums[k] += float(loss[k])
+        self.steps += 1
+        self.impressions += int(labels[F.CLICK].shape[0])
+        self.evaluator.update(labels, outputs)
+
+
+def train_and_evaluate(
+    config: Config,
+    model_dir: str,
+    export_dir: str | None = None,
+    strategy: tf.distribute.Strategy | None = None,
+) -> dict:
+    """Trains (resuming from model_dir's last checkpoint), evaluates, exports.
+
+    Returns the final evaluation metrics (also written to model_dir/eval_metrics.json).
+    """
+    strategy = strategy or tf.distribute.get_strategy()
+    train_files = data_layout.shard_files(config.data_dir, "train")
+    data_layout.shard_files(config.data_dir, "test")  # fail early if missing
+    config_lib.save(config, model_dir)
+    per_epoch = steps_per_epoch(config)
+    total_steps = per_epoch * config.epochs
+    keras.utils.set_random_seed(config.seed)
+
+    with strategy.scope():
+        model = build_model(config)
+        optimizer = make_optimizer(config)
+        optimizer.build(model.trainable_variables)
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
+    manager = tf.train.CheckpointManager(
+        checkpoint,
+        os.path.join(model_dir, CHECKPOINT_DIR),
+        max_to_keep=config.keep_checkpoints,
+        step_counter=optimizer.iterations,
+    )
+    if manager.latest_checkpoint:
+        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        _log(f"resumed from {manager.latest_checkpoint} (step {int(optimizer.iterations)})")
+
+    variables = model.trainable_variables
+
+    def step_fn(inputs, labels):
+        with tf.GradientTape() as tape:
+            outputs = model(inputs, training=True)
+            loss = losses.esmm_loss(
+                labels[F.CLICK], labels[F.CONVERSION], outputs[CTR_LOGIT], outputs[CVR_LOGIT]
+            )
+        grads = tape.gradient(loss["total"], variables)
+        optimizer.apply_gradients(zip(grads, variables, strict=True))
+        return loss, {k: outputs[k] for k in F.OUTPUT_KEYS}
+
+    train_step = tf.function(lambda x, y: strategy.run(step_fn, args=(x, y)), reduce_retracing=True)
+    predict = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+    writer = tf.summary.create_file_writer(os.path.join(model_dir, "train"))
+    eval_writer = tf.summary.create_file_writer(os.path.join(model_dir, "eval"))
+
+    step = int(optimizer.iterations)
+    metrics = None
+    window = _TrainWindow()
+    progbar = keras.utils.Progbar(total_steps, stateful_metrics=["loss", "imp/s"])
+    if step:
+        progbar.update(min(step, total_steps))
+    while step < total_steps:
+        epoch = step // per_epoch
+        dataset = input_pipeline.make_dataset(
+            train_files,
+            config.records_per_batch,
+            shuffle=True,
+            seed=config.seed + epoch,
+            shuffle_buffer=config.shuffle_buffer,
+            deterministic=config.deterministic,
+        ).skip(step - epoch * per_epoch)
+        for inputs, labels in dataset:
+            loss, outputs = train_step(inputs, labels)
+            loss = {k: v.numpy() for k, v in loss.items()}
+            if not all(np.isfinite(v) for v in loss.values()):
+                raise TrainingError(
+                    f"loss is not finite at step {step + 1} ({loss}); stopping. The last good "
+                    f"checkpoint is kept: {manager.latest_checkpoint or 'none yet'}"
+                )
+            step += 1
+            window.update(
+                loss,
+                {k: labels[k].numpy() for k in F.LABEL_KEYS},
+                {k: v.numpy() for k, v in outputs.items()},
+            )
+            if step % config.log_every_steps == 0 or step == total_steps:
+                rate = _write_train_summaries(writer, window, optimizer, step)
+                mean_loss = window.loss_sums["total"] / window.steps
+                progbar.update(step, [("loss", mean_loss), ("imp/s", rate)])
+                window.reset()
+            if step % config.checkpoint_every_steps == 0:
+                manager.save(checkpoint_number=step)
+            if step % per_epoch == 0 or step == total_steps:
+                break
+        else:
+            raise TrainingError(
+                f"the train split ended after {step} steps, before the {per_epoch} steps per "
+                f"epoch that {data_layout.stats_file(config.data_dir)} implies; "
+                "was the dataset changed after conversion?"
+            )
+        epoch_done = step // per_epoch
+        if epoch_done % config.eval_every_epochs == 0 or step >= total_steps:
+            manager.save(checkpoint_number=step)
+            metrics = evaluation.evaluate(model, eval_dataset(config), predict)
+            _write_eval_summaries(eval_writer, metrics, step)
+            _log("\n" + evaluation.format_table(metrics, f"eval after epoch {epoch_done}"))
+
+    if metrics is None:  # nothing left to train: evaluate the restored model
+        metrics = evaluation.evaluate(model, eval_dataset(config), predict)
+    metrics["step"] = step
+    with open(os.path.join(model_dir, EVAL_FILE + ".tmp"), "w") as f:
+        json.dump(metrics, f, indent=2, sort_keys=True)
+    os.replace(os.path.join(model_dir, EVAL_FILE + ".tmp"), os.path.join(model_dir, EVAL_FILE))
+    if export_dir:
+        from esmm_tf.export import export_saved_model
+
+        path = export_saved_model(model, export_dir)
+        metrics["export_path"] = path
+        _log(f"exported SavedModel to {path}")
+    return metrics
+
+
+def _write_train_summaries(writer, window: _TrainWindow, optimizer: Adam, step: int) -> float:
+    seconds = max(time.time() - window.start, 1e-9)
+    rate = window.impressions / seconds
+    result = window.evaluator.result()
+    with writer.as_default(step=step):
+        for k, v in window.loss_sums.items():
+            tf.summary.scalar(f"loss/{k}", v / window.steps)
+        for k in ("ctr_auc", "cvr_auc", "ctcvr_auc"):
+            if not math.isnan(result[k]):
+                tf.summary.scalar(f"auc/{k}", result[k])
+        tf.summary.scalar("impressions_per_second", rate)
+        tf.summary.scalar("learning_rate", optimizer.learning_rate_value())
+    writer.flush()
+    return rate
+
+
+def _write_eval_summaries(writer, metrics: dict, step: int) -> None:
+    with writer.as_default(step=step):
+        for k in ("ctr_auc", "cvr_auc", "ctcvr_auc", "cvr_auc_entire_space"):
+            if k in metrics and not math.isnan(metrics[k]):
+                tf.summary.scalar(f"auc/{k}", metrics[k])
+        for head, cal in metrics["calibration"].items():
+            tf.summary.scalar(f"calibration/{head}_mean_pred", cal["observed"]["mean_pred"])
+            tf.summary.scalar(f"log_loss/{head}", cal["observed"]["log_loss"])
+        tf.summary.scalar("impressions_per_second", metrics["impressions_per_second"])
+    writer.flush()
