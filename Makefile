@@ -1,0 +1,54 @@
+# Entry points named in README.md. Everything runs in ./.venv, created and
+# filled on first use (Python 3.11).
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+# Re-install when setup.py changes.
+STAMP := $(VENV)/.installed-$(shell cksum setup.py | cut -d' ' -f1)
+DEV_STAMP := $(STAMP)-dev
+
+DEMO_DIR ?= demo_out
+DEMO_IMPRESSIONS ?= 400000
+DEMO_FLAGS ?= --flagfile=experiments/demo.flags
+
+.PHONY: demo test lint format clean install install-dev
+
+$(STAMP):
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e .
+	touch $@
+
+$(DEV_STAMP): $(STAMP)
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+install: $(STAMP)
+install-dev: $(DEV_STAMP)
+
+# The main job on the embedded default: synthetic Ali-CCP logs -> TFRecords ->
+# train ESMM -> evaluate -> SavedModel in $(DEMO_DIR)/export.
+demo: $(STAMP)
+	test -f $(DEMO_DIR)/raw/synthetic_config.json || $(PY) -m data_prep.synthetic \
+		--out_dir=$(DEMO_DIR)/raw --impressions=$(DEMO_IMPRESSIONS) --seed=0
+	test -f $(DEMO_DIR)/data/stats.json || $(PY) -m data_prep.convert \
+		--raw_dir=$(DEMO_DIR)/raw --out_dir=$(DEMO_DIR)/data
+	$(PY) -m esmm_tf.train $(DEMO_FLAGS) --data_dir=$(DEMO_DIR)/data \
+		--model_dir=$(DEMO_DIR)/run --export_dir=$(DEMO_DIR)/export
+	$(PY) -m esmm_tf.evaluate --model_dir=$(DEMO_DIR)/run --output_json=$(DEMO_DIR)/results.json
+
+test: $(DEV_STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(PY) -m pytest -q
+
+lint: $(DEV_STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(DEV_STAMP)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+clean:
+	rm -rf $(DEMO_DIR) .pytest_cache .ruff_cache *.egg-info

@@ -1,0 +1,28 @@
+"""esmm_tf: ESMM (Ma et al., SIGIR 2018) for TensorFlow 2 / Keras 3."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="esmm_tf",
+    version="0.1.0",
+    description=(
+        "Entire Space Multi-Task Model (ESMM): Ali-CCP data prep, training, exact "
+        "evaluation and TensorFlow Serving export"
+    ),
+    long_description=open("README.md").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.11,<3.13",
+    packages=find_packages(include=["esmm_tf*", "data_prep*", "experiments*"]),
+    install_requires=[
+        "tensorflow-cpu==2.21.0",
+        "keras==3.15.1",
+        "numpy==2.4.6",
+        "absl-py==2.5.1",
+        "tensorboard==2.21.0",
+    ],
+    extras_require={
+        "dev": ["pytest==9.2.0", "ruff==0.17.6", "scikit-learn==1.9.1"],
+        "plot": ["matplotlib==3.11.2"],
+    },
+)

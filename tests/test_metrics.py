@@ -1,0 +1,146 @@
+"""Tests for esmm_tf.metrics: exact AUC against sklearn, calibration by hand."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from esmm_tf.metrics import AucAccumulator, CalibrationAccumulator, calibration, exact_auc
+
+
+def test_auc_hand_computed_with_ties():
+    # Pairs (pos, neg): (0.8,0.1)=1, (0.8,0.8)=.5, (0.8,0.4)=1, (0.4,0.1)=1,
+    # (0.4,0.8)=0, (0.4,0.4)=.5 -> 4 / 6.
+    labels = [1, 0, 0, 1, 0]
+    scores = [0.8, 0.1, 0.8, 0.4, 0.4]
+    assert exact_auc(labels, scores) == pytest.approx(4 / 6, abs=1e-12)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_auc_matches_sklearn_random(seed):
+    rng = np.random.default_rng(seed)
+    n = 5000
+    labels = rng.random(n) < 0.1
+    scores = rng.normal(size=n) + labels
+    assert exact_auc(labels, scores) == pytest.approx(roc_auc_score(labels, scores), abs=1e-6)
+
+
+@pytest.mark.parametrize("levels", [1, 2, 5, 50])
+def test_auc_matches_sklearn_heavy_ties(levels):
+    rng = np.random.default_rng(levels)
+    n = 20000
+    labels = (rng.random(n) < 0.3).astype(np.int64)
+    scores = rng.integers(0, levels, size=n) / levels + 0.05 * labels * rng.integers(0, 2, size=n)
+    assert exact_auc(labels, scores) == pytest.approx(roc_auc_score(labels, scores), abs=1e-6)
+
+
+def test_auc_float32_scores_and_2d_shapes():
+    rng = np.random.default_rng(7)
+    labels = rng.integers(0, 2, size=(100, 3))
+    scores = rng.random((100, 3)).astype(np.float32)
+    expected = roc_auc_score(labels.ravel(), scores.ravel())
+    assert exact_auc(labels, scores) == pytest.approx(expected, abs=1e-6)
+
+
+def test_auc_nan_on_one_class_or_empty():
+    assert math.isnan(exact_auc([1, 1, 1], [0.1, 0.2, 0.3]))
+    assert math.isnan(exact_auc([0, 0], [0.1, 0.2]))
+    assert math.isnan(exact_auc([], []))
+
+
+def test_auc_bad_input():
+    with pytest.raises(ValueError, match="0 or 1"):
+        exact_auc([0, 2], [0.1, 0.2])
+    with pytest.raises(ValueError, match="length"):
+        exact_auc([0, 1], [0.1])
+    with pytest.raises(ValueError, match="NaN"):
+        exact_auc([0, 1], [0.1, float("nan")])
+
+
+def test_accumulator_in_chunks_equals_one_shot():
+    rng = np.random.default_rng(3)
+    n = 10000
+    labels = (rng.random(n) < 0.2).astype(np.int64)
+    scores = (rng.random(n) + 0.3 * labels).astype(np.float32)
+    scores[::7] = 0.5  # ties across chunks
+    acc = AucAccumulator()
+    for start in range(0, n, 999):
+        acc.update(labels[start : start + 999], scores[start : start + 999])
+    assert acc.count == n
+    assert acc.positives == int(labels.sum())
+    assert acc.result() == pytest.approx(exact_auc(labels, scores), abs=1e-12)
+    assert acc.result() == pytest.approx(roc_auc_score(labels, scores), abs=1e-6)
+    # A second result() (after consolidation) and further updates still work.
+    acc.update([1, 0], [0.9, 0.1])
+    expected = exact_auc(np.append(labels, [1, 0]), np.append(scores, [0.9, 0.1]))
+    assert acc.result() == pytest.approx(expected, abs=1e-12)
+
+
+def test_accumulator_mask_selects_subset():
+    rng = np.random.default_rng(4)
+    click = rng.random(3000) < 0.5
+    conversion = click & (rng.random(3000) < 0.3)
+    score = rng.random(3000) + 0.2 * conversion
+    acc = AucAccumulator()
+    for start in range(0, 3000, 1000):
+        sl = slice(start, start + 1000)
+        acc.update(conversion[sl], score[sl], mask=click[sl])
+    assert acc.count == int(click.sum())
+    expected = roc_auc_score(conversion[click], score[click])
+    assert acc.result() == pytest.approx(expected, abs=1e-6)
+
+
+def test_accumulator_empty_and_one_class():
+    acc = AucAccumulator()
+    assert math.isnan(acc.result())
+    acc.update([0, 0], [0.1, 0.2])
+    assert math.isnan(acc.result())
+    acc.reset()
+    assert acc.count == 0
+
+
+def test_calibration_by_hand():
+    pred = [0.2, 0.5, 0.8]
+    target = [0, 1, 1]
+    out = calibration(pred, target)
+    assert out["count"] == 3
+    assert out["mean_pred"] == pytest.approx(0.5)
+    assert out["mean_target"] == pytest.approx(2 / 3)
+    assert out["ratio"] == pytest.approx(0.75)
+    expected = -(math.log(0.8) + math.log(0.5) + math.log(0.8)) / 3
+    assert out["log_loss"] == pytest.approx(expected, rel=1e-9)
+
+
+def test_calibration_soft_targets_and_clipping():
+    out = calibration([0.25, 0.5], [0.5, 0.1])
+    expected = (
+        -(0.5 * math.log(0.25) + 0.5 * math.log(0.75) + 0.1 * math.log(0.5) + 0.9 * math.log(0.5))
+        / 2
+    )
+    assert out["log_loss"] == pytest.approx(expected, rel=1e-9)
+    assert out["ratio"] == pytest.approx(0.375 / 0.3)
+    clipped = calibration([0.0, 1.0], [1, 0], eps=1e-7)
+    assert clipped["log_loss"] == pytest.approx(-math.log(1e-7), rel=1e-6)
+    assert math.isnan(calibration([0.1], [0])["ratio"])
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        calibration([0.1], [2])
+
+
+def test_calibration_accumulator_equals_one_shot():
+    rng = np.random.default_rng(5)
+    pred = rng.random(1000)
+    target = (rng.random(1000) < pred).astype(np.int64)
+    mask = rng.random(1000) < 0.7
+    acc = CalibrationAccumulator()
+    for start in range(0, 1000, 300):
+        sl = slice(start, start + 300)
+        acc.update(pred[sl], target[sl], mask=mask[sl])
+    one_shot = calibration(pred, target, mask=mask)
+    got = acc.result()
+    assert got["count"] == one_shot["count"] == int(mask.sum())
+    for key in ("mean_pred", "mean_target", "ratio", "log_loss"):
+        assert got[key] == pytest.approx(one_shot[key], rel=1e-12)
+    assert math.isnan(CalibrationAccumulator().result()["log_loss"])
