@@ -646,6 +646,9 @@ def _define_flags() -> None:
 
 
 if __name__ == "__main__":
+    from esmm_tf.cli import quiet_tensorflow
+
+    quiet_tensorflow()
     from absl import app
 
     _define_flags()

@@ -56,6 +56,9 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
+    from esmm_tf.cli import quiet_tensorflow
+
+    quiet_tensorflow()
     flags.DEFINE_string("model_dir", None, "The --model_dir of a training run.")
     flags.DEFINE_string("data_dir", None, "Dataset (default: the one the model trained on).")
     flags.DEFINE_enum("split", "test", ["train", "test"], "Split to evaluate.")

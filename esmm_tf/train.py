@@ -58,6 +58,9 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
+    from esmm_tf.cli import quiet_tensorflow
+
+    quiet_tensorflow()
     define_config_flags()
     flags.DEFINE_string("model_dir", None, "Checkpoints, config.json and TensorBoard events.")
     flags.DEFINE_string("export_dir", None, "If set, export a SavedModel version here at the end.")
