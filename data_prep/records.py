@@ -50,4 +50,4 @@ def build_example(
         _float(fmap, F.GT_PCTR, [g.pctr for g in ground_truth])
         _float(fmap, F.GT_PCVR, [g.pcvr for g in ground_truth])
         _int64(fmap, F.GT_CONVERSION, [g.conversion for g in ground_truth])
-    return example.SerializeToString()
+    return example.SerializeToString(deterministic=True)  # sorted keys: byte-identical output

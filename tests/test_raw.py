@@ -1,0 +1,119 @@
+"""The raw-row parser on hand-written rows: valid rows and every bad kind."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from data_prep import raw
+from tests.rawrows import common, feature_list, item_features, skeleton, user_features
+
+
+def test_skeleton_row_parses_into_fields():
+    row = raw.parse_skeleton_row(skeleton(7, 1, 0, "abc", item_features(3)))
+    assert (row.sample_id, row.click, row.conversion) == (7, 1, 0)
+    assert row.common_feature_index == b"abc"
+    k = [f.id for f in raw.ITEM_INDEX.fields]
+    ids, weights = row.features.field(k.index("210"))
+    np.testing.assert_array_equal(ids, [7003, 7100])
+    ids, weights = row.features.field(k.index("508"))
+    np.testing.assert_array_equal(ids, [8003])
+    np.testing.assert_allclose(weights, [0.5])
+    ids, _ = row.features.field(k.index("216"))  # absent field
+    assert ids.size == 0
+
+
+def test_common_row_parses_user_fields():
+    cfi, feats = raw.parse_common_row(common("u1", user_features(2)))
+    assert cfi == b"u1"
+    k = [f.id for f in raw.USER_INDEX.fields]
+    ids, weights = feats.field(k.index("109_14"))
+    np.testing.assert_array_equal(ids, [3002, 3100])
+    np.testing.assert_allclose(weights, [0.69315, 1.09861], rtol=1e-6)
+
+
+def test_unknown_field_is_ignored_and_counted():
+    feats = raw.parse_feature_list(
+        feature_list([("999", 1, 1.0), ("205", 2, 1.0)]), 2, raw.ITEM_INDEX
+    )
+    assert feats.ignored == {b"999": 1}
+    assert feats.ids.tolist() == [2]
+
+
+def test_user_field_on_item_side_is_ignored():
+    feats = raw.parse_feature_list(feature_list([("101", 1, 1.0)]), 1, raw.ITEM_INDEX)
+    assert feats.ignored == {b"101": 1}
+
+
+def test_empty_feature_list():
+    row = raw.parse_skeleton_row(b"1,0,0,abc,0,")
+    assert row.features.ids.size == 0
+
+
+GOOD = skeleton(1, 1, 1, "abc", item_features(0))
+
+
+@pytest.mark.parametrize(
+    "line, kind",
+    [
+        (b"1,0,0,abc,1", raw.WRONG_COLUMN_COUNT),
+        (GOOD + b",extra", raw.WRONG_COLUMN_COUNT),
+        (GOOD.replace(b"1,1,1,", b"x,1,1,", 1), raw.BAD_SAMPLE_ID),
+        (GOOD.replace(b"1,1,1,", b"1,2,1,", 1), raw.BAD_LABEL),
+        (GOOD.replace(b"1,1,1,", b"1,1,-1,", 1), raw.BAD_LABEL),
+        (GOOD.replace(b"1,1,1,", b"1,1.0,1,", 1), raw.BAD_LABEL),
+        (GOOD.replace(b",6,", b",5,", 1), raw.FEATURE_NUM_MISMATCH),
+        (GOOD.replace(b",6,", b",x,", 1), raw.BAD_FEATURE_NUM),
+        (GOOD.replace(b"\x03", b"\x02", 1), raw.BROKEN_SEPARATOR),
+        (GOOD.replace(b"\x01", b"", 1), raw.BROKEN_SEPARATOR),
+        (GOOD.replace(b"\x025000\x03", b"\x02abc\x03", 1), raw.BAD_FEATURE_ID),
+        (GOOD.replace(b"\x025000\x03", b"\x02-5\x03", 1), raw.BAD_FEATURE_ID),
+        (GOOD.replace(b"\x025000\x03", b"\x0299999999999999999999\x03", 1), raw.BAD_FEATURE_ID),
+        (GOOD.replace(b"\x030.5", b"\x03zz", 1), raw.BAD_FEATURE_VALUE),
+        (GOOD.replace(b"\x030.5", b"\x03nan", 1), raw.BAD_FEATURE_VALUE),
+        (GOOD.replace(b"abc", b"", 1), raw.BAD_COMMON_FEATURE_INDEX),
+        (GOOD.replace(b"abc", b"\xc3\xa9", 1), raw.INVALID_BYTES),
+    ],
+)
+def test_bad_skeleton_rows(line, kind):
+    with pytest.raises(raw.BadRow) as err:
+        raw.parse_skeleton_row(line)
+    assert err.value.kind == kind
+    assert str(err.value)  # a human-readable message
+
+
+@pytest.mark.parametrize(
+    "line, kind",
+    [
+        (b"abc,1", raw.WRONG_COLUMN_COUNT),
+        (common("u", user_features(0)).replace(b",4,", b",3,", 1), raw.FEATURE_NUM_MISMATCH),
+        (common("u", user_features(0)) + b"\xff", raw.INVALID_BYTES),
+    ],
+)
+def test_bad_common_rows(line, kind):
+    with pytest.raises(raw.BadRow) as err:
+        raw.parse_common_row(line)
+    assert err.value.kind == kind
+
+
+def test_truncated_last_line_is_its_own_kind():
+    err = raw.BadRow(raw.FEATURE_NUM_MISMATCH, "x")
+    assert raw.classify(err, has_newline=False) == raw.TRUNCATED_LAST_LINE
+    assert raw.classify(err, has_newline=True) == raw.FEATURE_NUM_MISMATCH
+
+
+def test_ground_truth_row():
+    gt = raw.parse_ground_truth_row(b"5,0.25,0.5,1")
+    assert (gt.sample_id, gt.pctr, gt.pcvr, gt.conversion) == (5, 0.25, 0.5, 1)
+    for bad in (b"5,0.25,0.5", b"5,2.0,0.5,1", b"5,x,0.5,1", b"5,0.2,0.5,3"):
+        with pytest.raises(raw.BadRow):
+            raw.parse_ground_truth_row(bad)
+
+
+def test_missing_and_empty_files(tmp_path):
+    with pytest.raises(raw.RawInputError, match="not found"):
+        raw.find_raw_file(str(tmp_path), "sample_skeleton_train")
+    (tmp_path / "sample_skeleton_train.csv").write_bytes(b"")
+    with pytest.raises(raw.RawInputError, match="empty"):
+        raw.find_raw_file(str(tmp_path), "sample_skeleton_train")
+    assert raw.find_raw_file(str(tmp_path), "ground_truth_train", required=False) is None
