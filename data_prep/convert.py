@@ -257,10 +257,10 @@ def _join_task(task: _JoinTask) -> dict:
         stats["conversions"] += sum(r.conversion for r in group_rows)
         if counters is not None:
             for k in range(len(F.USER_FIELDS)):
-                counters[user_offset + k].add(user.field(k)[0], len(group_rows))
+                counters[user_offset + k].add(np.array(user.ids[k], np.int64), len(group_rows))
             for k in range(len(F.ITEM_FIELDS)):
-                ids = np.concatenate([r.features.field(k)[0] for r in group_rows])
-                counters[item_offset + k].add(ids)
+                ids = [i for r in group_rows for i in r.features.ids[k]]
+                counters[item_offset + k].add(np.array(ids, np.int64))
 
     with tf.io.TFRecordWriter(tmp_shard) as writer:
         for lineno, has_newline, gt_line, content in _read_partition(task.partition("skeleton")):

@@ -19,10 +19,9 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import math
 import os
 from collections.abc import Iterator, Sequence
-
-import numpy as np
 
 from esmm_tf import features as F
 
@@ -73,31 +72,34 @@ ITEM_INDEX = FieldIndex(F.ITEM_FIELDS)
 class FeatureArrays:
     """Features of one row, grouped by field.
 
-    ``ids[offsets[k]:offsets[k+1]]`` (and the same slice of ``weights``) are
-    the ids of ``index.fields[k]`` in raw order. ``ignored`` counts features
-    whose field id is not declared for this side (kept out of the record).
+    ``ids[k]`` and ``weights[k]`` are the ids and values of ``index.fields[k]``
+    in raw order (plain lists: faster than numpy for rows this small).
+    ``ignored`` counts features whose field id is not declared for this side
+    (kept out of the record).
     """
 
-    ids: np.ndarray  # int64
-    weights: np.ndarray  # float32
-    offsets: np.ndarray  # int64, len(fields) + 1
+    ids: list[list[int]]
+    weights: list[list[float]]
     ignored: dict[bytes, int]
 
-    def field(self, k: int) -> tuple[np.ndarray, np.ndarray]:
-        s, e = self.offsets[k], self.offsets[k + 1]
-        return self.ids[s:e], self.weights[s:e]
+    def field(self, k: int) -> tuple[list[int], list[float]]:
+        return self.ids[k], self.weights[k]
 
 
 def parse_feature_list(buf: bytes, feature_num: int, index: FieldIndex) -> FeatureArrays:
     """Parses and validates a feature list; raises BadRow."""
     n = feature_num
+    nfields = len(index.fields)
+    ids: list[list[int]] = [[] for _ in range(nfields)]
+    weights: list[list[float]] = [[] for _ in range(nfields)]
+    ignored: dict[bytes, int] = {}
     if not buf:
         if n != 0:
             raise BadRow(FEATURE_NUM_MISMATCH, f"feature_num={n} but the feature list is empty")
-        return _empty_features(index)
+        return FeatureArrays(ids, weights, ignored)
     seps = buf.translate(None, _NOT_SEPARATORS)
     count = seps.count(F.ID_SEP)
-    if seps != (_SEP_PATTERN * count)[:-1] or count == 0:
+    if count == 0 or seps != (_SEP_PATTERN * count)[:-1]:
         raise BadRow(
             BROKEN_SEPARATOR,
             "feature list separators out of order (expected field 0x02 id 0x03 value, "
@@ -110,49 +112,36 @@ def parse_feature_list(buf: bytes, feature_num: int, index: FieldIndex) -> Featu
         .replace(F.VALUE_SEP, F.FEATURE_SEP)
         .split(F.FEATURE_SEP)
     )
-    field_tokens = parts[0::3]
-    id_tokens = parts[1::3]
-    value_tokens = parts[2::3]
-    try:
-        id_list = [int(t) for t in id_tokens]
-    except ValueError:
-        bad = next(t for t in id_tokens if not _is_int(t))
-        raise BadRow(BAD_FEATURE_ID, f"feature id {bad[:40]!r} is not an integer") from None
-    if min(id_list) < 0 or max(id_list) > INT64_MAX:
-        bad = next(v for v in id_list if not 0 <= v <= INT64_MAX)
-        raise BadRow(BAD_FEATURE_ID, f"feature id {bad} is outside [0, 2^63)")
-    ids = np.array(id_list, dtype=np.int64)
-    try:
-        values = np.array([float(t) for t in value_tokens], dtype=np.float64)
-    except ValueError:
-        bad = next(t for t in value_tokens if not _is_float(t))
-        raise BadRow(BAD_FEATURE_VALUE, f"feature value {bad[:40]!r} is not a number") from None
-    if not np.all(np.isfinite(values)):
-        raise BadRow(BAD_FEATURE_VALUE, "feature value is not finite")
-
     position = index.position
-    nfields = len(index.fields)
-    codes = np.fromiter((position.get(t, nfields) for t in field_tokens), np.int64, count=n)
-    ignored: dict[bytes, int] = {}
-    if (codes == nfields).any():
-        for t, c in zip(field_tokens, codes, strict=True):
-            if c == nfields:
-                ignored[t] = ignored.get(t, 0) + 1
-    order = np.argsort(codes, kind="stable")
-    counts = np.bincount(codes, minlength=nfields + 1)[:nfields]
-    offsets = np.zeros(nfields + 1, np.int64)
-    np.cumsum(counts, out=offsets[1:])
-    keep = order[: offsets[-1]]
-    return FeatureArrays(ids[keep], values[keep].astype(np.float32), offsets, ignored)
+    it = iter(parts)
+    try:
+        for field, fid, value in zip(it, it, it, strict=True):
+            k = position.get(field)
+            if k is None:
+                ignored[field] = ignored.get(field, 0) + 1
+                continue
+            ids[k].append(int(fid))
+            weights[k].append(float(value))
+    except ValueError:
+        _raise_bad_token(parts)
+    for field_ids in ids:
+        if field_ids and (min(field_ids) < 0 or max(field_ids) > INT64_MAX):
+            bad = next(v for v in field_ids if not 0 <= v <= INT64_MAX)
+            raise BadRow(BAD_FEATURE_ID, f"feature id {bad} is outside [0, 2^63)")
+    for field_weights in weights:
+        if field_weights and not math.isfinite(sum(field_weights)):
+            raise BadRow(BAD_FEATURE_VALUE, "feature value is not finite")
+    return FeatureArrays(ids, weights, ignored)
 
 
-def _empty_features(index: FieldIndex) -> FeatureArrays:
-    return FeatureArrays(
-        np.zeros(0, np.int64),
-        np.zeros(0, np.float32),
-        np.zeros(len(index.fields) + 1, np.int64),
-        {},
-    )
+def _raise_bad_token(parts: list[bytes]) -> None:
+    for token in parts[1::3]:
+        if not _is_int(token):
+            raise BadRow(BAD_FEATURE_ID, f"feature id {token[:40]!r} is not an integer")
+    for token in parts[2::3]:
+        if not _is_float(token):
+            raise BadRow(BAD_FEATURE_VALUE, f"feature value {token[:40]!r} is not a number")
+    raise AssertionError("unreachable: a token failed to parse")
 
 
 def _is_int(token: bytes) -> bool:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 import tensorflow as tf
 
 from data_prep.raw import FeatureArrays, GroundTruthRow, SkeletonRow
@@ -33,16 +32,15 @@ def build_example(
     example = tf.train.Example()
     fmap = example.features.feature
     for k, field in enumerate(F.USER_FIELDS):
-        ids, weights = user.field(k)
-        _int64(fmap, field.ids_key, ids.tolist())
+        _int64(fmap, field.ids_key, user.ids[k])
         if field.weighted:
-            _float(fmap, field.weights_key, weights.tolist())
+            _float(fmap, field.weights_key, user.weights[k])
     for k, field in enumerate(F.ITEM_FIELDS):
-        slices = [row.features.field(k) for row in rows]
-        _int64(fmap, field.ids_key, np.concatenate([s[0] for s in slices]).tolist())
-        _int64(fmap, field.lengths_key, [s[0].size for s in slices])
+        per_row = [row.features.ids[k] for row in rows]
+        _int64(fmap, field.ids_key, [i for ids in per_row for i in ids])
+        _int64(fmap, field.lengths_key, [len(ids) for ids in per_row])
         if field.weighted:
-            _float(fmap, field.weights_key, np.concatenate([s[1] for s in slices]).tolist())
+            _float(fmap, field.weights_key, [w for row in rows for w in row.features.weights[k]])
     _int64(fmap, F.SAMPLE_ID, [r.sample_id for r in rows])
     _int64(fmap, F.CLICK, [r.click for r in rows])
     _int64(fmap, F.CONVERSION, [r.conversion for r in rows])
