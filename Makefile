@@ -8,8 +8,8 @@ STAMP := $(VENV)/.installed-$(shell cksum setup.py | cut -d' ' -f1)
 DEV_STAMP := $(STAMP)-dev
 
 DEMO_DIR ?= demo_out
-DEMO_IMPRESSIONS ?= 400000
-DEMO_FLAGS ?= --flagfile=experiments/demo.flags
+DEMO_IMPRESSIONS ?= 1000000
+DEMO_FLAGS ?= --flagfile=experiments/esmm.flags
 
 .PHONY: demo test lint format clean install install-dev
 
