@@ -65,7 +65,7 @@ class ConvertConfig:
     max_group_size: int = 256
     num_shards: int = 0  # per split; 0 = from input size and memory budget
     workers: int = 0  # 0 = all cores
-    memory_budget_mb: int = 256  # raw common_features bytes per partition
+    memory_budget_mb: int = 128  # raw common_features MB per partition (held by one worker)
     keep_conversion_without_click: bool = False
     overwrite: bool = False
 
@@ -236,7 +236,7 @@ def _join_task(task: _JoinTask) -> dict:
                 f"common_feature_index {cfi.decode()} seen before; keeping the first",
             )
             continue
-        users[cfi] = feats
+        users[cfi] = raw.PackedFeatures.pack(feats)
         _count_ignored(stats, feats)
 
     counters = [IdCounter() for _ in F.FIELDS] if task.count_ids else None
@@ -257,7 +257,7 @@ def _join_task(task: _JoinTask) -> dict:
         stats["conversions"] += sum(r.conversion for r in group_rows)
         if counters is not None:
             for k in range(len(F.USER_FIELDS)):
-                counters[user_offset + k].add(np.array(user.ids[k], np.int64), len(group_rows))
+                counters[user_offset + k].add(np.array(user.field(k)[0], np.int64), len(group_rows))
             for k in range(len(F.ITEM_FIELDS)):
                 ids = [i for r in group_rows for i in r.features.ids[k]]
                 counters[item_offset + k].add(np.array(ids, np.int64))

@@ -23,6 +23,8 @@ import math
 import os
 from collections.abc import Iterator, Sequence
 
+import numpy as np
+
 from esmm_tf import features as F
 
 # Kinds of bad rows (stats keys). Conversion without click is *not* bad.
@@ -84,6 +86,31 @@ class FeatureArrays:
 
     def field(self, k: int) -> tuple[list[int], list[float]]:
         return self.ids[k], self.weights[k]
+
+
+@dataclasses.dataclass
+class PackedFeatures:
+    """FeatureArrays packed into three numpy arrays (~12 bytes per feature
+    instead of ~40 for Python lists): for rows held in memory by the hundred
+    thousand, such as a partition's common_features rows."""
+
+    ids: np.ndarray  # int64, all fields concatenated
+    weights: np.ndarray  # float32 (what the TFRecords store)
+    offsets: np.ndarray  # int64, field k is [offsets[k], offsets[k + 1])
+
+    @classmethod
+    def pack(cls, feats: FeatureArrays) -> PackedFeatures:
+        offsets = np.zeros(len(feats.ids) + 1, np.int64)
+        np.cumsum([len(ids) for ids in feats.ids], out=offsets[1:])
+        return cls(
+            np.array([i for ids in feats.ids for i in ids], np.int64),
+            np.array([w for ws in feats.weights for w in ws], np.float32),
+            offsets,
+        )
+
+    def field(self, k: int) -> tuple[list[int], list[float]]:
+        s, e = self.offsets[k], self.offsets[k + 1]
+        return self.ids[s:e].tolist(), self.weights[s:e].tolist()
 
 
 def parse_feature_list(buf: bytes, feature_num: int, index: FieldIndex) -> FeatureArrays:

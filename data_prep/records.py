@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 
-from data_prep.raw import FeatureArrays, GroundTruthRow, SkeletonRow
+from data_prep.raw import FeatureArrays, GroundTruthRow, PackedFeatures, SkeletonRow
 from esmm_tf import features as F
 
 
@@ -24,7 +24,7 @@ def _float(feature_map, key: str, values) -> None:
 
 
 def build_example(
-    user: FeatureArrays,
+    user: FeatureArrays | PackedFeatures,
     rows: Sequence[SkeletonRow],
     ground_truth: Sequence[GroundTruthRow] | None = None,
 ) -> bytes:
@@ -32,9 +32,10 @@ def build_example(
     example = tf.train.Example()
     fmap = example.features.feature
     for k, field in enumerate(F.USER_FIELDS):
-        _int64(fmap, field.ids_key, user.ids[k])
+        ids, weights = user.field(k)
+        _int64(fmap, field.ids_key, ids)
         if field.weighted:
-            _float(fmap, field.weights_key, user.weights[k])
+            _float(fmap, field.weights_key, weights)
     for k, field in enumerate(F.ITEM_FIELDS):
         per_row = [row.features.ids[k] for row in rows]
         _int64(fmap, field.ids_key, [i for ids in per_row for i in ids])

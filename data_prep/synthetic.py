@@ -309,8 +309,8 @@ class _Behaviour(NamedTuple):
     """One behaviour field of all users, CSR by user, sorted by value within a user."""
 
     ptr: np.ndarray  # int64, users + 1
-    value: np.ndarray  # int64 attribute index
-    count: np.ndarray  # int64 >= 1
+    value: np.ndarray  # int32 attribute index
+    count: np.ndarray  # uint16 >= 1
 
 
 @dataclasses.dataclass
@@ -364,10 +364,16 @@ def _build_world(config: SyntheticConfig, rng: np.random.Generator) -> _World:
     sizes.update(zip(PROFILE_FIELDS, PROFILE_CARDINALITY, strict=True))
     for fields in (ITEM_ATTRIBUTE_FIELDS, BEHAVIOUR_FIELDS, COMBINATION_FIELDS):
         sizes.update(zip(fields, attr_sizes, strict=True))
-    # Each field owns the id range [k * span, (k + 1) * span), ids shuffled within it.
+    # Field k owns the ids [(k + 1) * span, (k + 2) * span): index i of the field is
+    # id base + perm[i]. The item, behaviour and combination fields of one
+    # attribute (e.g. 206, 109_14, 508) share perm, so id - base names the same
+    # category in all three.
     span = 10 ** len(str(max(sizes.values())))
     id_base = {f.id: (i + 1) * span for i, f in enumerate(features.FIELDS)}
     id_perm = {f.id: rng.permutation(sizes[f.id]).astype(np.int64) for f in features.FIELDS}
+    for fields in zip(ITEM_ATTRIBUTE_FIELDS, BEHAVIOUR_FIELDS, COMBINATION_FIELDS, strict=True):
+        for f in fields[1:]:
+            id_perm[f] = id_perm[fields[0]]
     rho, zipf = config.correlation, config.zipf_exponent
 
     # Items: a shop (Zipf), the shop's main category and brand (mostly), intentions.
@@ -510,7 +516,9 @@ def _top_counts(owner, value, size, keep):
     rank = np.empty(len(keys), np.int64)
     rank[by_count] = np.arange(len(keys)) - start[owner[by_count]]
     chosen = rank < keep[owner]
-    return np.bincount(owner[chosen], minlength=len(keep)), value[chosen], count[chosen]
+    # int32 values and uint16 counts (at most 4 * 2000 events per user) keep the table small.
+    lengths = np.bincount(owner[chosen], minlength=len(keep))
+    return lengths, value[chosen].astype(np.int32), count[chosen].astype(np.uint16)
 
 
 def _sample_items(world: _World, rng: np.random.Generator, user: np.ndarray, share: float):
@@ -547,7 +555,8 @@ def _visit_behaviour(b: _Behaviour, user: np.ndarray, drop: float, rng: np.rando
     index = np.repeat(b.ptr[user] - offsets[:-1], lengths) + np.arange(offsets[-1])
     row = np.repeat(np.arange(len(user)), lengths)
     kept = rng.random(len(index)) >= drop
-    return row[kept], b.value[index[kept]], b.count[index[kept]]
+    index = index[kept]
+    return row[kept], b.value[index].astype(np.int64), b.count[index].astype(np.int64)
 
 
 def _match(behaviour, size: int, row: np.ndarray, value: np.ndarray) -> np.ndarray:
