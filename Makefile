@@ -11,7 +11,7 @@ DEMO_DIR ?= demo_out
 DEMO_IMPRESSIONS ?= 1000000
 DEMO_FLAGS ?= --flagfile=experiments/esmm.flags
 
-.PHONY: demo test lint format clean install install-dev
+.PHONY: demo test lint format clean install install-dev bench-convert
 
 $(STAMP):
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -49,6 +49,11 @@ lint: $(DEV_STAMP)
 format: $(DEV_STAMP)
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
+
+# Converter throughput and peak memory on 2M and 10M synthetic impressions
+# (~15 minutes; raw logs kept in /tmp/esmm_convert_bench).
+bench-convert: $(STAMP)
+	$(PY) -m benchmarks.convert_bench
 
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache .ruff_cache *.egg-info
