@@ -36,6 +36,14 @@ def vocab_table(path: str) -> tf.lookup.StaticHashTable:
     return tf.lookup.StaticHashTable(initializer, default_value=0)
 
 
+def _table_attr(field: F.Field) -> str:
+    return f"lookup_{field.id}"
+
+
+def _embedding_attr(field: F.Field) -> str:
+    return f"embedding_{field.id}"
+
+
 class FieldEmbeddings(keras.layers.Layer):
     """Maps the flat per-field inputs to [impressions, num_fields * dim]."""
 
@@ -55,22 +63,30 @@ class FieldEmbeddings(keras.layers.Layer):
         self.seed = seed
         self.user_fields = tuple(f for f in fields if f.user_side)
         self.item_fields = tuple(f for f in fields if not f.user_side)
-        self.tables = {}
-        self.embeddings = {}
+        # Plain attributes (not a dict): tf.train.Checkpoint follows attributes,
+        # and does not see variables kept in a dict attribute of a Keras layer.
         for i, field in enumerate(self.user_fields + self.item_fields):
             path = data_layout.vocab_file(data_dir, field.id)
-            self.tables[field.id] = vocab_table(path)
+            setattr(self, _table_attr(field), vocab_table(path))
             rows = vocab.vocab_size(path) + vocab.OOV_ROWS
-            self.embeddings[field.id] = self.add_weight(
+            table = self.add_weight(
                 shape=(rows, dim),
                 initializer=keras.initializers.RandomUniform(-0.05, 0.05, seed=seed * 1000 + i),
                 name=f"embedding_{field.id}",
             )
+            setattr(self, _embedding_attr(field), table)
+
+    def table(self, field: F.Field) -> tf.lookup.StaticHashTable:
+        return getattr(self, _table_attr(field))
+
+    def embedding(self, field: F.Field):
+        """The field's embedding table variable, [vocab_size + 1, dim]."""
+        return getattr(self, _embedding_attr(field))
 
     def _pool(self, field: F.Field, inputs: dict, num_rows) -> tf.Tensor:
         raw_ids = inputs[field.ids_input]
-        rows = self.tables[field.id].lookup(raw_ids)
-        vectors = tf.gather(self.embeddings[field.id].value, tf.cast(rows, tf.int32))
+        rows = self.table(field).lookup(raw_ids)
+        vectors = tf.gather(self.embedding(field).value, tf.cast(rows, tf.int32))
         if field.weighted and self.use_weights:
             vectors = vectors * tf.expand_dims(inputs[field.weights_input], 1)
         return tf.math.unsorted_segment_sum(vectors, inputs[field.rows_input], num_rows)

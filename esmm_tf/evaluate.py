@@ -32,7 +32,8 @@ def evaluate_model_dir(model_dir: str, data_dir: str | None = None, split: str =
     )
     if not manager.latest_checkpoint:
         raise FileNotFoundError(f"no checkpoint in {model_dir}/{trainer.CHECKPOINT_DIR}")
-    tf.train.Checkpoint(model=model).restore(manager.latest_checkpoint).expect_partial()
+    status = tf.train.Checkpoint(model=model).restore(manager.latest_checkpoint)
+    status.assert_existing_objects_matched().expect_partial()  # optimizer slots unused
     metrics = evaluation.evaluate(model, trainer.eval_dataset(config, split))
     metrics["checkpoint"] = manager.latest_checkpoint
     metrics["model"] = config.model

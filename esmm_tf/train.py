@@ -8,6 +8,7 @@ the same command resumes from the last checkpoint in ``--model_dir``.
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 
 from absl import app, flags
@@ -41,6 +42,8 @@ def config_from_flags() -> Config:
         if isinstance(field.default, tuple):
             value = tuple(int(v) for v in value)
         values[field.name] = value
+    if values["data_dir"]:  # recorded in config.json: keep it valid from any directory
+        values["data_dir"] = os.path.abspath(values["data_dir"])
     return Config(**values)
 
 
