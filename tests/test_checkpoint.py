@@ -18,7 +18,7 @@ def test_checkpoint_holds_every_variable_and_restores_predictions(tiny_config, t
     optimizer.build(model.trainable_variables)
     for v in model.trainable_variables:  # move away from the initial values
         v.assign(v + tf.random.stateless_normal(v.shape, seed=[1, 2]) * 0.1)
-    path = tf.train.Checkpoint(model=model, optimizer=optimizer).write(str(tmp_path / "ckpt"))
+    path = tf.train.Checkpoint(model=model, optimizer=optimizer).save(str(tmp_path / "ckpt"))
 
     stored = [
         name
