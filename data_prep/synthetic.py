@@ -34,6 +34,14 @@ CVR), so clicked impressions convert more than average: the selection bias
 ESMM addresses. The intercepts are calibrated on a pilot sample to hit the
 requested CTR and conversion-given-click rates.
 
+Feature ids: field k of ``features.FIELDS`` owns ``[(k + 1) * span, (k + 2) *
+span)`` (``span`` a power of ten above the largest field); the summary lists
+each field's range. The item, behaviour and combination fields of one attribute
+share the shuffle of their indices, so ``id - range start`` names the same
+category in 206, 109_14 and 508 (likewise 207/110_14/509, 216/127_14/702,
+210/150_14/853). Within a line, features come grouped by field in
+``features.FIELDS`` order; nothing else about their order is promised.
+
 Everything is drawn from ``numpy.random.default_rng`` seeded by the config, in
 fixed-size chunks of common rows, so equal configs give byte-identical files
 (on one platform and numpy version).
@@ -482,7 +490,7 @@ def _build_behaviour(world: _World, rng: np.random.Generator, attr_sizes) -> lis
         size = rng.lognormal(math.log(config.behaviour_ids) - sigma**2 / 2, sigma, b)
         keep = size[:, None] * rng.lognormal(-0.045, 0.3, (b, len(ATTRIBUTES)))
         keep = np.clip(np.rint(keep), 3, 2000).astype(np.int64)
-        events = np.ceil(4 * keep.max(axis=1)).astype(np.int64)
+        events = np.ceil(3 * keep.max(axis=1)).astype(np.int64)
         who = np.repeat(np.arange(b), events)
         item = _sample_items(world, rng, batch[who], share=0.6)
         for a, attr in enumerate(world.item_attr):
@@ -524,8 +532,10 @@ def _top_counts(owner, value, size, keep):
 def _sample_items(world: _World, rng: np.random.Generator, user: np.ndarray, share: float):
     """Items for users: from a favourite category w.p. ``share``, else by popularity."""
     n = len(user)
-    by_interest = np.flatnonzero(rng.random(n) < share)
-    item = _draw(world.item_cum, rng.random(n))
+    interest = rng.random(n) < share
+    by_interest, by_popularity = np.flatnonzero(interest), np.flatnonzero(~interest)
+    item = np.empty(n, np.int64)
+    item[by_popularity] = _draw(world.item_cum, rng.random(len(by_popularity)))
     fav_user = user[by_interest]
     k = (rng.random(len(fav_user))[:, None] >= world.favourite_cum[fav_user]).sum(axis=1)
     favourite = world.favourite[fav_user, np.minimum(k, FAVOURITES - 1)]
@@ -562,19 +572,23 @@ def _visit_behaviour(b: _Behaviour, user: np.ndarray, drop: float, rng: np.rando
 def _match(behaviour, size: int, row: np.ndarray, value: np.ndarray) -> np.ndarray:
     """The visit's count on ``value`` (0 when absent or ``value`` is -1)."""
     b_row, b_value, b_count = behaviour
+    if not len(b_row):
+        return np.zeros(len(row), np.int64)
     keys = b_row * size + b_value  # sorted: rows in order, values sorted within a row
     query = row * size + value
-    pos = np.minimum(np.searchsorted(keys, query), max(len(keys) - 1, 0))
-    if not len(keys):
-        return np.zeros(len(row), np.int64)
+    pos = np.minimum(np.searchsorted(keys, query), len(keys) - 1)
     found = (keys[pos] == query) & (value >= 0)
     return np.where(found, b_count[pos], 0)
 
 
-def _sample_chunk(world: _World, rng: np.random.Generator, sizes: np.ndarray) -> _Chunk:
+def _sample_chunk(
+    world: _World, rng: np.random.Generator, sizes: np.ndarray, user: np.ndarray | None = None
+) -> _Chunk:
+    """Rows of the given sizes (users drawn by activity unless given) and their impressions."""
     config = world.config
     n_rows = len(sizes)
-    user = _draw(world.user_cum, rng.random(n_rows))
+    if user is None:
+        user = _draw(world.user_cum, rng.random(n_rows))
     profile_present = rng.random((n_rows, len(PROFILE_FIELDS))) >= np.array(PROFILE_MISSING)
     behaviour = [_visit_behaviour(b, user, config.behaviour_drop, rng) for b in world.behaviour]
     row = np.repeat(np.arange(n_rows), sizes)
@@ -634,12 +648,21 @@ def _bisect(f, lo: float = -30.0, hi: float = 30.0) -> float:
     return 0.5 * (lo + hi)
 
 
-def _calibrate(world: _World, rng: np.random.Generator) -> dict[str, float]:
-    """Intercepts giving the target CTR and CVR-given-click on a pilot sample."""
+def _calibrate(world: _World, rng: np.random.Generator) -> dict[str, Any]:
+    """Intercepts giving the target CTR and CVR-given-click on a pilot sample.
+
+    The pilot's users are evenly spaced quantiles of the activity distribution
+    (systematic sampling) and its rows have the mean size, which removes most
+    of the noise of a random pick.
+    """
     config = world.config
+    row_size = max(round(config.impressions_per_row), 1)  # sizes are independent of users
+    n_rows = math.ceil(config.pilot_impressions / row_size)
+    users = _draw(world.user_cum, (np.arange(n_rows) + 0.5) / n_rows)
     ctr_parts, cvr_parts, n = [], [], 0
-    while n < config.pilot_impressions:
-        chunk = _sample_chunk(world, rng, _row_sizes(rng, config))
+    for lo in range(0, n_rows, config.chunk_rows):
+        user = users[lo : lo + config.chunk_rows]
+        chunk = _sample_chunk(world, rng, np.full(len(user), row_size), user)
         ctr_parts.append(chunk.logit_ctr)
         cvr_parts.append(chunk.logit_cvr)
         n += len(chunk.row)
@@ -654,7 +677,7 @@ def _calibrate(world: _World, rng: np.random.Generator) -> dict[str, float]:
         "pilot_impressions": n,
         "logit_std_ctr": float(x.std()),
         "logit_std_cvr": float(y.std()),
-        "logit_correlation": float(np.corrcoef(x, y)[0, 1]),
+        "logit_correlation": float(np.corrcoef(x, y)[0, 1]) if x.std() * y.std() > 0 else None,
     }
 
 
@@ -662,36 +685,36 @@ def _calibrate(world: _World, rng: np.random.Generator) -> dict[str, float]:
 # Lines of one chunk.
 
 
-def _common_lines(world: _World, chunk: _Chunk, cfi: np.ndarray):
-    """common_features lines of a chunk's rows, and their sorted (line, field) keys."""
+def _lines(world: _World, prefix: _Text, columns):
+    """Lines from columns ``(line, field id, field index, value code)``, one entry per feature."""
+    line = np.concatenate([c[0] for c in columns])
+    field = np.concatenate([np.full(len(c[0]), _FIELD_INDEX[c[1]]) for c in columns])
+    token = np.concatenate([world.token(c[1], c[2]) for c in columns])
+    code = np.concatenate([c[3] for c in columns])
+    return _feature_lines(prefix, line, field, token, code, world)
+
+
+def _common_lines(world: _World, chunk: _Chunk, cfi: _Text):
+    """common_features lines of a chunk's rows: bytes, line offsets, (line, field) keys."""
     n_rows = len(chunk.user)
-    rows, fields, ids, codes = [np.arange(n_rows)], [], [world.token(USER_ID_FIELD, chunk.user)], []
-    fields.append(np.full(n_rows, _FIELD_INDEX[USER_ID_FIELD]))
-    codes.append(np.zeros(n_rows, np.int64))
+    columns = [(np.arange(n_rows), USER_ID_FIELD, chunk.user, np.zeros(n_rows, np.int64))]
     for f, name in enumerate(PROFILE_FIELDS):
         row = np.flatnonzero(chunk.profile_present[:, f])
-        rows.append(row)
-        fields.append(np.full(len(row), _FIELD_INDEX[name]))
-        ids.append(world.token(name, world.user_profile[chunk.user[row], f]))
-        codes.append(np.zeros(len(row), np.int64))
-    for a, name in enumerate(BEHAVIOUR_FIELDS):
-        row, value, count = chunk.behaviour[a]
-        rows.append(row)
-        fields.append(np.full(len(row), _FIELD_INDEX[name]))
-        ids.append(world.token(name, value))
-        codes.append(count)
-    return _feature_lines(cfi, *map(np.concatenate, (rows, fields, ids, codes)), world)
+        value = world.user_profile[chunk.user[row], f]
+        columns.append((row, name, value, np.zeros(len(row), np.int64)))
+    for name, (row, value, count) in zip(BEHAVIOUR_FIELDS, chunk.behaviour, strict=True):
+        columns.append((row, name, value, count))
+    return _lines(world, cfi, columns)
 
 
 def _skeleton_lines(world: _World, chunk: _Chunk, prefix: _Text):
-    """sample_skeleton lines of a chunk's impressions, and their sorted (line, field) keys."""
+    """sample_skeleton lines of a chunk's impressions: bytes, line offsets, (line, field) keys."""
     n = len(chunk.row)
-    everyone = np.arange(n)
-    zeros = np.zeros(n, np.int64)
+    everyone, zeros = np.arange(n), np.zeros(n, np.int64)
     category, shop, brand, intention = (attr[chunk.item] for attr in world.item_attr)
     has_brand = np.flatnonzero(brand >= 0)
     item_has, item_slot = np.nonzero(intention >= 0)
-    columns = [  # (impressions, field, attribute index, value code), one entry per feature
+    columns = [
         (everyone, ITEM_ID_FIELD, chunk.item, zeros),
         (everyone, "206", category, zeros),
         (everyone, "207", shop, zeros),
@@ -699,17 +722,14 @@ def _skeleton_lines(world: _World, chunk: _Chunk, prefix: _Text):
         (has_brand, "216", brand[has_brand], zeros[has_brand]),
         (everyone, CONTEXT_FIELD, chunk.context, zeros),
     ]
-    for a, name in enumerate(COMBINATION_FIELDS[:3]):
-        matched = np.flatnonzero(chunk.match[a] > 0)
-        value = (category, shop, brand)[a]
-        columns.append((matched, name, value[matched], chunk.match[a][matched]))
+    # A combination feature wherever the visit's behaviour holds the item's value.
+    single = zip(COMBINATION_FIELDS[:3], (category, shop, brand), chunk.match[:3], strict=True)
+    for name, value, count in single:
+        matched = np.flatnonzero(count > 0)
+        columns.append((matched, name, value[matched], count[matched]))
     has, slot = np.nonzero(chunk.match[3] > 0)
     columns.append((has, "853", intention[has, slot], chunk.match[3][has, slot]))
-    rows = np.concatenate([c[0] for c in columns])
-    fields = np.concatenate([np.full(len(c[0]), _FIELD_INDEX[c[1]]) for c in columns])
-    ids = np.concatenate([world.token(c[1], c[2]) for c in columns])
-    codes = np.concatenate([c[3] for c in columns])
-    return _feature_lines(prefix, rows, fields, ids, codes, world)
+    return _lines(world, prefix, columns)
 
 
 def _ground_truth_lines(sample_id, pctr, pcvr, counterfactual) -> bytes:
