@@ -1,5 +1,7 @@
 """esmm_tf: ESMM (Ma et al., SIGIR 2018) for TensorFlow 2 / Keras 3."""
 
+from pathlib import Path
+
 from setuptools import find_packages, setup
 
 setup(
@@ -9,7 +11,7 @@ setup(
         "Entire Space Multi-Task Model (ESMM): Ali-CCP data prep, training, exact "
         "evaluation and TensorFlow Serving export"
     ),
-    long_description=open("README.md").read(),
+    long_description=Path(__file__).with_name("README.md").read_text(),
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.11,<3.13",

@@ -9,7 +9,7 @@ import json
 import os
 
 CONFIG_FILE = "config.json"
-MODELS = ("esmm", "esmm_ns")
+MODELS = ("esmm", "esmm_ns", "base", "aman", "oversampling", "unbias", "division")
 
 # Fields that may change when a run is resumed (they do not change the model).
 RESUMABLE_CHANGES = frozenset(
@@ -24,7 +24,9 @@ def _f(default, help_text: str):
 @dataclasses.dataclass(frozen=True)
 class Config:
     data_dir: str = _f("", "Converted dataset (the --out_dir of data_prep.convert).")
-    model: str = _f("esmm", f"Model to train: one of {', '.join(MODELS)}.")
+    model: str = _f(
+        "esmm", f"Model to train: one of {', '.join(MODELS)} (see esmm_tf/objectives.py)."
+    )
     # Model.
     embedding_dim: int = _f(18, "Embedding dimension per field (paper: 18).")
     tower_units: tuple[int, ...] = _f((200, 80), "Hidden units of each tower (paper: 200,80).")
@@ -37,7 +39,18 @@ class Config:
     lazy_adam: bool = _f(
         True, "Update only the embedding rows a batch touches (False: exact dense Adam)."
     )
+    # Baselines (esmm_tf/objectives.py).
+    aman_negative_rate: float = _f(
+        0.1, "AMAN: probability that an unclicked impression is a CVR negative."
+    )
+    oversampling_k: float = _f(5.0, "OVERSAMPLING: weight (copies) of converted impressions.")
+    unbias_min_ctr: float = _f(
+        0.01, "UNBIAS: a clicked impression is kept with probability min(1, this / pCTR)."
+    )
     # Data.
+    train_fraction: float = _f(
+        1.0, "Train on this fraction of the train records (sampled by a hash of the record)."
+    )
     records_per_batch: int = _f(
         32, "Grouped records per step (x ~30 impressions per record on Ali-CCP)."
     )
@@ -69,6 +82,16 @@ class Config:
                 raise ValueError(f"--{name} must be positive, got {getattr(self, name)}")
         if self.learning_rate <= 0:
             raise ValueError(f"--learning_rate must be positive, got {self.learning_rate}")
+        if not 0 < self.train_fraction <= 1:
+            raise ValueError(f"--train_fraction must be in (0, 1], got {self.train_fraction}")
+        if not 0 <= self.aman_negative_rate <= 1:
+            raise ValueError(
+                f"--aman_negative_rate must be in [0, 1], got {self.aman_negative_rate}"
+            )
+        if self.oversampling_k < 1:
+            raise ValueError(f"--oversampling_k must be >= 1, got {self.oversampling_k}")
+        if not 0 < self.unbias_min_ctr <= 1:
+            raise ValueError(f"--unbias_min_ctr must be in (0, 1], got {self.unbias_min_ctr}")
         if not self.tower_units or min(self.tower_units) <= 0:
             raise ValueError(f"--tower_units must be positive integers, got {self.tower_units}")
 

@@ -32,12 +32,9 @@ def grouped_spec(with_ground_truth: bool) -> dict:
         spec[field.ids_key] = tf.io.RaggedFeature(
             tf.int64, value_key=field.ids_key, partitions=partitions, row_splits_dtype=tf.int32
         )
-        if field.weighted:
+        if field.weighted:  # per record; aligned with the ids in _weights
             spec[field.weights_key] = tf.io.RaggedFeature(
-                tf.float32,
-                value_key=field.weights_key,
-                partitions=partitions,
-                row_splits_dtype=tf.int32,
+                tf.float32, value_key=field.weights_key, row_splits_dtype=tf.int32
             )
     for key in (F.SAMPLE_ID, *F.LABEL_KEYS):
         spec[key] = tf.io.RaggedFeature(tf.int64, value_key=key, row_splits_dtype=tf.int32)
@@ -64,35 +61,66 @@ def serving_spec() -> dict:
 
 
 def _weights(ids: tf.RaggedTensor, weights: tf.RaggedTensor | None) -> tf.Tensor:
-    """Weight values aligned with ``ids.values``; 1.0 where a row's weights are
-    missing or do not match its ids (a serving request may omit them)."""
+    """Weight values aligned with ``ids.values``, row by row: a row whose weights
+    are missing or do not match its ids gets 1.0 (a serving request may omit
+    them); other rows keep theirs."""
     ones = tf.ones_like(ids.values, tf.float32)
     if weights is None:
         return ones
-    same = tf.reduce_all(tf.equal(ids.row_lengths(), weights.row_lengths()))
-    same = tf.logical_and(same, tf.equal(tf.size(ids.values), tf.size(weights.values)))
-    return tf.cond(same, lambda: weights.values, lambda: ones)
+    row = ids.value_rowids()
+    ok = tf.gather(tf.equal(ids.row_lengths(), weights.row_lengths()), row)
+    position = tf.range(tf.size(ids.values, out_type=row.dtype), dtype=row.dtype) - tf.gather(
+        ids.row_starts(), row
+    )
+    index = tf.gather(weights.row_starts(), row) + position
+    padded = tf.concat([weights.values, [1.0]], 0)  # index of the pad: size(weights.values)
+    fallback = tf.size(weights.values, out_type=index.dtype)
+    return tf.where(ok, tf.gather(padded, tf.where(ok, index, fallback)), ones)
 
 
-def _field_inputs(field: F.Field, ids: tf.RaggedTensor, weights, out: dict) -> None:
-    out[field.ids_input] = ids.values
-    out[field.rows_input] = tf.cast(ids.value_rowids(), tf.int32)
+def _field_inputs(field: F.Field, ids: tf.RaggedTensor, rows, weights, out: dict) -> None:
+    """Flat inputs of one field. ``ids`` is [rows, ids] (user fields, serving)
+    or [records, impressions, ids] with ``rows`` the batch row of each
+    impression row; ``weights`` is [records (or rows), weights]."""
+    if isinstance(ids.values, tf.RaggedTensor):
+        row_of_id = tf.gather(rows, ids.values.value_rowids())
+        per_record = ids.merge_dims(1, 2)
+    else:
+        row_of_id = ids.value_rowids()
+        per_record = ids
+    out[field.ids_input] = per_record.values
+    out[field.rows_input] = tf.cast(row_of_id, tf.int32)
     if field.weighted:
-        out[field.weights_input] = _weights(ids, weights)
+        out[field.weights_input] = _weights(per_record, weights)
+
+
+def _impression_rows(field: F.Field, ids: tf.RaggedTensor, impressions: tf.RaggedTensor):
+    """For an item field parsed as [records, impressions, ids]: the impression
+    (row of the batch) of each of its inner rows. A record may lack the field
+    entirely (zero rows: its impressions get no ids); any other mismatch with
+    the record's impression count is an error."""
+    field_rows = ids.row_lengths()
+    ok = tf.logical_or(tf.equal(field_rows, impressions.row_lengths()), tf.equal(field_rows, 0))
+    check = tf.debugging.Assert(
+        tf.reduce_all(ok),
+        [f"a record's {field.lengths_key} does not match its number of impressions"],
+    )
+    record = ids.value_rowids()
+    position = tf.range(tf.size(record, out_type=record.dtype), dtype=record.dtype) - tf.gather(
+        ids.row_starts(), record
+    )
+    with tf.control_dependencies([check]):
+        return tf.gather(impressions.row_starts(), record) + position
 
 
 def grouped_to_inputs(parsed: dict) -> dict:
     """Model inputs from a parsed batch of grouped records."""
-    inputs = {}
-    first_item = parsed[F.ITEM_FIELDS[0].ids_key]
-    inputs[F.GROUP_INDEX] = tf.cast(first_item.value_rowids(), tf.int32)
+    impressions = parsed[F.CLICK]  # [records, impressions]
+    inputs = {F.GROUP_INDEX: tf.cast(impressions.value_rowids(), tf.int32)}
     for field in F.FIELDS:
         ids = parsed[field.ids_key]
-        weights = parsed.get(field.weights_key)
-        if not field.user_side:  # [groups, impressions, ids] -> [impressions, ids]
-            ids = ids.values
-            weights = weights.values if weights is not None else None
-        _field_inputs(field, ids, weights, inputs)
+        rows = None if field.user_side else _impression_rows(field, ids, impressions)
+        _field_inputs(field, ids, rows, parsed.get(field.weights_key), inputs)
     return inputs
 
 
@@ -101,7 +129,7 @@ def serving_to_inputs(parsed: dict) -> dict:
     first = parsed[F.FIELDS[0].ids_key]
     inputs = {F.GROUP_INDEX: tf.range(first.nrows(out_type=tf.int32))}
     for field in F.FIELDS:
-        _field_inputs(field, parsed[field.ids_key], parsed.get(field.weights_key), inputs)
+        _field_inputs(field, parsed[field.ids_key], None, parsed.get(field.weights_key), inputs)
     return inputs
 
 
@@ -125,6 +153,18 @@ def make_parse_fn(with_ground_truth: bool):
     return parse
 
 
+def _keep(fraction: float):
+    threshold = int(fraction * (1 << 30))
+    return lambda record: tf.strings.to_hash_bucket_fast(record, 1 << 30) < threshold
+
+
+def train_records(files: list[str], fraction: float = 1.0) -> tf.data.Dataset:
+    """The serialized records of ``files``, optionally a ``fraction`` of them
+    chosen by a hash of each record (the same subset whatever the order)."""
+    ds = tf.data.TFRecordDataset(files)
+    return ds if fraction >= 1 else ds.filter(_keep(fraction))
+
+
 def make_dataset(
     files: list[str],
     records_per_batch: int,
@@ -136,6 +176,7 @@ def make_dataset(
     deterministic: bool = False,
     num_shards: int = 1,
     shard_index: int = 0,
+    fraction: float = 1.0,
 ) -> tf.data.Dataset:
     """One pass over ``files``: batches of (inputs, labels).
 
@@ -143,6 +184,7 @@ def make_dataset(
     ``seed`` (use a different seed per epoch). ``deterministic`` fixes the
     element order of the parallel stages (for tests and exact resumption).
     ``num_shards``/``shard_index`` split the files between input pipelines.
+    ``fraction`` < 1 keeps that fraction of the records (see ``train_records``).
     """
     if not files:
         raise data_layout.DatasetError("no input files")
@@ -158,6 +200,8 @@ def make_dataset(
         num_parallel_calls=AUTOTUNE,
         deterministic=deterministic,
     )
+    if fraction < 1:
+        ds = ds.filter(_keep(fraction))
     if shuffle:
         ds = ds.shuffle(shuffle_buffer, seed=seed)
     ds = ds.batch(records_per_batch)

@@ -1,8 +1,14 @@
 """The models: shared pieces (field embeddings, towers) composed into Keras
 functional models that all output the same keys.
 
-Outputs: ``ctr_logit``, ``cvr_logit`` (for the losses) and the probabilities
-``ctr``, ``cvr``, ``ctcvr`` (= ctr * cvr), each of shape [impressions].
+Every model is field embeddings -> a CTR tower and a second tower (a CVR
+tower, or for DIVISION a CTCVR tower), with one embedding set shared by both
+towers (ESMM) or one per tower (every other model); what each is trained on
+is in ``esmm_tf/objectives.py``.
+
+Outputs: the logits (``ctr_logit`` and ``cvr_logit`` or ``ctcvr_logit``, for
+the losses) and the probabilities ``ctr``, ``cvr``, ``ctcvr`` (= ctr * cvr),
+each of shape [impressions].
 """
 
 from __future__ import annotations
@@ -11,12 +17,14 @@ import keras
 import tensorflow as tf
 
 from esmm_tf import features as F
+from esmm_tf import objectives
 from esmm_tf.config import Config
 from esmm_tf.embedding import FieldEmbeddings
 from esmm_tf.towers import tower
 
-CTR_LOGIT = "ctr_logit"
-CVR_LOGIT = "cvr_logit"
+CTR_LOGIT = objectives.CTR_LOGIT
+CVR_LOGIT = objectives.CVR_LOGIT
+CTCVR_LOGIT = objectives.CTCVR_LOGIT
 
 
 def model_inputs() -> dict[str, keras.KerasTensor]:
@@ -33,20 +41,31 @@ def model_inputs() -> dict[str, keras.KerasTensor]:
 
 
 class Heads(keras.layers.Layer):
-    """Logits -> the output dict (probabilities computed from the logits)."""
+    """Logits -> the output dict (probabilities computed from the logits).
 
-    def call(self, ctr_logit, cvr_logit):
+    ``second="cvr"``: the second logit is pCVR's. ``second="ctcvr"``
+    (DIVISION): it is pCTCVR's, and pCVR = pCTCVR / pCTR clipped to [0, 1].
+    Either way ``ctcvr == ctr * cvr``.
+    """
+
+    def __init__(self, second: str = "cvr", **kwargs):
+        super().__init__(**kwargs)
+        self.second = second
+
+    def call(self, ctr_logit, second_logit):
         ctr_logit = tf.squeeze(ctr_logit, -1)
-        cvr_logit = tf.squeeze(cvr_logit, -1)
+        second_logit = tf.squeeze(second_logit, -1)
         ctr = tf.sigmoid(ctr_logit)
-        cvr = tf.sigmoid(cvr_logit)
-        return {
-            CTR_LOGIT: ctr_logit,
-            CVR_LOGIT: cvr_logit,
-            F.CTR: ctr,
-            F.CVR: cvr,
-            F.CTCVR: ctr * cvr,
-        }
+        if self.second == "ctcvr":
+            cvr = tf.clip_by_value(tf.math.divide_no_nan(tf.sigmoid(second_logit), ctr), 0.0, 1.0)
+            logits = {CTR_LOGIT: ctr_logit, CTCVR_LOGIT: second_logit}
+        else:
+            cvr = tf.sigmoid(second_logit)
+            logits = {CTR_LOGIT: ctr_logit, CVR_LOGIT: second_logit}
+        return {**logits, F.CTR: ctr, F.CVR: cvr, F.CTCVR: ctr * cvr}
+
+    def get_config(self):
+        return {**super().get_config(), "second": self.second}
 
 
 def _embeddings(config: Config, name: str, seed: int) -> FieldEmbeddings:
@@ -60,16 +79,16 @@ def _embeddings(config: Config, name: str, seed: int) -> FieldEmbeddings:
 
 
 def build_model(config: Config) -> keras.Model:
-    """ESMM (shared embeddings) or ESMM-NS (one embedding set per tower)."""
+    """The model ``config.model`` names (see esmm_tf/objectives.py)."""
     inputs = model_inputs()
     seed = config.seed * 7919
-    shared = _embeddings(config, "embeddings", seed)
-    ctr_input = shared(inputs)
-    if config.model == "esmm_ns":
-        cvr_input = _embeddings(config, "cvr_embeddings", seed + 500)(inputs)
+    ctr_input = _embeddings(config, "embeddings", seed)(inputs)
+    if objectives.shared_embeddings(config.model):
+        second_input = ctr_input
     else:
-        cvr_input = ctr_input
+        second_input = _embeddings(config, "second_embeddings", seed + 500)(inputs)
+    second = objectives.second_head(config.model)
     ctr_logit = tower(config.tower_units, "ctr_tower", seed + 100)(ctr_input)
-    cvr_logit = tower(config.tower_units, "cvr_tower", seed + 200)(cvr_input)
-    outputs = Heads(name="heads")(ctr_logit, cvr_logit)
+    second_logit = tower(config.tower_units, f"{second}_tower", seed + 200)(second_input)
+    outputs = Heads(second, name="heads")(ctr_logit, second_logit)
     return keras.Model(inputs, outputs, name=config.model)

@@ -25,10 +25,10 @@ import numpy as np
 import tensorflow as tf
 
 from esmm_tf import config as config_lib
-from esmm_tf import data_layout, evaluation, input_pipeline, losses
+from esmm_tf import data_layout, evaluation, input_pipeline, objectives
 from esmm_tf import features as F
 from esmm_tf.config import Config
-from esmm_tf.model import CTR_LOGIT, CVR_LOGIT, build_model
+from esmm_tf.model import build_model
 from esmm_tf.optimizer import Adam
 
 CHECKPOINT_DIR = "checkpoints"
@@ -44,13 +44,21 @@ def _log(message: str) -> None:
 
 
 def steps_per_epoch(config: Config) -> int:
-    stats_path = data_layout.stats_file(config.data_dir)
-    if not os.path.exists(stats_path):
-        raise data_layout.DatasetError(
-            f"{stats_path} not found; is {config.data_dir!r} a completed data_prep.convert output?"
+    """Batches per pass over the (sampled) train split."""
+    if config.train_fraction < 1:
+        files = data_layout.shard_files(config.data_dir, "train")
+        records = int(
+            input_pipeline.train_records(files, config.train_fraction).reduce(0, lambda n, _: n + 1)
         )
-    with open(stats_path) as f:
-        records = json.load(f)["splits"]["train"]["records"]
+    else:
+        stats_path = data_layout.stats_file(config.data_dir)
+        if not os.path.exists(stats_path):
+            raise data_layout.DatasetError(
+                f"{stats_path} not found; is {config.data_dir!r} a completed "
+                "data_prep.convert output?"
+            )
+        with open(stats_path) as f:
+            records = json.load(f)["splits"]["train"]["records"]
     return max(1, math.ceil(records / config.records_per_batch))
 
 
@@ -83,14 +91,14 @@ class _TrainWindow:
 
     def reset(self) -> None:
         self.evaluator = evaluation.Evaluator()
-        self.loss_sums = {"total": 0.0, "ctr": 0.0, "ctcvr": 0.0}
+        self.loss_sums: dict[str, float] = {}
         self.steps = 0
         self.impressions = 0
         self.start = time.time()
 
     def update(self, loss: dict, labels: dict, outputs: dict) -> None:
-        for k in self.loss_sums:
-            self.loss_sums[k] += float(loss[k])
+        for k, v in loss.items():
+            self.loss_sums[k] = self.loss_sums.get(k, 0.0) + float(v)
         self.steps += 1
         self.impressions += int(labels[F.CLICK].shape[0])
         self.evaluator.update(labels, outputs)
@@ -134,9 +142,7 @@ def train_and_evaluate(
     def step_fn(inputs, labels):
         with tf.GradientTape() as tape:
             outputs = model(inputs, training=True)
-            loss = losses.esmm_loss(
-                labels[F.CLICK], labels[F.CONVERSION], outputs[CTR_LOGIT], outputs[CVR_LOGIT]
-            )
+            loss = objectives.loss(config, labels, outputs)
         grads = tape.gradient(loss["total"], variables)
         optimizer.apply_gradients(zip(grads, variables, strict=True))
         return loss, {k: outputs[k] for k in F.OUTPUT_KEYS}
@@ -161,6 +167,7 @@ def train_and_evaluate(
             seed=config.seed + epoch,
             shuffle_buffer=config.shuffle_buffer,
             deterministic=config.deterministic,
+            fraction=config.train_fraction,
         ).skip(step - epoch * per_epoch)
         for inputs, labels in dataset:
             loss, outputs = train_step(inputs, labels)

@@ -1,0 +1,236 @@
+"""esmm_tf.export: the SavedModel layout and the serving signature."""
+
+from __future__ import annotations
+
+import filecmp
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from esmm_tf import data_layout, losses, trainer
+from esmm_tf import features as F
+from esmm_tf.export import SIGNATURE_INPUT, export_saved_model
+from esmm_tf.model import CTR_LOGIT, CVR_LOGIT, build_model
+from tests.test_input_pipeline import (
+    make_example,
+    parse_grouped,
+    parse_serving,
+    per_impression_examples,
+    randomize_embeddings,
+    read_records,
+    small_config,
+)
+
+
+@pytest.fixture(scope="module")
+def model(tiny_data_dir):
+    """A tiny ESMM after a few Adam steps (embeddings spread out first so that
+    predictions differ clearly between impressions)."""
+    config = small_config(tiny_data_dir)
+    model = build_model(config)
+    randomize_embeddings(model, seed=3, scale=0.5)
+    optimizer = trainer.make_optimizer(config)
+    optimizer.build(model.trainable_variables)
+    for inputs, labels in trainer.eval_dataset(small_config(tiny_data_dir)).take(3):
+        with tf.GradientTape() as tape:
+            out = model(inputs, training=True)
+            loss = losses.esmm_loss(
+                labels[F.CLICK], labels[F.CONVERSION], out[CTR_LOGIT], out[CVR_LOGIT]
+            )["total"]
+        variables = model.trainable_variables
+        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
+    assert int(optimizer.iterations) == 3
+    return model
+
+
+@pytest.fixture(scope="module")
+def export_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("export"))
+
+
+@pytest.fixture(scope="module")
+def version_dir(model, export_dir):
+    return export_saved_model(model, export_dir)
+
+
+@pytest.fixture(scope="module")
+def serve(version_dir):
+    loaded = tf.saved_model.load(version_dir)
+    serve = loaded.signatures["serving_default"]
+    serve._loaded = loaded  # keep the loaded object (and its tables) alive
+    return serve
+
+
+@pytest.fixture(scope="module")
+def records(tiny_data_dir):
+    return read_records(tiny_data_dir, "test", 5)
+
+
+def call(serve, examples: list[bytes]) -> dict[str, np.ndarray]:
+    out = serve(**{SIGNATURE_INPUT: tf.constant(examples, tf.string)})
+    return {k: v.numpy() for k, v in out.items()}
+
+
+def in_memory(model, examples: list[bytes]) -> dict[str, np.ndarray]:
+    out = model(parse_serving(examples), training=False)
+    return {k: out[k].numpy() for k in F.OUTPUT_KEYS}
+
+
+def test_layout(version_dir, export_dir, tiny_data_dir):
+    name = os.path.basename(version_dir)
+    assert os.path.dirname(version_dir) == export_dir
+    assert name.isdigit() and int(name) > 0
+    assert os.path.isfile(os.path.join(version_dir, "saved_model.pb"))
+    assert os.path.isfile(os.path.join(version_dir, "variables", "variables.index"))
+    assets = sorted(os.listdir(os.path.join(version_dir, "assets")))
+    assert assets == sorted(f"{f.id}.tsv" for f in F.FIELDS)
+    assert len(assets) == 23
+    for asset in assets:
+        field_id = asset[: -len(".tsv")]
+        source = data_layout.vocab_file(tiny_data_dir, field_id)
+        assert filecmp.cmp(os.path.join(version_dir, "assets", asset), source, shallow=False)
+    assert not [n for n in os.listdir(export_dir) if n.startswith(".tmp")]
+
+
+def test_signature_takes_only_serialized_examples(serve):
+    args, kwargs = serve.structured_input_signature
+    assert args == ()
+    assert list(kwargs) == [SIGNATURE_INPUT]
+    spec = kwargs[SIGNATURE_INPUT]
+    assert spec.dtype == tf.string
+    assert spec.shape.as_list() == [None]
+    assert set(serve.structured_outputs) == set(F.OUTPUT_KEYS)
+    for spec in serve.structured_outputs.values():
+        assert spec.dtype == tf.float32
+
+
+def test_serving_outputs_equal_the_in_memory_model(serve, model, records):
+    examples = [e for r in records for e in per_impression_examples(r)]
+    grouped, _ = parse_grouped(records)
+    want = model(grouped, training=False)
+    got = call(serve, examples)  # no labels in the requests
+    for key in F.OUTPUT_KEYS:
+        assert got[key].shape == (len(examples),)
+        np.testing.assert_allclose(got[key], want[key].numpy(), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(got[F.CTCVR], got[F.CTR] * got[F.CVR], rtol=0, atol=1e-7)
+    assert np.std(got[F.CTR]) > 1e-2 and np.std(got[F.CVR]) > 1e-2  # not a constant
+
+
+def test_batch_of_one_equals_its_row_in_a_batch(serve, records):
+    examples = per_impression_examples(records[0])
+    batch = call(serve, examples)
+    for i in (0, len(examples) - 1):
+        single = call(serve, [examples[i]])
+        for key in F.OUTPUT_KEYS:
+            assert single[key].shape == (1,)
+            np.testing.assert_allclose(single[key][0], batch[key][i], rtol=0, atol=1e-6)
+
+
+def test_empty_batch(serve):
+    out = call(serve, [])
+    for key in F.OUTPUT_KEYS:
+        assert out[key].shape == (0,)
+
+
+def test_empty_example(serve, model):
+    empty = tf.train.Example().SerializeToString()
+    out = call(serve, [empty, empty])
+    want = in_memory(model, [empty])
+    for key in F.OUTPUT_KEYS:
+        assert out[key].shape == (2,)
+        assert np.all((out[key] > 0) & (out[key] < 1))
+        np.testing.assert_allclose(out[key], np.repeat(want[key], 2), rtol=0, atol=1e-6)
+
+
+def test_unknown_ids_score_as_the_oov_row(serve, records):
+    example = tf.train.Example.FromString(per_impression_examples(records[0])[0])
+
+    def with_item_id(item_id):
+        example.features.feature["ids/205"].int64_list.value[:] = [item_id]
+        return example.SerializeToString()
+
+    known = call(serve, [with_item_id(example.features.feature["ids/205"].int64_list.value[0])])
+    unknown = call(serve, [with_item_id(10**15), with_item_id(10**15 + 7), with_item_id(-1)])
+    for key in F.OUTPUT_KEYS:
+        np.testing.assert_allclose(unknown[key], unknown[key][0], rtol=0, atol=1e-7)
+        assert np.all(np.isfinite(unknown[key]))
+    assert abs(unknown[F.CTR][0] - known[F.CTR][0]) > 1e-5
+
+
+def test_very_long_lists(serve, model):
+    rng = np.random.default_rng(0)
+    long = make_example(
+        {
+            "ids/210": rng.integers(170_000, 170_100, 10_000).tolist(),
+            "ids/109_14": rng.integers(100_000, 100_030, 10_000).tolist(),
+            "w/109_14": rng.uniform(0.5, 3.0, 10_000).tolist(),
+            "ids/205": [123],
+        }
+    ).SerializeToString()
+    short = make_example({"ids/205": [123]}).SerializeToString()
+    out = call(serve, [long, short])
+    want = in_memory(model, [long, short])
+    for key in F.OUTPUT_KEYS:
+        assert out[key].shape == (2,)
+        assert np.all(np.isfinite(out[key]))
+        np.testing.assert_allclose(out[key], want[key], rtol=1e-5, atol=1e-6)
+
+
+def test_malformed_request_is_an_invalid_argument(serve, records):
+    good = per_impression_examples(records[0])[0]
+    with pytest.raises(tf.errors.InvalidArgumentError, match="Could not parse example"):
+        call(serve, [good, b"not a serialized tf.train.Example"])
+    # Non-UTF-8 garbage is refused too; TensorFlow's Python wrapper then fails
+    # to decode its own error message (which echoes the bytes) and raises
+    # UnicodeDecodeError instead (plain tf.io.parse_example does the same).
+    with pytest.raises((tf.errors.InvalidArgumentError, UnicodeDecodeError)):
+        call(serve, [good, b"\xff\xfenot a serialized tf.train.Example"])
+
+
+def test_two_exports_get_different_versions(model, version_dir, export_dir):
+    second = export_saved_model(model, export_dir)
+    assert second != version_dir
+    versions = sorted(int(n) for n in os.listdir(export_dir) if not n.startswith("."))
+    assert versions == sorted({int(os.path.basename(version_dir)), int(os.path.basename(second))})
+    assert os.path.isfile(os.path.join(second, "saved_model.pb"))
+    assert not [n for n in os.listdir(export_dir) if n.startswith(".tmp")]
+
+
+def test_export_refuses_an_existing_version(model, version_dir, export_dir):
+    with pytest.raises(FileExistsError):
+        export_saved_model(model, export_dir, version=int(os.path.basename(version_dir)))
+
+
+def test_saved_model_cli_shows_the_signature(version_dir):
+    cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+    if not os.path.exists(cli):
+        cli = shutil.which("saved_model_cli")
+    assert cli, "saved_model_cli not found next to the Python interpreter"
+    result = subprocess.run(
+        [
+            cli,
+            "show",
+            "--dir",
+            version_dir,
+            "--tag_set",
+            "serve",
+            "--signature_def",
+            "serving_default",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "inputs['examples']" in out
+    assert "DT_STRING" in out
+    for key in F.OUTPUT_KEYS:
+        assert f"outputs['{key}']" in out
+    assert "labels" not in out and "click" not in out

@@ -1,0 +1,300 @@
+"""esmm_tf.trainer.train_and_evaluate: outputs, summaries, resumption,
+determinism, non-finite losses and configuration changes."""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import json
+import math
+import os
+import shutil
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from esmm_tf import config as config_lib
+from esmm_tf import losses, trainer
+from esmm_tf.config import Config
+from esmm_tf.model import build_model
+
+METRIC_KEYS = ("ctr_auc", "cvr_auc", "ctcvr_auc", "cvr_auc_entire_space", "calibration")
+TIMING_KEYS = ("seconds", "impressions_per_second")
+
+
+def tiny(data_dir: str, **overrides) -> Config:
+    """The values of conftest's ``tiny_config`` (a module fixture cannot use a
+    function fixture; test_base_run_uses_tiny_config keeps the two in step)."""
+    values = dict(
+        data_dir=data_dir,
+        embedding_dim=4,
+        tower_units=(16, 8),
+        records_per_batch=8,
+        epochs=1,
+        deterministic=True,
+        checkpoint_every_steps=10,
+        log_every_steps=5,
+        seed=3,
+    )
+    values.update(overrides)
+    return Config(**values)
+
+
+def model_metrics(metrics: dict) -> dict:
+    """The metrics without wall-clock timings and paths."""
+    return {k: v for k, v in metrics.items() if k not in (*TIMING_KEYS, "export_path")}
+
+
+def assert_metrics_close(a: dict, b: dict, atol: float) -> None:
+    a, b = model_metrics(a), model_metrics(b)
+    assert a.keys() == b.keys()
+    for key in a:
+        if isinstance(a[key], dict):
+            assert_metrics_close(a[key], b[key], atol)
+        elif isinstance(a[key], float) and math.isnan(a[key]):
+            assert math.isnan(b[key]), key
+        else:
+            assert a[key] == pytest.approx(b[key], abs=atol, rel=0), key
+
+
+def events(model_dir: str, sub: str) -> dict[str, dict[int, float]]:
+    """tag -> {step: value} of the TensorBoard event files in model_dir/sub."""
+    out: dict[str, dict[int, float]] = {}
+    files = sorted(glob.glob(os.path.join(model_dir, sub, "events.out.tfevents.*")))
+    assert files, f"no event files in {model_dir}/{sub}"
+    for path in files:
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                out.setdefault(value.tag, {})[event.step] = float(tf.make_ndarray(value.tensor))
+    return out
+
+
+def checkpoint_numbers(model_dir: str) -> list[int]:
+    state = tf.train.get_checkpoint_state(os.path.join(model_dir, trainer.CHECKPOINT_DIR))
+    return sorted(int(p.rsplit("-", 1)[1]) for p in state.all_model_checkpoint_paths)
+
+
+def expected_checkpoints(config: Config, epoch_ends: list[int]) -> list[int]:
+    """The checkpoint numbers kept: every checkpoint_every_steps and at each
+    epoch end, the last keep_checkpoints of them."""
+    every = config.checkpoint_every_steps
+    saved = {*range(every, epoch_ends[-1] + 1, every), *epoch_ends}
+    return sorted(saved)[-config.keep_checkpoints :]
+
+
+def restored_iterations(config: Config, checkpoint_path: str):
+    model = build_model(config)
+    optimizer = trainer.make_optimizer(config)
+    optimizer.build(model.trainable_variables)
+    tf.train.Checkpoint(model=model, optimizer=optimizer).restore(
+        checkpoint_path
+    ).assert_existing_objects_matched()
+    return int(optimizer.iterations), model
+
+
+class _Counter:
+    """Wraps _TrainWindow.update to count (and optionally stop at) train steps."""
+
+    class Interrupted(Exception):
+        pass
+
+    def __init__(self, stop_after: int | None = None):
+        self.calls = 0
+        self.stop_after = stop_after
+        self.original = trainer._TrainWindow.update
+
+    def install(self, monkeypatch) -> _Counter:
+        counter = self
+
+        def update(window, *args, **kwargs):
+            counter.original(window, *args, **kwargs)
+            counter.calls += 1
+            if counter.stop_after is not None and counter.calls >= counter.stop_after:
+                raise _Counter.Interrupted(f"simulated crash after {counter.calls} steps")
+
+        monkeypatch.setattr(trainer._TrainWindow, "update", update)
+        return self
+
+
+@pytest.fixture(scope="module")
+def base_run(tiny_data_dir, tmp_path_factory):
+    """One epoch of the tiny config: (config, model_dir, returned metrics)."""
+    config = tiny(tiny_data_dir)
+    model_dir = str(tmp_path_factory.mktemp("base_run"))
+    metrics = trainer.train_and_evaluate(config, model_dir)
+    return config, model_dir, metrics
+
+
+@pytest.fixture(scope="module")
+def resumed_run(base_run, tmp_path_factory):
+    """base_run's model_dir copied, then trained on with epochs=2."""
+    config, base_dir, _ = base_run
+    model_dir = os.path.join(str(tmp_path_factory.mktemp("resumed")), "run")
+    shutil.copytree(base_dir, model_dir)
+    counter = _Counter()
+    with pytest.MonkeyPatch.context() as mp:
+        counter.install(mp)
+        metrics = trainer.train_and_evaluate(dataclasses.replace(config, epochs=2), model_dir)
+    return dataclasses.replace(config, epochs=2), model_dir, metrics, counter.calls
+
+
+def test_base_run_uses_tiny_config(base_run, tiny_config):
+    assert base_run[0] == tiny_config
+
+
+def test_run_writes_config_checkpoints_and_metrics(base_run):
+    config, model_dir, metrics = base_run
+    per_epoch = trainer.steps_per_epoch(config)
+    with open(os.path.join(config.data_dir, "stats.json")) as f:
+        records = json.load(f)["splits"]["train"]["records"]
+    assert per_epoch == math.ceil(records / config.records_per_batch)
+    assert per_epoch > 15  # the interruption and NaN tests stop inside epoch 1
+    assert config_lib.load(model_dir) == config
+    with open(os.path.join(model_dir, config_lib.CONFIG_FILE)) as f:
+        assert json.load(f)["embedding_dim"] == 4
+    # Every checkpoint_every_steps and at the end of the epoch.
+    assert checkpoint_numbers(model_dir) == expected_checkpoints(config, [per_epoch])
+    latest = tf.train.latest_checkpoint(os.path.join(model_dir, trainer.CHECKPOINT_DIR))
+    assert latest.endswith(f"ckpt-{per_epoch}")
+    iterations, _ = restored_iterations(config, latest)
+    assert iterations == per_epoch
+    assert metrics["step"] == per_epoch
+    with open(os.path.join(model_dir, trainer.EVAL_FILE)) as f:
+        saved = json.load(f)
+    assert_metrics_close(saved, metrics, atol=0)
+
+
+def test_eval_metrics_keys_and_values(base_run, tiny_data_dir):
+    _, _, metrics = base_run
+    for key in METRIC_KEYS:
+        assert key in metrics
+    for key in ("ctr_auc", "cvr_auc", "ctcvr_auc", "cvr_auc_entire_space"):
+        assert 0.0 <= metrics[key] <= 1.0, key
+    with open(os.path.join(tiny_data_dir, "stats.json")) as f:
+        test_stats = json.load(f)["splits"]["test"]
+    assert metrics["impressions"] == test_stats["impressions"]
+    assert metrics["clicks"] == test_stats["clicks"]
+    assert metrics["conversions"] == test_stats["conversions"]
+    calibration = metrics["calibration"]
+    assert set(calibration) == {"ctr", "cvr", "ctcvr"}
+    assert calibration["ctr"]["observed"]["count"] == test_stats["impressions"]
+    assert calibration["cvr"]["observed"]["count"] == test_stats["clicks"]  # clicked only
+    assert calibration["ctr"]["observed"]["mean_target"] == pytest.approx(test_stats["ctr"])
+    assert "ground_truth" in calibration["cvr"]
+
+
+def test_tensorboard_summaries(base_run):
+    config, model_dir, metrics = base_run
+    train = events(model_dir, "train")
+    for tag in (
+        "loss/total",
+        "loss/ctr",
+        "loss/ctcvr",
+        "auc/ctr_auc",
+        "auc/cvr_auc",
+        "auc/ctcvr_auc",
+        "impressions_per_second",
+        "learning_rate",
+    ):
+        assert tag in train, tag
+    per_epoch = trainer.steps_per_epoch(config)
+    every = config.log_every_steps
+    assert sorted(train["loss/total"]) == sorted({*range(every, per_epoch + 1, every), per_epoch})
+    for step, total in train["loss/total"].items():
+        assert total == pytest.approx(train["loss/ctr"][step] + train["loss/ctcvr"][step], 1e-5)
+    for value in train["learning_rate"].values():
+        assert value == pytest.approx(config.learning_rate)
+
+    evals = events(model_dir, "eval")
+    for tag in ("auc/ctr_auc", "auc/cvr_auc", "auc/ctcvr_auc", "auc/cvr_auc_entire_space"):
+        assert evals[tag] == {per_epoch: pytest.approx(metrics[tag.split("/")[1]], abs=1e-6)}
+    assert "impressions_per_second" in evals
+    assert evals["log_loss/ctr"][per_epoch] == pytest.approx(
+        metrics["calibration"]["ctr"]["observed"]["log_loss"], abs=1e-6
+    )
+
+
+def test_two_fresh_runs_are_identical(base_run, tmp_path):
+    config, _, metrics = base_run
+    again = trainer.train_and_evaluate(config, str(tmp_path / "run"))
+    assert_metrics_close(again, metrics, atol=0)
+
+
+def test_resume_continues_from_the_checkpoint(resumed_run, base_run):
+    config, model_dir, metrics, steps_trained = resumed_run
+    per_epoch = trainer.steps_per_epoch(config)
+    assert steps_trained == per_epoch  # epoch 1 was not trained again
+    assert metrics["step"] == 2 * per_epoch
+    with open(os.path.join(model_dir, trainer.EVAL_FILE)) as f:
+        assert json.load(f)["step"] == 2 * per_epoch
+    assert checkpoint_numbers(model_dir) == expected_checkpoints(config, [per_epoch, 2 * per_epoch])
+    latest = tf.train.latest_checkpoint(os.path.join(model_dir, trainer.CHECKPOINT_DIR))
+    iterations, _ = restored_iterations(config, latest)
+    assert iterations == 2 * per_epoch
+    assert sorted(events(model_dir, "eval")["auc/ctr_auc"]) == [per_epoch, 2 * per_epoch]
+    assert config_lib.load(model_dir).epochs == 2
+    # Training on changed the model.
+    assert metrics["ctr_auc"] != base_run[2]["ctr_auc"]
+
+
+def test_interrupted_run_ends_like_an_uninterrupted_one(
+    resumed_run, tiny_data_dir, tmp_path, monkeypatch, capsys
+):
+    config = tiny(tiny_data_dir, epochs=2)
+    model_dir = str(tmp_path / "run")
+    counter = _Counter(stop_after=15).install(monkeypatch)
+    with pytest.raises(_Counter.Interrupted):
+        trainer.train_and_evaluate(config, model_dir)
+    assert checkpoint_numbers(model_dir) == [10]
+    monkeypatch.undo()
+
+    capsys.readouterr()
+    counter = _Counter().install(monkeypatch)
+    metrics = trainer.train_and_evaluate(config, model_dir)
+    assert "ckpt-10 (step 10)" in capsys.readouterr().err
+    per_epoch = trainer.steps_per_epoch(config)
+    assert counter.calls == 2 * per_epoch - 10
+    assert metrics["step"] == 2 * per_epoch
+    # The same model as one epoch + one resumed epoch without a crash.
+    assert_metrics_close(metrics, resumed_run[2], atol=1e-6)
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
+    tiny_data_dir, tmp_path, monkeypatch
+):
+    config = tiny(tiny_data_dir, checkpoint_every_steps=2)
+    model_dir = str(tmp_path / "run")
+    calls = tf.Variable(0, dtype=tf.int64, trainable=False)
+    real_loss = losses.esmm_loss
+
+    def nan_from_step_5(*args, **kwargs):
+        loss = real_loss(*args, **kwargs)
+        calls.assign_add(1)
+        poison = tf.where(calls >= 5, tf.constant(float("nan")), tf.constant(1.0))
+        return {k: v * poison for k, v in loss.items()}  # NaN loss and gradients
+
+    monkeypatch.setattr(losses, "esmm_loss", nan_from_step_5)
+    with pytest.raises(trainer.TrainingError, match=r"not finite at step 5\b") as error:
+        trainer.train_and_evaluate(config, model_dir)
+    assert "ckpt-4" in str(error.value)
+    assert checkpoint_numbers(model_dir) == [2, 4]
+    assert not os.path.exists(os.path.join(model_dir, trainer.EVAL_FILE))
+    latest = tf.train.latest_checkpoint(os.path.join(model_dir, trainer.CHECKPOINT_DIR))
+    iterations, model = restored_iterations(config, latest)
+    assert iterations == 4
+    assert all(np.isfinite(v.numpy()).all() for v in model.trainable_variables)
+
+
+@pytest.mark.parametrize(
+    "change", [{"embedding_dim": 8}, {"model": "esmm_ns"}, {"tower_units": (16, 4)}]
+)
+def test_other_model_config_in_the_same_model_dir_is_refused(base_run, tmp_path, change):
+    config, base_dir, _ = base_run
+    model_dir = str(tmp_path / "run")
+    os.makedirs(model_dir)
+    shutil.copy(os.path.join(base_dir, config_lib.CONFIG_FILE), model_dir)
+    with pytest.raises(ValueError, match=next(iter(change))):
+        trainer.train_and_evaluate(dataclasses.replace(config, **change), model_dir)
+    assert config_lib.load(model_dir) == config  # not overwritten
+    assert not os.path.exists(os.path.join(model_dir, trainer.CHECKPOINT_DIR))
