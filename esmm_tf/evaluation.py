@@ -24,6 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from esmm_tf import features as F
+from esmm_tf import input_pipeline
 from esmm_tf.metrics import AucAccumulator, CalibrationAccumulator
 
 
@@ -80,10 +81,16 @@ class Evaluator:
         return metrics
 
 
+def predict_function(model):
+    """``model`` in inference mode as a tf.function traced once for any batch."""
+    inputs_spec, _ = input_pipeline.batch_spec()
+    return tf.function(lambda x: model(x, training=False), input_signature=[inputs_spec])
+
+
 def evaluate(model, dataset: Iterable, predict_fn=None) -> dict:
     """Runs ``model`` over ``dataset`` ((inputs, labels) batches) once."""
     if predict_fn is None:
-        predict_fn = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+        predict_fn = predict_function(model)
     evaluator = Evaluator()
     start = time.time()
     for inputs, labels in dataset:

@@ -143,6 +143,19 @@ def grouped_to_labels(parsed: dict) -> dict:
     return labels
 
 
+def batch_spec(with_ground_truth: bool = False) -> tuple[dict, dict]:
+    """(inputs, labels) TensorSpecs of a parsed batch, every dimension unknown:
+    the ``input_signature`` that lets step functions trace once."""
+    spec = (
+        tf.data.Dataset.from_tensors(tf.constant([], tf.string))
+        .map(make_parse_fn(with_ground_truth))
+        .element_spec
+    )
+    return tf.nest.map_structure(
+        lambda s: tf.TensorSpec([None] * s.shape.rank, s.dtype, name=s.name), spec
+    )
+
+
 def make_parse_fn(with_ground_truth: bool):
     spec = grouped_spec(with_ground_truth)
 

@@ -147,8 +147,11 @@ def train_and_evaluate(
         optimizer.apply_gradients(zip(grads, variables, strict=True))
         return loss, {k: outputs[k] for k in F.OUTPUT_KEYS}
 
-    train_step = tf.function(lambda x, y: strategy.run(step_fn, args=(x, y)), reduce_retracing=True)
-    predict = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+    inputs_spec, labels_spec = input_pipeline.batch_spec()
+    train_step = tf.function(
+        lambda x, y: strategy.run(step_fn, args=(x, y)), input_signature=[inputs_spec, labels_spec]
+    )
+    predict = evaluation.predict_function(model)
     writer = tf.summary.create_file_writer(os.path.join(model_dir, "train"))
     eval_writer = tf.summary.create_file_writer(os.path.join(model_dir, "eval"))
 
