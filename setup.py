@@ -24,7 +24,7 @@ setup(
         "tensorboard==2.21.0",
     ],
     extras_require={
-        "dev": ["pytest==9.2.0", "ruff==0.17.6", "scikit-learn==1.9.1"],
+        "dev": ["pytest==9.2.0", "ruff==0.17.6", "scikit-learn==1.9.1", "matplotlib==3.11.2"],
         "plot": ["matplotlib==3.11.2"],
     },
 )

@@ -1,0 +1,113 @@
+"""Figure 2 of the paper (Figure 3 in the arXiv version): AUC vs the fraction
+of the training set used, one line per model.
+
+    python -m experiments.figure2 --data_dir=DATA [--rates=0.01,0.05,0.1,0.2,0.5,1]
+        [--models=...] [--runs=1] [--out_dir=experiments/results]
+
+Each point is ``python -m esmm_tf.train --flagfile=experiments/<model>.flags
+--train_fraction=<rate>`` (the same records at a rate for every model: kept by
+a hash of the record), evaluated on the whole test split, mean over
+``--runs`` seeds. Finished runs are not redone. Writes
+``<out_dir>/figure2.png`` (CVR AUC and CTCVR AUC panels) and
+``figure2.json`` with the numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from absl import app, flags
+
+from experiments import runner
+
+flags.DEFINE_string("data_dir", None, "Converted dataset.")
+flags.DEFINE_list("rates", ["0.01", "0.05", "0.1", "0.2", "0.5", "1.0"], "Training fractions.")
+flags.DEFINE_list("models", list(runner.MODELS), "Models (lines).")
+flags.DEFINE_integer("runs", 1, "Seeds per point.")
+flags.DEFINE_string("out_dir", os.path.join(runner.ROOT, "experiments", "results"), "Output.")
+flags.DEFINE_list("extra_flags", [], "Flags passed to every training run.")
+flags.mark_flag_as_required("data_dir")
+FLAGS = flags.FLAGS
+
+
+def plot(result: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    rates = result["rates"]
+    for ax, metric, title in (
+        (axes[0], "cvr_auc", "CVR AUC (clicked test impressions)"),
+        (axes[1], "ctcvr_auc", "CTCVR AUC (all test impressions)"),
+    ):
+        for model, points in result["points"].items():
+            ax.plot(
+                [100 * r for r in rates],
+                [points[str(r)][metric][0] for r in rates],
+                marker="o",
+                label=runner.DISPLAY.get(model, model),
+            )
+        ax.set_xscale("log")
+        ax.set_xlabel("training set sampling rate (%)")
+        ax.set_ylabel("AUC (%)")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=8)
+    fig.suptitle(f"AUC vs sampling rate on {os.path.basename(result['data_dir'].rstrip('/'))}")
+    fig.tight_layout()
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def run_figure(
+    data_dir: str, models: list[str], rates: list[float], runs: int, out_dir: str, extra: list[str]
+) -> dict:
+    start = time.time()
+    points: dict[str, dict] = {}
+    for model in models:
+        points[model] = {}
+        for rate in rates:
+            runner.log(f"{model} at {rate:.0%} of the training set")
+            metrics = [
+                runner.train_once(
+                    model,
+                    seed,
+                    data_dir,
+                    os.path.join(out_dir, "runs", "figure2", model, f"rate{rate}", f"seed{seed}"),
+                    [f"--train_fraction={rate}", *extra],
+                )
+                for seed in range(runs)
+            ]
+            points[model][str(rate)] = runner.summarise(metrics)
+    command = (
+        f"python -m experiments.figure2 --data_dir={data_dir} --rates={','.join(map(str, rates))} "
+        f"--models={','.join(models)} --runs={runs}"
+        + (f" --extra_flags={','.join(extra)}" if extra else "")
+    )
+    result = {
+        "command": command,
+        "data_dir": data_dir,
+        "rates": rates,
+        "points": points,
+        "seconds": round(time.time() - start),
+    }
+    runner.atomic_write(os.path.join(out_dir, "figure2.json"), json.dumps(result, indent=2) + "\n")
+    plot(result, os.path.join(out_dir, "figure2.png"))
+    print(f"wrote {out_dir}/figure2.png and figure2.json ({result['seconds']} s)")
+    return result
+
+
+def main(argv) -> None:
+    del argv
+    rates = [float(r) for r in FLAGS.rates]
+    run_figure(FLAGS.data_dir, FLAGS.models, rates, FLAGS.runs, FLAGS.out_dir, FLAGS.extra_flags)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,115 @@
+"""Runs the real training entry point once per (model, seed, setting), resumably,
+and summarises the results. Shared by the Table 2 and Figure 2 commands."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from esmm_tf import trainer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MODELS = ("base", "aman", "oversampling", "unbias", "division", "esmm_ns", "esmm")
+DISPLAY = {
+    "base": "BASE",
+    "aman": "AMAN",
+    "oversampling": "OVERSAMPLING",
+    "unbias": "UNBIAS",
+    "division": "DIVISION",
+    "esmm_ns": "ESMM-NS",
+    "esmm": "ESMM",
+}
+# Ma et al. 2018, Table 2 (public Ali-CCP, AUC %, mean ± std over 10 runs).
+PAPER_TABLE2 = {
+    "base": ((66.00, 0.37), (62.07, 0.45)),
+    "aman": ((65.21, 0.59), (63.53, 0.57)),
+    "oversampling": ((67.18, 0.32), (63.05, 0.48)),
+    "unbias": ((66.65, 0.28), (63.56, 0.70)),
+    "division": ((67.56, 0.48), (63.62, 0.09)),
+    "esmm_ns": ((68.25, 0.44), (64.44, 0.62)),
+    "esmm": ((68.56, 0.37), (65.32, 0.49)),
+}
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def train_once(
+    model: str, seed: int, data_dir: str, run_dir: str, extra_flags: list[str] = ()
+) -> dict:
+    """``python -m esmm_tf.train --flagfile=experiments/<model>.flags ...`` unless
+    ``run_dir`` already holds its final metrics; returns them."""
+    metrics_path = os.path.join(run_dir, trainer.EVAL_FILE)
+    if os.path.exists(metrics_path):
+        with open(metrics_path) as f:
+            return json.load(f)
+    cmd = [
+        sys.executable,
+        "-m",
+        "esmm_tf.train",
+        f"--flagfile={os.path.join(ROOT, 'experiments', model + '.flags')}",
+        f"--data_dir={data_dir}",
+        f"--model_dir={run_dir}",
+        f"--seed={seed}",
+        *extra_flags,
+    ]
+    start = time.time()
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{result.stderr[-3000:]}")
+    with open(metrics_path) as f:
+        metrics = json.load(f)
+    log(
+        f"  {model} seed {seed}: CVR AUC {metrics['cvr_auc']:.4f}, "
+        f"CTCVR AUC {metrics['ctcvr_auc']:.4f} ({time.time() - start:.0f} s)"
+    )
+    return metrics
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    values = [v for v in values if not math.isnan(v)]
+    if not values:
+        return math.nan, math.nan
+    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
+def summarise(runs: list[dict]) -> dict:
+    """Mean ± std (AUCs in %) of the metrics the tables report."""
+
+    def column(get):
+        return mean_std([get(m) for m in runs])
+
+    out = {
+        "runs": len(runs),
+        "cvr_auc": column(lambda m: 100 * m["cvr_auc"]),
+        "ctcvr_auc": column(lambda m: 100 * m["ctcvr_auc"]),
+        "ctr_auc": column(lambda m: 100 * m["ctr_auc"]),
+    }
+    if runs and "cvr_auc_entire_space" in runs[0]:
+        out["cvr_auc_entire_space"] = column(lambda m: 100 * m["cvr_auc_entire_space"])
+        out["cvr_calibration_ratio"] = column(
+            lambda m: m["calibration"]["cvr"]["ground_truth"]["ratio"]
+        )
+    return out
+
+
+def fmt(pair: tuple[float, float], digits: int = 2) -> str:
+    mean, std = pair
+    if math.isnan(mean):
+        return "n/a"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def atomic_write(path: str, text: str) -> None:
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        f.write(text)
+    os.replace(path + ".tmp", path)
