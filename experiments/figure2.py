@@ -79,7 +79,7 @@ def run_figure(
                     model,
                     seed,
                     data_dir,
-                    os.path.join(out_dir, "runs", "figure2", model, f"rate{rate}", f"seed{seed}"),
+                    runner.run_dir(out_dir, model, rate, seed),
                     [f"--train_fraction={rate}", *extra],
                 )
                 for seed in range(runs)

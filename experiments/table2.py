@@ -4,8 +4,9 @@
         [--out_dir=experiments/results] [--extra_flags=--epochs=2,...]
 
 Each run is ``python -m esmm_tf.train --flagfile=experiments/<model>.flags
---seed=<run>`` into ``<out_dir>/runs/table2/<model>/seed<run>``; a finished
-run is not redone, so an interrupted table resumes. Writes
+--seed=<run>`` into ``<out_dir>/runs/<model>/rate1.0/seed<run>``; a finished
+run is not redone (so an interrupted table resumes, and Figure 2 reuses these
+runs as its points at rate 1.0). Writes
 ``<out_dir>/table2.md`` and ``table2.json``: CVR AUC on clicked test
 impressions and CTCVR AUC on all test impressions (%, mean ± std over runs)
 beside the paper's numbers, plus CTR AUC, and, when the data has ground
@@ -70,7 +71,7 @@ def run_table(
                 model,
                 seed,
                 data_dir,
-                os.path.join(out_dir, "runs", "table2", model, f"seed{seed}"),
+                runner.run_dir(out_dir, model, 1.0, seed),
                 extra_flags,
             )
             for seed in range(runs)

@@ -41,13 +41,13 @@ def tiny_data_dir(tiny_raw_dir, tmp_path_factory) -> str:
     return out
 
 
-@pytest.fixture
-def tiny_config(tiny_data_dir):
-    """A small, fast, deterministic training config on the tiny dataset."""
+def make_tiny_config(data_dir: str, **overrides):
+    """A small, fast, deterministic training config (the ``tiny_config`` fixture's
+    values; module-scoped fixtures call this directly)."""
     from esmm_tf.config import Config
 
-    return Config(
-        data_dir=tiny_data_dir,
+    values = dict(
+        data_dir=data_dir,
         embedding_dim=4,
         tower_units=(16, 8),
         records_per_batch=8,
@@ -57,3 +57,11 @@ def tiny_config(tiny_data_dir):
         log_every_steps=5,
         seed=3,
     )
+    values.update(overrides)
+    return Config(**values)
+
+
+@pytest.fixture
+def tiny_config(tiny_data_dir):
+    """A small, fast, deterministic training config on the tiny dataset."""
+    return make_tiny_config(tiny_data_dir)

@@ -18,27 +18,14 @@ from esmm_tf import config as config_lib
 from esmm_tf import losses, trainer
 from esmm_tf.config import Config
 from esmm_tf.model import build_model
+from tests.conftest import make_tiny_config
 
 METRIC_KEYS = ("ctr_auc", "cvr_auc", "ctcvr_auc", "cvr_auc_entire_space", "calibration")
 TIMING_KEYS = ("seconds", "impressions_per_second")
 
 
 def tiny(data_dir: str, **overrides) -> Config:
-    """The values of conftest's ``tiny_config`` (a module fixture cannot use a
-    function fixture; test_base_run_uses_tiny_config keeps the two in step)."""
-    values = dict(
-        data_dir=data_dir,
-        embedding_dim=4,
-        tower_units=(16, 8),
-        records_per_batch=8,
-        epochs=1,
-        deterministic=True,
-        checkpoint_every_steps=10,
-        log_every_steps=5,
-        seed=3,
-    )
-    values.update(overrides)
-    return Config(**values)
+    return make_tiny_config(data_dir, **overrides)
 
 
 def model_metrics(metrics: dict) -> dict:
