@@ -22,6 +22,7 @@ setup(
         "numpy==2.4.6",
         "absl-py==2.5.1",
         "tensorboard==2.21.0",
+        "google-crc32c==1.9.0",
     ],
     extras_require={
         "dev": ["pytest==9.2.0", "ruff==0.17.6", "scikit-learn==1.9.1", "matplotlib==3.11.2"],

@@ -43,6 +43,8 @@ import numpy as np
 
 from data_prep import raw
 from data_prep.counting import IdCounter, merge_counts
+from data_prep.records import build_example
+from data_prep.tfrecord import TFRecordWriter
 from esmm_tf import data_layout, vocab
 from esmm_tf import features as F
 
@@ -212,10 +214,6 @@ _BAD_COMMON = object()
 
 
 def _join_task(task: _JoinTask) -> dict:
-    import tensorflow as tf
-
-    from data_prep.records import build_example  # imports TensorFlow: workers only
-
     start = time.time()
     stats = _new_stats()
     users: dict[bytes, object] = {}
@@ -262,7 +260,7 @@ def _join_task(task: _JoinTask) -> dict:
                 ids = [i for r in group_rows for i in r.features.ids[k]]
                 counters[item_offset + k].add(np.array(ids, np.int64))
 
-    with tf.io.TFRecordWriter(tmp_shard) as writer:
+    with TFRecordWriter(tmp_shard) as writer:
         for lineno, has_newline, gt_line, content in _read_partition(task.partition("skeleton")):
             stats["rows_read"] += 1
             try:
