@@ -18,27 +18,29 @@ from esmm_tf.config import Config
 FLAGS = flags.FLAGS
 
 
-def define_config_flags() -> None:
+def define_config_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     """One absl flag per Config field, with the field's default and help."""
     for field in dataclasses.fields(Config):
         default = field.default
         help_text = field.metadata.get("help", field.name)
         if isinstance(default, bool):
-            flags.DEFINE_bool(field.name, default, help_text)
+            flags.DEFINE_bool(field.name, default, help_text, flag_values=flag_values)
         elif isinstance(default, int):
-            flags.DEFINE_integer(field.name, default, help_text)
+            flags.DEFINE_integer(field.name, default, help_text, flag_values=flag_values)
         elif isinstance(default, float):
-            flags.DEFINE_float(field.name, default, help_text)
+            flags.DEFINE_float(field.name, default, help_text, flag_values=flag_values)
         elif isinstance(default, tuple):
-            flags.DEFINE_list(field.name, [str(v) for v in default], help_text)
+            flags.DEFINE_list(
+                field.name, [str(v) for v in default], help_text, flag_values=flag_values
+            )
         else:
-            flags.DEFINE_string(field.name, default, help_text)
+            flags.DEFINE_string(field.name, default, help_text, flag_values=flag_values)
 
 
-def config_from_flags() -> Config:
+def config_from_flags(flag_values: flags.FlagValues = FLAGS) -> Config:
     values = {}
     for field in dataclasses.fields(Config):
-        value = getattr(FLAGS, field.name)
+        value = getattr(flag_values, field.name)
         if isinstance(field.default, tuple):
             value = tuple(int(v) for v in value)
         values[field.name] = value

@@ -51,7 +51,7 @@ def test_train_exits_0_and_exports(trained):
     assert os.path.isfile(os.path.join(export_dir, versions[0], "saved_model.pb"))
     with open(os.path.join(model_dir, "config.json")) as f:
         config = json.load(f)
-    # The flagfile chain (esmm.flags includes base.flags) and the overrides.
+    # The flagfile chain (esmm.flags includes common.flags) and the overrides.
     assert config["model"] == "esmm"
     assert config["embedding_dim"] == 4
     assert config["tower_units"] == [16, 8]
@@ -102,7 +102,7 @@ def test_data_dir_without_a_vocab_file(tiny_data_dir, tmp_path):
 
 def test_flagfile_with_an_unknown_flag(tiny_data_dir, tmp_path):
     flagfile = tmp_path / "bad.flags"
-    flagfile.write_text("--flagfile=experiments/base.flags\n--tower_unitz=16,8\n")
+    flagfile.write_text("--flagfile=experiments/common.flags\n--tower_unitz=16,8\n")
     result = run(
         "esmm_tf.train",
         f"--flagfile={flagfile}",
