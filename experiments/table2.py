@@ -90,7 +90,8 @@ def run_table(
     text = (
         f"# Table 2 on {data_dir}\n\nAUC in %, mean ± std over {runs} runs (seeds 0..{runs - 1}); "
         "the paper's columns are its public Ali-CCP results (10 runs).\n\n"
-        f"{table}\n\nMade by `{command}` in {time.time() - start:.0f} s.\n"
+        f"{table}\n\nMade by `{command}` ({time.time() - start:.0f} s for this invocation; "
+        "finished runs are reused).\n"
     )
     result = {"command": command, "data_dir": data_dir, "summaries": summaries, "runs": raw}
     runner.atomic_write(os.path.join(out_dir, "table2.md"), text)
