@@ -163,25 +163,17 @@ def parse_feature_list(buf: bytes, feature_num: int, index: FieldIndex) -> Featu
 
 def _raise_bad_token(parts: list[bytes]) -> None:
     for token in parts[1::3]:
-        if not _is_int(token):
+        if not _parses(token, int):
             raise BadRow(BAD_FEATURE_ID, f"feature id {token[:40]!r} is not an integer")
     for token in parts[2::3]:
-        if not _is_float(token):
+        if not _parses(token, float):
             raise BadRow(BAD_FEATURE_VALUE, f"feature value {token[:40]!r} is not a number")
     raise AssertionError("unreachable: a token failed to parse")
 
 
-def _is_int(token: bytes) -> bool:
+def _parses(token: bytes, parse) -> bool:
     try:
-        int(token)
-        return True
-    except ValueError:
-        return False
-
-
-def _is_float(token: bytes) -> bool:
-    try:
-        float(token)
+        parse(token)
         return True
     except ValueError:
         return False
