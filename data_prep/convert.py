@@ -237,9 +237,7 @@ def _join_task(task: _JoinTask) -> dict:
         users[cfi] = raw.PackedFeatures.pack(feats)
         _count_ignored(stats, feats)
 
-    counters = [IdCounter() for _ in F.FIELDS] if task.count_ids else None
-    user_offset = 0
-    item_offset = len(F.USER_FIELDS)
+    counters = {f.id: IdCounter() for f in F.FIELDS} if task.count_ids else None
     tmp_shard = task.shard_path + ".tmp"
     group_cfi, group_rows, group_gt = None, [], []
 
@@ -254,11 +252,11 @@ def _join_task(task: _JoinTask) -> dict:
         stats["clicks"] += sum(r.click for r in group_rows)
         stats["conversions"] += sum(r.conversion for r in group_rows)
         if counters is not None:
-            for k in range(len(F.USER_FIELDS)):
-                counters[user_offset + k].add(np.array(user.field(k)[0], np.int64), len(group_rows))
-            for k in range(len(F.ITEM_FIELDS)):
+            for k, field in enumerate(F.USER_FIELDS):
+                counters[field.id].add(np.array(user.field(k)[0], np.int64), len(group_rows))
+            for k, field in enumerate(F.ITEM_FIELDS):
                 ids = [i for r in group_rows for i in r.features.ids[k]]
-                counters[item_offset + k].add(np.array(ids, np.int64))
+                counters[field.id].add(np.array(ids, np.int64))
 
     with TFRecordWriter(tmp_shard) as writer:
         for lineno, has_newline, gt_line, content in _read_partition(task.partition("skeleton")):
@@ -309,9 +307,9 @@ def _join_task(task: _JoinTask) -> dict:
 
     if counters is not None:
         arrays = {}
-        for field, counter in zip(F.FIELDS, counters, strict=True):
+        for field_id, counter in counters.items():
             ids, counts = counter.result()
-            arrays[f"ids/{field.id}"], arrays[f"counts/{field.id}"] = ids, counts
+            arrays[f"ids/{field_id}"], arrays[f"counts/{field_id}"] = ids, counts
         _atomic_npz(task.counts_path, arrays)
     stats["seconds"] = time.time() - start
     _atomic_json(task.stats_path, stats)
