@@ -1,0 +1,116 @@
+"""kill -9 in the middle of a conversion or a training run, then the same
+command again: the conversion ends byte-identical to an uninterrupted one (and
+never showed a complete-looking output), the training resumes from its last
+checkpoint. Only the processes the test starts are killed (their own session)."""
+
+from __future__ import annotations
+
+import filecmp
+import glob
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from data_prep.synthetic import SyntheticConfig, generate
+from esmm_tf import data_layout
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+
+
+def _start(args):
+    return subprocess.Popen(
+        [sys.executable, "-m", *args],
+        cwd=ROOT,
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def _kill_when(proc, condition, timeout=120.0):
+    deadline = time.time() + timeout
+    while not condition():
+        if proc.poll() is not None:
+            pytest.fail(f"finished before it could be killed: {proc.stderr.read()[-2000:]}")
+        if time.time() > deadline:
+            os.killpg(proc.pid, signal.SIGKILL)
+            pytest.fail("condition never met")
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+
+
+def _run(args, timeout=600):
+    result = subprocess.run(
+        [sys.executable, "-m", *args],
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def medium_raw_dir(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("raw_medium"))
+    generate(SyntheticConfig(impressions=150_000, seed=2, progress_seconds=0), out)
+    return out
+
+
+def test_kill_9_during_convert_then_rerun(medium_raw_dir, tmp_path):
+    flags = [f"--raw_dir={medium_raw_dir}", "--num_shards=6", "--workers=2", "--min_count=1"]
+    _run(["data_prep.convert", *flags, f"--out_dir={tmp_path / 'clean'}"])
+
+    out = tmp_path / "out"
+    tasks = os.path.join(str(out) + ".partial", "tasks")
+    proc = _start(["data_prep.convert", *flags, f"--out_dir={out}"])
+    _kill_when(proc, lambda: len(glob.glob(os.path.join(tasks, "*.json"))) >= 2)
+    assert not out.exists()  # nothing that looks complete
+    assert len(glob.glob(os.path.join(tasks, "*.json"))) < 12  # really interrupted
+
+    rerun = _run(["data_prep.convert", *flags, f"--out_dir={out}"])
+    assert "resuming" in rerun.stderr
+    for split in data_layout.SPLITS:
+        clean = data_layout.shard_files(str(tmp_path / "clean"), split)
+        resumed = data_layout.shard_files(str(out), split)
+        assert [os.path.basename(p) for p in clean] == [os.path.basename(p) for p in resumed]
+        for a, b in zip(clean, resumed, strict=True):
+            assert filecmp.cmp(a, b, shallow=False)
+    for name in os.listdir(tmp_path / "clean" / "vocab"):
+        assert filecmp.cmp(tmp_path / "clean" / "vocab" / name, out / "vocab" / name, False)
+
+
+def test_kill_9_during_training_then_rerun(tiny_data_dir, tmp_path):
+    model_dir = tmp_path / "run"
+    args = [
+        "esmm_tf.train",
+        "--flagfile=experiments/esmm.flags",
+        f"--data_dir={tiny_data_dir}",
+        f"--model_dir={model_dir}",
+        "--embedding_dim=4",
+        "--tower_units=16,8",
+        "--records_per_batch=2",
+        "--epochs=3",
+        "--checkpoint_every_steps=40",
+        "--log_every_steps=40",
+    ]
+    proc = _start(args)
+    index = model_dir / "checkpoints" / "checkpoint"
+    _kill_when(proc, lambda: index.exists() and "ckpt-" in index.read_text())
+    assert not (model_dir / "eval_metrics.json").exists()
+    rerun = _run(args)
+    assert "resumed from" in rerun.stderr
+    resumed_step = int(rerun.stderr.split("resumed from")[1].split("(step ")[1].split(")")[0])
+    assert resumed_step >= 40
+    metrics = (model_dir / "eval_metrics.json").read_text()
+    assert '"step"' in metrics and '"cvr_auc"' in metrics
