@@ -11,7 +11,7 @@ DEMO_DIR ?= demo_out
 DEMO_IMPRESSIONS ?= 1000000
 DEMO_FLAGS ?= --flagfile=experiments/esmm.flags
 
-.PHONY: demo test lint format clean install install-dev bench-convert
+.PHONY: demo test lint format clean install install-dev bench bench-convert bench-train
 
 $(STAMP):
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -54,6 +54,15 @@ format: $(DEV_STAMP)
 # (~15 minutes; raw logs kept in /tmp/esmm_convert_bench).
 bench-convert: $(STAMP)
 	$(PY) -m benchmarks.convert_bench
+
+# Input pipeline, train step vs a matmul ceiling, 100k vs 10M embedding rows,
+# evaluation, peak RSS, on the 2M-impression dataset above (~3 minutes).
+bench-train: $(STAMP)
+	$(PY) -m benchmarks.train_bench
+
+bench: $(STAMP)
+	$(PY) -m benchmarks.convert_bench
+	$(PY) -m benchmarks.train_bench
 
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache .ruff_cache *.egg-info
