@@ -22,8 +22,8 @@ import time
 
 from absl import app, flags
 
-_DIR = os.path.dirname(os.path.abspath(__file__))
-RESULTS = os.path.join(_DIR, "RESULTS.md")
+from benchmarks import results
+
 BEGIN, END = "<!-- convert:begin -->", "<!-- convert:end -->"
 
 flags.DEFINE_list("impressions", ["2000000", "10000000"], "Sizes to measure.")
@@ -98,19 +98,7 @@ def table(rows: list[dict]) -> str:
 
 
 def write_results(text: str) -> None:
-    content = ""
-    if os.path.exists(RESULTS):
-        with open(RESULTS) as f:
-            content = f.read()
-    block = f"{BEGIN}\n{text}\n{END}"
-    if BEGIN in content:
-        head, rest = content.split(BEGIN, 1)
-        content = head + block + rest.split(END, 1)[1]
-    else:
-        content += ("\n" if content else "") + block + "\n"
-    with open(RESULTS + ".tmp", "w") as f:
-        f.write(content)
-    os.replace(RESULTS + ".tmp", RESULTS)
+    results.write_section(BEGIN, END, text)
 
 
 def main(argv) -> None:

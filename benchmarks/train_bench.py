@@ -39,8 +39,9 @@ import time
 
 from absl import app, flags
 
+from benchmarks import results
+
 _DIR = os.path.dirname(os.path.abspath(__file__))
-RESULTS = os.path.join(_DIR, "RESULTS.md")
 BEGIN, END = "<!-- train:begin -->", "<!-- train:end -->"
 HEADING = """## Training (`make bench-train`)
 
@@ -84,35 +85,13 @@ def _config(data_dir: str):
 
 
 def _trainer(config):
-    """The trainer's pieces: model, optimizer (built), and its train step."""
-    tf = _tf()
+    """The trainer's own pieces: model, optimizer (built), and its train step."""
     import keras
 
-    from esmm_tf import features as F
-    from esmm_tf import input_pipeline, objectives, trainer
-    from esmm_tf.model import build_model
+    from esmm_tf import trainer
 
     keras.utils.set_random_seed(config.seed)
-    strategy = tf.distribute.get_strategy()
-    with strategy.scope():
-        model = build_model(config)
-        optimizer = trainer.make_optimizer(config)
-        optimizer.build(model.trainable_variables)
-    variables = model.trainable_variables
-
-    def step_fn(inputs, labels):
-        with tf.GradientTape() as tape:
-            outputs = model(inputs, training=True)
-            loss = objectives.loss(config, labels, outputs)
-        grads = tape.gradient(loss["total"], variables)
-        optimizer.apply_gradients(zip(grads, variables, strict=True))
-        return loss, {k: outputs[k] for k in F.OUTPUT_KEYS}
-
-    inputs_spec, labels_spec = input_pipeline.batch_spec()
-    train_step = tf.function(
-        lambda x, y: strategy.run(step_fn, args=(x, y)), input_signature=[inputs_spec, labels_spec]
-    )
-    return model, optimizer, train_step
+    return trainer.build_training(config)
 
 
 def _sync(loss) -> None:
@@ -443,19 +422,7 @@ def ensure_dataset(data_dir: str) -> None:
 
 
 def write_results(text: str) -> None:
-    content = ""
-    if os.path.exists(RESULTS):
-        with open(RESULTS) as f:
-            content = f.read()
-    block = f"{BEGIN}\n{text}\n{END}"
-    if BEGIN in content:
-        head, rest = content.split(BEGIN, 1)
-        content = head + block + rest.split(END, 1)[1]
-    else:
-        content = content.rstrip("\n") + "\n\n" + HEADING + "\n" + block + "\n"
-    with open(RESULTS + ".tmp", "w") as f:
-        f.write(content)
-    os.replace(RESULTS + ".tmp", RESULTS)
+    results.write_section(BEGIN, END, text, HEADING)
 
 
 def _rate(m: dict) -> float:

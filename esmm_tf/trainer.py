@@ -104,6 +104,31 @@ class _TrainWindow:
         self.evaluator.update(labels, outputs)
 
 
+def build_training(config: Config, strategy: tf.distribute.Strategy | None = None):
+    """The model, its optimizer (built) and the train step, a tf.function traced
+    once for any batch: ``train_step(inputs, labels) -> (losses, outputs)``."""
+    strategy = strategy or tf.distribute.get_strategy()
+    with strategy.scope():
+        model = build_model(config)
+        optimizer = make_optimizer(config)
+        optimizer.build(model.trainable_variables)
+    variables = model.trainable_variables
+
+    def step_fn(inputs, labels):
+        with tf.GradientTape() as tape:
+            outputs = model(inputs, training=True)
+            loss = objectives.loss(config, labels, outputs)
+        grads = tape.gradient(loss["total"], variables)
+        optimizer.apply_gradients(zip(grads, variables, strict=True))
+        return loss, {k: outputs[k] for k in F.OUTPUT_KEYS}
+
+    inputs_spec, labels_spec = input_pipeline.batch_spec()
+    train_step = tf.function(
+        lambda x, y: strategy.run(step_fn, args=(x, y)), input_signature=[inputs_spec, labels_spec]
+    )
+    return model, optimizer, train_step
+
+
 def train_and_evaluate(
     config: Config,
     model_dir: str,
@@ -122,10 +147,7 @@ def train_and_evaluate(
     total_steps = per_epoch * config.epochs
     keras.utils.set_random_seed(config.seed)
 
-    with strategy.scope():
-        model = build_model(config)
-        optimizer = make_optimizer(config)
-        optimizer.build(model.trainable_variables)
+    model, optimizer, train_step = build_training(config, strategy)
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
     manager = tf.train.CheckpointManager(
         checkpoint,
@@ -137,20 +159,6 @@ def train_and_evaluate(
         checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
         _log(f"resumed from {manager.latest_checkpoint} (step {int(optimizer.iterations)})")
 
-    variables = model.trainable_variables
-
-    def step_fn(inputs, labels):
-        with tf.GradientTape() as tape:
-            outputs = model(inputs, training=True)
-            loss = objectives.loss(config, labels, outputs)
-        grads = tape.gradient(loss["total"], variables)
-        optimizer.apply_gradients(zip(grads, variables, strict=True))
-        return loss, {k: outputs[k] for k in F.OUTPUT_KEYS}
-
-    inputs_spec, labels_spec = input_pipeline.batch_spec()
-    train_step = tf.function(
-        lambda x, y: strategy.run(step_fn, args=(x, y)), input_signature=[inputs_spec, labels_spec]
-    )
     predict = evaluation.predict_function(model)
     writer = tf.summary.create_file_writer(os.path.join(model_dir, "train"))
     eval_writer = tf.summary.create_file_writer(os.path.join(model_dir, "eval"))
