@@ -4,28 +4,15 @@ through the real entry point; the outputs are written; finished runs are reused.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 from experiments import runner
+from tests.entry import run_ok
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = "--embedding_dim=4,--tower_units=16,--records_per_batch=16,--log_every_steps=5"
 
 
 def _run(args, timeout=900):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    result = subprocess.run(
-        [sys.executable, "-m", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result
+    return run_ok(args, timeout)
 
 
 def test_table2_every_model_then_resume(tiny_data_dir, tmp_path):

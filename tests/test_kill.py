@@ -17,9 +17,7 @@ import pytest
 
 from data_prep.synthetic import SyntheticConfig, generate
 from esmm_tf import data_layout
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+from tests.entry import ENV, ROOT, run_ok
 
 
 def _start(args):
@@ -48,16 +46,7 @@ def _kill_when(proc, condition, timeout=120.0):
 
 
 def _run(args, timeout=600):
-    result = subprocess.run(
-        [sys.executable, "-m", *args],
-        cwd=ROOT,
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result
+    return run_ok(args, timeout)
 
 
 @pytest.fixture(scope="module")
