@@ -3,9 +3,13 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
-# Re-install when setup.py changes.
-STAMP := $(VENV)/.installed-$(shell cksum setup.py | cut -d' ' -f1)
+# Re-install when setup.py or this file changes.
+STAMP := $(VENV)/.installed-$(shell cat setup.py Makefile | cksum | cut -d' ' -f1)
 DEV_STAMP := $(STAMP)-dev
+# The TensorFlow Serving protos (export's warm-up requests), installed with
+# --no-deps: the package requires the full `tensorflow` wheel, which
+# tensorflow-cpu stands in for.
+SERVING_API := tensorflow-serving-api==2.21.0
 
 DEMO_DIR ?= demo_out
 DEMO_IMPRESSIONS ?= 1000000
@@ -17,6 +21,7 @@ $(STAMP):
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e .
+	$(PY) -m pip install -q --no-deps $(SERVING_API)
 	touch $@
 
 $(DEV_STAMP): $(STAMP)

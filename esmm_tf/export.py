@@ -1,50 +1,163 @@
 """SavedModel export for TensorFlow Serving.
 
-Layout: ``<export_dir>/<version>/`` with ``saved_model.pb``, ``variables/``
-and ``assets/`` (the vocabulary files: the raw-id lookup is inside the
-model). The version is an integer (seconds since the epoch unless given), as
-TensorFlow Serving expects. The directory is written under a hidden temporary
-name and renamed when complete, so a server polling ``export_dir`` never sees
-a partial version.
+Layout: ``<export_dir>/<version>/`` with ``saved_model.pb``, ``variables/``,
+``assets/`` (the vocabulary files: the raw-id lookup is inside the model) and,
+when warm-up records are given, ``assets.extra/tf_serving_warmup_requests``
+(``PredictionLog`` records that TensorFlow Serving replays before it serves
+the version). The version is an integer (seconds since the epoch unless
+given), as TensorFlow Serving expects. The directory is written under a
+hidden temporary name and renamed when complete, so a server polling
+``export_dir`` never sees a partial version.
 
-Signature ``serving_default``: input ``examples``, a [batch] string tensor of
-serialized per-impression ``tf.train.Example``s holding ``ids/<field>`` (int64
-raw ids) and, for weighted fields, ``w/<field>`` (float) — no labels;
-outputs ``ctr``, ``cvr``, ``ctcvr``, float32 of shape [batch].
+Signatures, both returning ``ctr``, ``cvr``, ``ctcvr`` (float32, one per
+impression):
+
+* ``serving_default``: input ``examples``, a [batch] string tensor of
+  serialized per-impression ``tf.train.Example``s holding ``ids/<field>``
+  (int64 raw ids) and, for weighted fields, ``w/<field>`` (float) — no labels.
+* ``rank``: inputs ``user``, one serialized Example with the user-side fields
+  (a scalar string), and ``items``, a [N] string tensor of Examples with the
+  item-side fields of N candidates. The user fields are pooled once for all
+  N, as in the grouped training records; fields of the other side are ignored.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import socket
 import time
 
 import tensorflow as tf
 
 from esmm_tf import features as F
-from esmm_tf import input_pipeline
+from esmm_tf import input_pipeline, serving_requests
 
 SIGNATURE_INPUT = "examples"
+DEFAULT_SIGNATURE = "serving_default"
+RANK_SIGNATURE = "rank"
+RANK_USER = "user"
+RANK_ITEMS = "items"
+WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+SERVING_API_PIN = "tensorflow-serving-api==2.21.0"
 
 
 class ServingModule(tf.Module):
-    """Wraps a trained model with the serving signature."""
+    """Wraps a trained model with the serving signatures."""
 
     def __init__(self, model):
         super().__init__()
         self.model = model
+        # The model's tf.Variables, tracked by this module. Keras 3 variables
+        # are not tf.Variables: without this list the SavedModel's functions
+        # still capture them (so tf.saved_model.load works) but the graph-mode
+        # loader of TensorFlow Serving and saved_model_cli does not restore
+        # them ("Could not find variable ...").
+        self.model_variables = [getattr(v, "value", v) for v in model.variables]
         self._spec = input_pipeline.serving_spec()
+        self._user_spec = input_pipeline.serving_spec(F.USER_FIELDS)
+        self._item_spec = input_pipeline.serving_spec(F.ITEM_FIELDS)
+
+    def _outputs(self, inputs: dict) -> dict:
+        outputs = self.model(inputs, training=False)
+        return {k: tf.identity(outputs[k], name=k) for k in F.OUTPUT_KEYS}
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=SIGNATURE_INPUT)])
     def serve(self, examples):
         parsed = tf.io.parse_example(examples, self._spec)
-        outputs = self.model(input_pipeline.serving_to_inputs(parsed), training=False)
-        return {k: tf.identity(outputs[k], name=k) for k in F.OUTPUT_KEYS}
+        return self._outputs(input_pipeline.serving_to_inputs(parsed))
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([], tf.string, name=RANK_USER),
+            tf.TensorSpec([None], tf.string, name=RANK_ITEMS),
+        ]
+    )
+    def rank(self, user, items):
+        parsed_user = tf.io.parse_example(tf.reshape(user, [1]), self._user_spec)
+        parsed_items = tf.io.parse_example(items, self._item_spec)
+        return self._outputs(input_pipeline.rank_to_inputs(parsed_user, parsed_items))
+
+    def signatures(self) -> dict:
+        return {DEFAULT_SIGNATURE: self.serve, RANK_SIGNATURE: self.rank}
 
 
-def export_saved_model(model, export_dir: str, version: int | None = None) -> str:
-    """Writes ``export_dir/<version>`` atomically; returns its path."""
+def warmup_requests(records: list[bytes], model_name: str = "esmm") -> list[bytes]:
+    """Serialized ``PredictionLog``s made from grouped records: per record, a
+    ``serving_default`` request with all its impressions, one with its first
+    impression alone, and a ``rank`` request."""
+    try:
+        from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
+    except ImportError as e:
+        raise ImportError(
+            "writing TensorFlow Serving warm-up requests needs the tensorflow-serving-api "
+            f"protos: pip install --no-deps {SERVING_API_PIN} (make install does this)"
+        ) from e
+
+    def log(signature: str, inputs: dict) -> bytes:
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = model_name
+        request.model_spec.signature_name = signature
+        for key, value in inputs.items():
+            request.inputs[key].CopyFrom(tf.make_tensor_proto(value, dtype=tf.string))
+        predict_log = prediction_log_pb2.PredictLog(request=request)
+        return prediction_log_pb2.PredictionLog(predict_log=predict_log).SerializeToString()
+
+    out = []
+    for record in records:
+        examples = serving_requests.impression_examples(record)
+        user, items = serving_requests.rank_request(record)
+        out.append(log(DEFAULT_SIGNATURE, {SIGNATURE_INPUT: examples}))
+        out.append(log(DEFAULT_SIGNATURE, {SIGNATURE_INPUT: examples[:1]}))
+        out.append(log(RANK_SIGNATURE, {RANK_USER: user, RANK_ITEMS: items}))
+    return out
+
+
+def _write_warmup(version_dir: str, requests: list[bytes]) -> None:
+    path = os.path.join(version_dir, WARMUP_FILE)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with tf.io.TFRecordWriter(path) as writer:
+        for request in requests:
+            writer.write(request)
+
+
+def _tmp_prefix() -> str:
+    return f".tmp-{socket.gethostname()}-"
+
+
+def _remove_stale_tmp_dirs(export_dir: str) -> None:
+    """Removes temporary export directories that this host's killed exports
+    left behind (their process is gone); a live export's is left alone."""
+    prefix = _tmp_prefix()
+    for name in os.listdir(export_dir):
+        if not name.startswith(prefix):
+            continue
+        pid = name[len(prefix) :].split("-")[0]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(os.path.join(export_dir, name), ignore_errors=True)
+        except PermissionError:  # alive, another user's
+            pass
+
+
+def export_saved_model(
+    model,
+    export_dir: str,
+    version: int | None = None,
+    warmup_records: list[bytes] | None = None,
+    model_name: str = "esmm",
+) -> str:
+    """Writes ``export_dir/<version>`` atomically; returns its path.
+
+    ``warmup_records``: grouped training records (``esmm_tf.serving_requests``)
+    from which the TensorFlow Serving warm-up requests are made; none: no
+    ``assets.extra``.
+    """
     os.makedirs(export_dir, exist_ok=True)
+    _remove_stale_tmp_dirs(export_dir)
     if version is None:
         version = int(time.time())
         while os.path.exists(os.path.join(export_dir, str(version))):
@@ -52,10 +165,13 @@ def export_saved_model(model, export_dir: str, version: int | None = None) -> st
     final = os.path.join(export_dir, str(version))
     if os.path.exists(final):
         raise FileExistsError(f"{final} already exists")
-    tmp = os.path.join(export_dir, f".tmp-{version}-{os.getpid()}")
+    requests = warmup_requests(warmup_records, model_name) if warmup_records else []
+    tmp = os.path.join(export_dir, f"{_tmp_prefix()}{os.getpid()}-{version}")
     if os.path.exists(tmp):
         shutil.rmtree(tmp)
     module = ServingModule(model)
-    tf.saved_model.save(module, tmp, signatures={"serving_default": module.serve})
+    tf.saved_model.save(module, tmp, signatures=module.signatures())
+    if requests:
+        _write_warmup(tmp, requests)
     os.rename(tmp, final)
     return final

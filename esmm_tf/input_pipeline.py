@@ -11,7 +11,8 @@ tensors (see ``esmm_tf.features`` for the names):
   others) and, for weighted fields, ``w_<f>`` [nnz] float32.
 
 The same conversion serves single-impression serving requests, where every
-record is one group of one impression.
+record is one group of one impression, and ranking requests, where one user
+context is one group of N candidate items.
 """
 
 from __future__ import annotations
@@ -46,10 +47,12 @@ def grouped_spec(with_ground_truth: bool) -> dict:
     return spec
 
 
-def serving_spec() -> dict:
-    """parse_example spec of a per-impression serving request (no labels)."""
+def serving_spec(fields: tuple[F.Field, ...] = F.FIELDS) -> dict:
+    """parse_example spec of a per-impression serving request (no labels), or
+    of the part of one that ``fields`` names (a ranking request's user context
+    or its items)."""
     spec = {}
-    for field in F.FIELDS:
+    for field in fields:
         spec[field.ids_key] = tf.io.RaggedFeature(
             tf.int64, value_key=field.ids_key, row_splits_dtype=tf.int32
         )
@@ -130,6 +133,23 @@ def serving_to_inputs(parsed: dict) -> dict:
     inputs = {F.GROUP_INDEX: tf.range(first.nrows(out_type=tf.int32))}
     for field in F.FIELDS:
         _field_inputs(field, parsed[field.ids_key], None, parsed.get(field.weights_key), inputs)
+    return inputs
+
+
+def rank_to_inputs(user: dict, items: dict) -> dict:
+    """Model inputs of a ranking request: ``user`` holds the user-side fields
+    of one context parsed as a batch of one (``serving_spec(F.USER_FIELDS)``),
+    ``items`` the item-side fields of N candidates (``serving_spec(F.ITEM_FIELDS)``).
+    The N impressions form one group, so the user fields are pooled once."""
+    num_items = items[F.ITEM_FIELDS[0].ids_key].nrows(out_type=tf.int32)
+    inputs = {F.GROUP_INDEX: tf.zeros([num_items], tf.int32)}
+    for field in F.ITEM_FIELDS:
+        _field_inputs(field, items[field.ids_key], None, items.get(field.weights_key), inputs)
+    keep = tf.minimum(num_items, 1)  # no items: no group, so drop the user's ids
+    for field in F.USER_FIELDS:
+        ids = user[field.ids_key][:keep]
+        weights = user.get(field.weights_key)
+        _field_inputs(field, ids, None, None if weights is None else weights[:keep], inputs)
     return inputs
 
 

@@ -33,6 +33,7 @@ from esmm_tf.optimizer import Adam
 
 CHECKPOINT_DIR = "checkpoints"
 EVAL_FILE = "eval_metrics.json"
+WARMUP_RECORDS = 8  # test records whose requests warm up TensorFlow Serving
 
 
 class TrainingError(RuntimeError):
@@ -223,9 +224,13 @@ def train_and_evaluate(
         json.dump(metrics, f, indent=2, sort_keys=True)
     os.replace(os.path.join(model_dir, EVAL_FILE + ".tmp"), os.path.join(model_dir, EVAL_FILE))
     if export_dir:
+        from esmm_tf import serving_requests
         from esmm_tf.export import export_saved_model
 
-        path = export_saved_model(model, export_dir)
+        warmup = serving_requests.read_records(
+            data_layout.shard_files(config.data_dir, "test"), WARMUP_RECORDS
+        )
+        path = export_saved_model(model, export_dir, warmup_records=warmup)
         metrics["export_path"] = path
         _log(f"exported SavedModel to {path}")
     return metrics

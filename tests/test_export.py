@@ -14,13 +14,21 @@ import tensorflow as tf
 
 from esmm_tf import data_layout, losses, trainer
 from esmm_tf import features as F
-from esmm_tf.export import SIGNATURE_INPUT, export_saved_model
+from esmm_tf.export import (
+    DEFAULT_SIGNATURE,
+    RANK_ITEMS,
+    RANK_SIGNATURE,
+    RANK_USER,
+    SIGNATURE_INPUT,
+    WARMUP_FILE,
+    export_saved_model,
+)
 from esmm_tf.model import CTR_LOGIT, CVR_LOGIT, build_model
+from esmm_tf.serving_requests import impression_examples, rank_request
 from tests.test_input_pipeline import (
     make_example,
     parse_grouped,
     parse_serving,
-    per_impression_examples,
     randomize_embeddings,
     read_records,
     small_config,
@@ -54,21 +62,33 @@ def export_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def version_dir(model, export_dir):
-    return export_saved_model(model, export_dir)
-
-
-@pytest.fixture(scope="module")
-def serve(version_dir):
-    loaded = tf.saved_model.load(version_dir)
-    serve = loaded.signatures["serving_default"]
-    serve._loaded = loaded  # keep the loaded object (and its tables) alive
-    return serve
-
-
-@pytest.fixture(scope="module")
 def records(tiny_data_dir):
     return read_records(tiny_data_dir, "test", 5)
+
+
+@pytest.fixture(scope="module")
+def version_dir(model, export_dir, records):
+    return export_saved_model(model, export_dir, warmup_records=records)
+
+
+@pytest.fixture(scope="module")
+def loaded(version_dir):
+    return tf.saved_model.load(version_dir)
+
+
+@pytest.fixture(scope="module")
+def serve(loaded):
+    return loaded.signatures[DEFAULT_SIGNATURE]
+
+
+@pytest.fixture(scope="module")
+def rank(loaded):
+    return loaded.signatures[RANK_SIGNATURE]
+
+
+def call_rank(rank, user: bytes, items: list[bytes]) -> dict[str, np.ndarray]:
+    out = rank(**{RANK_USER: tf.constant(user), RANK_ITEMS: tf.constant(items, tf.string)})
+    return {k: v.numpy() for k, v in out.items()}
 
 
 def call(serve, examples: list[bytes]) -> dict[str, np.ndarray]:
@@ -95,6 +115,7 @@ def test_layout(version_dir, export_dir, tiny_data_dir):
         source = data_layout.vocab_file(tiny_data_dir, field_id)
         assert filecmp.cmp(os.path.join(version_dir, "assets", asset), source, shallow=False)
     assert not [n for n in os.listdir(export_dir) if n.startswith(".tmp")]
+    assert os.path.isfile(os.path.join(version_dir, WARMUP_FILE))
 
 
 def test_signature_takes_only_serialized_examples(serve):
@@ -110,7 +131,7 @@ def test_signature_takes_only_serialized_examples(serve):
 
 
 def test_serving_outputs_equal_the_in_memory_model(serve, model, records):
-    examples = [e for r in records for e in per_impression_examples(r)]
+    examples = [e for r in records for e in impression_examples(r)]
     grouped, _ = parse_grouped(records)
     want = model(grouped, training=False)
     got = call(serve, examples)  # no labels in the requests
@@ -122,7 +143,7 @@ def test_serving_outputs_equal_the_in_memory_model(serve, model, records):
 
 
 def test_batch_of_one_equals_its_row_in_a_batch(serve, records):
-    examples = per_impression_examples(records[0])
+    examples = impression_examples(records[0])
     batch = call(serve, examples)
     for i in (0, len(examples) - 1):
         single = call(serve, [examples[i]])
@@ -148,7 +169,7 @@ def test_empty_example(serve, model):
 
 
 def test_unknown_ids_score_as_the_oov_row(serve, records):
-    example = tf.train.Example.FromString(per_impression_examples(records[0])[0])
+    example = tf.train.Example.FromString(impression_examples(records[0])[0])
 
     def with_item_id(item_id):
         example.features.feature["ids/205"].int64_list.value[:] = [item_id]
@@ -182,7 +203,7 @@ def test_very_long_lists(serve, model):
 
 
 def test_malformed_request_is_an_invalid_argument(serve, records):
-    good = per_impression_examples(records[0])[0]
+    good = impression_examples(records[0])[0]
     with pytest.raises(tf.errors.InvalidArgumentError, match="Could not parse example"):
         call(serve, [good, b"not a serialized tf.train.Example"])
     # Non-UTF-8 garbage is refused too; TensorFlow's Python wrapper then fails
@@ -206,11 +227,16 @@ def test_export_refuses_an_existing_version(model, version_dir, export_dir):
         export_saved_model(model, export_dir, version=int(os.path.basename(version_dir)))
 
 
-def test_saved_model_cli_shows_the_signature(version_dir):
+def _saved_model_cli() -> str:
     cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
     if not os.path.exists(cli):
         cli = shutil.which("saved_model_cli")
     assert cli, "saved_model_cli not found next to the Python interpreter"
+    return cli
+
+
+def test_saved_model_cli_shows_the_signature(version_dir):
+    cli = _saved_model_cli()
     result = subprocess.run(
         [
             cli,
@@ -234,3 +260,150 @@ def test_saved_model_cli_shows_the_signature(version_dir):
     for key in F.OUTPUT_KEYS:
         assert f"outputs['{key}']" in out
     assert "labels" not in out and "click" not in out
+
+
+def test_rank_signature_inputs(rank):
+    args, kwargs = rank.structured_input_signature
+    assert args == ()
+    assert sorted(kwargs) == sorted([RANK_USER, RANK_ITEMS])
+    assert kwargs[RANK_USER].dtype == tf.string and kwargs[RANK_USER].shape.rank == 0
+    assert kwargs[RANK_ITEMS].dtype == tf.string and kwargs[RANK_ITEMS].shape.as_list() == [None]
+    assert set(rank.structured_outputs) == set(F.OUTPUT_KEYS)
+
+
+def test_rank_agrees_with_serving_default(serve, rank, records):
+    for record in records:
+        user, items = rank_request(record)
+        ranked = call_rank(rank, user, items)
+        single = call(serve, impression_examples(record))
+        for key in F.OUTPUT_KEYS:
+            assert ranked[key].shape == (len(items),)
+            np.testing.assert_allclose(ranked[key], single[key], rtol=0, atol=1e-6)
+        one = call_rank(rank, user, items[-1:])
+        for key in F.OUTPUT_KEYS:
+            np.testing.assert_allclose(one[key], single[key][-1:], rtol=0, atol=1e-6)
+
+
+def test_rank_edge_cases(serve, rank, records):
+    user, items = rank_request(records[0])
+    for key, value in call_rank(rank, user, []).items():  # no candidates
+        assert value.shape == (0,), key
+    empty = tf.train.Example().SerializeToString()
+    no_user = call_rank(rank, empty, items)  # a user context without features
+    want = call(serve, items)  # the same items as impressions without user fields
+    for key in F.OUTPUT_KEYS:
+        np.testing.assert_allclose(no_user[key], want[key], rtol=0, atol=1e-6)
+    # fields of the other side are ignored: the user example's items, the items' users
+    full = impression_examples(records[0])
+    swapped = call_rank(rank, full[0], full)
+    plain = call_rank(rank, user, items)
+    for key in F.OUTPUT_KEYS:
+        np.testing.assert_allclose(swapped[key], plain[key], rtol=0, atol=1e-6)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="Could not parse example"):
+        call_rank(rank, b"not an example", items)
+
+
+class GraphModeServer:
+    """Loads a SavedModel the way TensorFlow Serving's C++ loader does: a
+    graph and a session, variables restored and tables initialized by the
+    loader, signatures run by tensor names."""
+
+    def __init__(self, version_dir: str):
+        self.graph = tf.Graph()
+        self.session = tf.compat.v1.Session(graph=self.graph)
+        with self.graph.as_default():
+            meta_graph = tf.compat.v1.saved_model.loader.load(self.session, ["serve"], version_dir)
+        self.signatures = meta_graph.signature_def
+
+    def run(self, signature: str, inputs: dict) -> dict[str, np.ndarray]:
+        signature_def = self.signatures[signature]
+        feed = {signature_def.inputs[k].name: v for k, v in inputs.items()}
+        names = sorted(signature_def.outputs)
+        values = self.session.run([signature_def.outputs[k].name for k in names], feed)
+        return dict(zip(names, values, strict=True))
+
+
+def test_warmup_requests_replay_through_their_signatures(model, version_dir, records):
+    """What TensorFlow Serving does with assets.extra: load the version in
+    graph mode and replay every record through its named signature; outputs
+    equal the in-memory model's."""
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    path = os.path.join(version_dir, WARMUP_FILE)
+    logs = [
+        prediction_log_pb2.PredictionLog.FromString(r.numpy())
+        for r in tf.data.TFRecordDataset(path)
+    ]
+    assert len(logs) == 3 * len(records)
+    server = GraphModeServer(version_dir)
+    assert set(server.signatures) >= {DEFAULT_SIGNATURE, RANK_SIGNATURE}
+    seen = set()
+    for i, log in enumerate(logs):
+        request = log.predict_log.request
+        signature = request.model_spec.signature_name
+        seen.add(signature)
+        got = server.run(signature, {k: tf.make_ndarray(v) for k, v in request.inputs.items()})
+        grouped, _ = parse_grouped([records[i // 3]])
+        want = model(grouped, training=False)
+        n = got[F.CTR].shape[0]
+        assert n == (1 if i % 3 == 1 else want[F.CTR].shape[0])
+        for key in F.OUTPUT_KEYS:
+            np.testing.assert_allclose(got[key], want[key].numpy()[:n], rtol=0, atol=1e-6)
+    assert seen == {DEFAULT_SIGNATURE, RANK_SIGNATURE}
+
+
+def test_saved_model_cli_runs_the_signature(version_dir, serve, records, tmp_path):
+    """``saved_model_cli run`` builds tf.Examples from --input_examples and
+    feeds them to serving_default, as a client would."""
+    example = tf.train.Example.FromString(impression_examples(records[0])[0])
+    values = {}
+    for key, feature in example.features.feature.items():
+        kind = feature.WhichOneof("kind")
+        values[key] = list(getattr(feature, kind).value)
+    out_dir = str(tmp_path / "cli_out")
+    result = subprocess.run(
+        [
+            _saved_model_cli(),
+            "run",
+            "--dir",
+            version_dir,
+            "--tag_set",
+            "serve",
+            "--signature_def",
+            DEFAULT_SIGNATURE,
+            "--input_examples",
+            f"{SIGNATURE_INPUT}=[{values!r}]",
+            "--outdir",
+            out_dir,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    want = call(serve, [example.SerializeToString()])
+    for key in F.OUTPUT_KEYS:
+        got = np.load(os.path.join(out_dir, f"{key}.npy"))
+        np.testing.assert_allclose(got, want[key], rtol=0, atol=1e-6)
+
+
+def test_stale_temporary_exports_are_removed(model, export_dir):
+    from esmm_tf import export
+
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        text=True,
+        capture_output=True,
+        check=True,
+    ).stdout.strip()
+    stale = os.path.join(export_dir, f"{export._tmp_prefix()}{dead}-123")
+    live = os.path.join(export_dir, f"{export._tmp_prefix()}{os.getpid()}-456")
+    other_host = os.path.join(export_dir, ".tmp-elsewhere-1-789")
+    for path in (stale, live, other_host):
+        os.makedirs(os.path.join(path, "variables"))
+    export_saved_model(model, export_dir)
+    assert not os.path.exists(stale)
+    assert os.path.isdir(live) and os.path.isdir(other_host)
+    for path in (live, other_host):
+        shutil.rmtree(path)

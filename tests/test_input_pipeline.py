@@ -20,6 +20,7 @@ from esmm_tf import features as F
 from esmm_tf.config import Config
 from esmm_tf.embedding import FieldEmbeddings
 from esmm_tf.model import build_model
+from esmm_tf.serving_requests import impression_examples
 
 # ---------------------------------------------------------------- helpers
 # (also used by tests/test_export.py)
@@ -59,30 +60,6 @@ def make_example(values: dict) -> tf.train.Example:
 
 def num_impressions(example: tf.train.Example) -> int:
     return len(ints(example, F.CLICK))
-
-
-def per_impression_examples(record: bytes) -> list[bytes]:
-    """Serialized serving requests (ids/ and w/ keys only), one per impression
-    of a grouped record."""
-    example = tf.train.Example.FromString(record)
-    n = num_impressions(example)
-    out = []
-    for i in range(n):
-        values = {}
-        for field in F.FIELDS:
-            ids = ints(example, field.ids_key)
-            weights = floats(example, field.weights_key)
-            if not field.user_side:
-                lengths = ints(example, field.lengths_key) or [0] * n
-                start = sum(lengths[:i])
-                ids = ids[start : start + lengths[i]]
-                weights = weights[start : start + lengths[i]]
-            if ids:
-                values[field.ids_key] = ids
-                if field.weighted:
-                    values[field.weights_key] = [float(w) for w in weights]
-        out.append(make_example(values).SerializeToString())
-    return out
 
 
 def expected_inputs(records: list[bytes]) -> dict[str, np.ndarray]:
@@ -301,7 +278,7 @@ def test_grouped_record_missing_an_item_field_keeps_rows_aligned(records):
 
 def test_serving_inputs_equal_grouped_inputs_per_impression(records):
     grouped, _ = parse_grouped(records[:4])
-    examples = [e for r in records[:4] for e in per_impression_examples(r)]
+    examples = [e for r in records[:4] for e in impression_examples(r)]
     serving = {k: v.numpy() for k, v in parse_serving(examples).items()}
     n = len(examples)
     assert set(serving) == set(grouped)
@@ -326,7 +303,7 @@ def test_serving_inputs_equal_grouped_inputs_per_impression(records):
 def test_serving_outputs_equal_grouped_outputs(model, records):
     batch = records[:6]
     grouped, _ = parse_grouped(batch)
-    examples = [e for r in batch for e in per_impression_examples(r)]
+    examples = [e for r in batch for e in impression_examples(r)]
     serving = parse_serving(examples)
     assert len(examples) == len(grouped[F.GROUP_INDEX])
 
