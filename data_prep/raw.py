@@ -44,6 +44,7 @@ INVALID_BYTES = "invalid_bytes"
 TRUNCATED_LAST_LINE = "truncated_last_line"
 BAD_GROUND_TRUTH = "bad_ground_truth"
 
+FLOAT32_MAX = 3.4028234663852886e38  # np.finfo(np.float32).max; weights are stored as float32
 INT64_MAX = 2**63 - 1
 _SEPARATORS = F.FEATURE_SEP + F.ID_SEP + F.VALUE_SEP
 _NOT_SEPARATORS = bytes(b for b in range(256) if bytes([b]) not in _SEPARATORS)
@@ -158,6 +159,9 @@ def parse_feature_list(buf: bytes, feature_num: int, index: FieldIndex) -> Featu
     for field_weights in weights:
         if field_weights and not math.isfinite(sum(field_weights)):
             raise BadRow(BAD_FEATURE_VALUE, "feature value is not finite")
+        if field_weights and max(max(field_weights), -min(field_weights)) > FLOAT32_MAX:
+            bad = next(w for w in field_weights if abs(w) > FLOAT32_MAX)
+            raise BadRow(BAD_FEATURE_VALUE, f"feature value {bad!r} overflows float32")
     return FeatureArrays(ids, weights, ignored)
 
 

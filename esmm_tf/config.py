@@ -13,7 +13,14 @@ MODELS = ("esmm", "esmm_ns", "base", "aman", "oversampling", "unbias", "division
 
 # Fields that may change when a run is resumed (they do not change the model).
 RESUMABLE_CHANGES = frozenset(
-    {"epochs", "checkpoint_every_steps", "log_every_steps", "eval_every_epochs", "keep_checkpoints"}
+    {
+        "epochs",
+        "checkpoint_every_steps",
+        "log_every_steps",
+        "eval_every_epochs",
+        "keep_checkpoints",
+        "corrupt_shards",
+    }
 )
 
 
@@ -63,6 +70,12 @@ class Config:
     log_every_steps: int = _f(100, "Steps between TensorBoard train summaries.")
     eval_every_epochs: int = _f(1, "Epochs between evaluations on the test split.")
     keep_checkpoints: int = _f(3, "Checkpoints kept.")
+    corrupt_shards: str = _f(
+        "fail",
+        "A truncated or corrupted TFRecord shard: 'fail' stops with an error naming the file "
+        "and byte offset; 'skip' checks every shard first and leaves the bad ones out "
+        "(listed in eval_metrics.json).",
+    )
 
     def __post_init__(self):
         if self.model not in MODELS:
@@ -88,6 +101,8 @@ class Config:
             raise ValueError(
                 f"--aman_negative_rate must be in [0, 1], got {self.aman_negative_rate}"
             )
+        if self.corrupt_shards not in ("fail", "skip"):
+            raise ValueError(f"--corrupt_shards must be fail or skip, got {self.corrupt_shards!r}")
         if self.oversampling_k < 1:
             raise ValueError(f"--oversampling_k must be >= 1, got {self.oversampling_k}")
         if not 0 < self.unbias_min_ctr <= 1:

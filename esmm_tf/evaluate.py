@@ -16,11 +16,13 @@ from absl import app, flags
 FLAGS = flags.FLAGS
 
 
-def evaluate_model_dir(model_dir: str, data_dir: str | None = None, split: str = "test") -> dict:
+def restore_model(model_dir: str, data_dir: str | None = None):
+    """(config, model, checkpoint path): the model of a training run, rebuilt
+    from its config.json and restored from its last checkpoint."""
     import tensorflow as tf
 
     from esmm_tf import config as config_lib
-    from esmm_tf import evaluation, trainer
+    from esmm_tf import trainer
     from esmm_tf.model import build_model
 
     config = config_lib.load(model_dir)
@@ -34,8 +36,17 @@ def evaluate_model_dir(model_dir: str, data_dir: str | None = None, split: str =
         raise FileNotFoundError(f"no checkpoint in {model_dir}/{trainer.CHECKPOINT_DIR}")
     status = tf.train.Checkpoint(model=model).restore(manager.latest_checkpoint)
     status.assert_existing_objects_matched().expect_partial()  # optimizer slots unused
-    metrics = evaluation.evaluate(model, trainer.eval_dataset(config, split))
-    metrics["checkpoint"] = manager.latest_checkpoint
+    return config, model, manager.latest_checkpoint
+
+
+def evaluate_model_dir(model_dir: str, data_dir: str | None = None, split: str = "test") -> dict:
+    from esmm_tf import data_layout, evaluation, shards, trainer
+
+    config, model, checkpoint = restore_model(model_dir, data_dir)
+    files = data_layout.shard_files(config.data_dir, split)
+    with shards.naming_corrupt_shards(files):
+        metrics = evaluation.evaluate(model, trainer.eval_dataset(config, split, files))
+    metrics["checkpoint"] = checkpoint
     metrics["model"] = config.model
     return metrics
 

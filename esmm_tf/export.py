@@ -1,4 +1,6 @@
-"""SavedModel export for TensorFlow Serving.
+"""SavedModel export for TensorFlow Serving; also an entry point that exports
+a training run's last checkpoint: ``python -m esmm_tf.export --model_dir=RUN
+--export_dir=EXPORT [--version=N]``.
 
 Layout: ``<export_dir>/<version>/`` with ``saved_model.pb``, ``variables/``,
 ``assets/`` (the vocabulary files: the raw-id lookup is inside the model) and,
@@ -26,6 +28,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import sys
 import time
 
 import tensorflow as tf
@@ -40,6 +43,7 @@ RANK_USER = "user"
 RANK_ITEMS = "items"
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 SERVING_API_PIN = "tensorflow-serving-api==2.21.0"
+WARMUP_RECORDS = 8  # default: test records whose requests warm up TensorFlow Serving
 
 
 class ServingModule(tf.Module):
@@ -175,3 +179,56 @@ def export_saved_model(
         _write_warmup(tmp, requests)
     os.rename(tmp, final)
     return final
+
+
+def export_model_dir(
+    model_dir: str, export_dir: str, version: int | None = None, warmup: int = WARMUP_RECORDS
+) -> str:
+    """Exports the last checkpoint of a training run, with warm-up requests
+    made from the first ``warmup`` records of its test split."""
+    from esmm_tf import data_layout
+    from esmm_tf.evaluate import restore_model
+
+    config, model, _ = restore_model(model_dir)
+    records = []
+    if warmup:
+        records = serving_requests.read_records(
+            data_layout.shard_files(config.data_dir, "test"), warmup
+        )
+    return export_saved_model(model, export_dir, version, warmup_records=records)
+
+
+def main(argv) -> None:
+    from absl import app, flags
+
+    from esmm_tf import data_layout
+
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    FLAGS = flags.FLAGS
+    try:
+        path = export_model_dir(
+            FLAGS.model_dir, FLAGS.export_dir, FLAGS.version, FLAGS.warmup_records
+        )
+    except (FileNotFoundError, FileExistsError, data_layout.DatasetError, ImportError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    print(f"exported SavedModel to {path}")
+
+
+if __name__ == "__main__":
+    from absl import app, flags
+
+    from esmm_tf.cli import quiet_tensorflow
+
+    quiet_tensorflow()
+    flags.DEFINE_string("model_dir", None, "The --model_dir of a training run.")
+    flags.DEFINE_string("export_dir", None, "Writes EXPORT_DIR/<version>/.")
+    flags.DEFINE_integer("version", None, "Version number (default: seconds since the epoch).")
+    flags.DEFINE_integer(
+        "warmup_records",
+        WARMUP_RECORDS,
+        "Test records whose requests go into the warm-up file (0: none).",
+    )
+    flags.mark_flags_as_required(["model_dir", "export_dir"])
+    app.run(main)

@@ -25,7 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from esmm_tf import config as config_lib
-from esmm_tf import data_layout, evaluation, input_pipeline, objectives
+from esmm_tf import data_layout, evaluation, input_pipeline, objectives, shards
 from esmm_tf import features as F
 from esmm_tf.config import Config
 from esmm_tf.model import build_model
@@ -33,7 +33,6 @@ from esmm_tf.optimizer import Adam
 
 CHECKPOINT_DIR = "checkpoints"
 EVAL_FILE = "eval_metrics.json"
-WARMUP_RECORDS = 8  # test records whose requests warm up TensorFlow Serving
 
 
 class TrainingError(RuntimeError):
@@ -44,10 +43,10 @@ def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def steps_per_epoch(config: Config) -> int:
-    """Batches per pass over the (sampled) train split."""
-    if config.train_fraction < 1:
-        files = data_layout.shard_files(config.data_dir, "train")
+def steps_per_epoch(config: Config, files: list[str] | None = None) -> int:
+    """Batches per pass over the (sampled) train split, or over ``files`` of it."""
+    if config.train_fraction < 1 or files is not None:
+        files = files or data_layout.shard_files(config.data_dir, "train")
         records = int(
             input_pipeline.train_records(files, config.train_fraction).reduce(0, lambda n, _: n + 1)
         )
@@ -73,8 +72,10 @@ def make_optimizer(config: Config) -> Adam:
     )
 
 
-def eval_dataset(config: Config, split: str = "test") -> tf.data.Dataset:
-    files = data_layout.shard_files(config.data_dir, split)
+def eval_dataset(
+    config: Config, split: str = "test", files: list[str] | None = None
+) -> tf.data.Dataset:
+    files = files or data_layout.shard_files(config.data_dir, split)
     return input_pipeline.make_dataset(
         files,
         config.records_per_batch,
@@ -139,12 +140,31 @@ def train_and_evaluate(
     """Trains (resuming from model_dir's last checkpoint), evaluates, exports.
 
     Returns the final evaluation metrics (also written to model_dir/eval_metrics.json).
+    A truncated or corrupted shard raises ``shards.CorruptShardError`` naming
+    it (or, with ``config.corrupt_shards="skip"``, is left out and listed in
+    the metrics as ``skipped_shards``).
     """
+    files = [
+        *data_layout.shard_files(config.data_dir, "train"),
+        *data_layout.shard_files(config.data_dir, "test"),
+    ]
+    with shards.naming_corrupt_shards(files):
+        return _train_and_evaluate(config, model_dir, export_dir, strategy)
+
+
+def _train_and_evaluate(
+    config: Config,
+    model_dir: str,
+    export_dir: str | None,
+    strategy: tf.distribute.Strategy | None,
+) -> dict:
     strategy = strategy or tf.distribute.get_strategy()
     train_files = data_layout.shard_files(config.data_dir, "train")
-    data_layout.shard_files(config.data_dir, "test")  # fail early if missing
+    test_files = data_layout.shard_files(config.data_dir, "test")
     config_lib.save(config, model_dir)
-    per_epoch = steps_per_epoch(config)
+    train_files, bad_train = shards.usable_shards(train_files, config.corrupt_shards)
+    test_files, bad_test = shards.usable_shards(test_files, config.corrupt_shards)
+    per_epoch = steps_per_epoch(config, train_files if bad_train else None)
     total_steps = per_epoch * config.epochs
     keras.utils.set_random_seed(config.seed)
 
@@ -201,7 +221,7 @@ def train_and_evaluate(
                 progbar.update(step, [("loss", mean_loss), ("imp/s", rate)])
                 window.reset()
             if step % config.checkpoint_every_steps == 0:
-                manager.save(checkpoint_number=step)
+                _save_checkpoint(manager, model, step)
             if step % per_epoch == 0 or step == total_steps:
                 break
         else:
@@ -212,20 +232,21 @@ def train_and_evaluate(
             )
         epoch_done = step // per_epoch
         if epoch_done % config.eval_every_epochs == 0 or step >= total_steps:
-            manager.save(checkpoint_number=step)
-            metrics = evaluation.evaluate(model, eval_dataset(config), predict)
+            _save_checkpoint(manager, model, step)
+            metrics = evaluation.evaluate(model, eval_dataset(config, files=test_files), predict)
             _write_eval_summaries(eval_writer, metrics, step)
             _log("\n" + evaluation.format_table(metrics, f"eval after epoch {epoch_done}"))
 
     if metrics is None:  # nothing left to train: evaluate the restored model
-        metrics = evaluation.evaluate(model, eval_dataset(config), predict)
+        metrics = evaluation.evaluate(model, eval_dataset(config, files=test_files), predict)
     metrics["step"] = step
+    metrics["skipped_shards"] = [shards.describe(c) for c in bad_train + bad_test]
     with open(os.path.join(model_dir, EVAL_FILE + ".tmp"), "w") as f:
         json.dump(metrics, f, indent=2, sort_keys=True)
     os.replace(os.path.join(model_dir, EVAL_FILE + ".tmp"), os.path.join(model_dir, EVAL_FILE))
     if export_dir:
         from esmm_tf import serving_requests
-        from esmm_tf.export import export_saved_model
+        from esmm_tf.export import WARMUP_RECORDS, export_saved_model
 
         warmup = serving_requests.read_records(
             data_layout.shard_files(config.data_dir, "test"), WARMUP_RECORDS
@@ -234,6 +255,20 @@ def train_and_evaluate(
         metrics["export_path"] = path
         _log(f"exported SavedModel to {path}")
     return metrics
+
+
+def _save_checkpoint(manager: tf.train.CheckpointManager, model, step: int) -> None:
+    """Saves, unless a variable is NaN or infinite (an update from a finite loss
+    can still overflow, e.g. with an absurd input weight): a bad checkpoint
+    would replace the last good one."""
+    floats = [v for v in model.variables if tf.as_dtype(v.dtype).is_floating]
+    finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in floats])
+    if not bool(finite):
+        raise TrainingError(
+            f"a model variable is not finite after step {step}; stopping without saving it. "
+            f"The last good checkpoint is kept: {manager.latest_checkpoint or 'none yet'}"
+        )
+    manager.save(checkpoint_number=step)
 
 
 def _write_train_summaries(writer, window: _TrainWindow, optimizer: Adam, step: int) -> float:

@@ -1,7 +1,8 @@
-"""kill -9 in the middle of a conversion or a training run, then the same
-command again: the conversion ends byte-identical to an uninterrupted one (and
-never showed a complete-looking output), the training resumes from its last
-checkpoint. Only the processes the test starts are killed (their own session)."""
+"""kill -9 in the middle of a conversion, a training run or an export, then
+the same command again: the conversion ends byte-identical to an uninterrupted
+one (and never showed a complete-looking output), the training resumes from
+its last checkpoint, a server polling the export directory never sees a
+partial version. Only the processes the test starts are killed (their own session)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -103,3 +105,64 @@ def test_kill_9_during_training_then_rerun(tiny_data_dir, tmp_path):
     assert resumed_step >= 40
     metrics = (model_dir / "eval_metrics.json").read_text()
     assert '"step"' in metrics and '"cvr_auc"' in metrics
+
+
+def _complete_version(path: str) -> bool:
+    return all(
+        os.path.exists(os.path.join(path, name))
+        for name in ("saved_model.pb", "variables/variables.index", "assets", "assets.extra")
+    )
+
+
+def test_kill_9_during_export_never_shows_a_partial_version(tiny_data_dir, tmp_path):
+    model_dir, export_dir = tmp_path / "run", tmp_path / "export"
+    _run(
+        [
+            "esmm_tf.train",
+            "--flagfile=experiments/esmm.flags",
+            f"--data_dir={tiny_data_dir}",
+            f"--model_dir={model_dir}",
+            "--embedding_dim=4",
+            "--tower_units=16,8",
+            "--epochs=1",
+        ]
+    )
+    args = ["esmm_tf.export", f"--model_dir={model_dir}", f"--export_dir={export_dir}"]
+    # A server polling export_dir loads every directory named by an integer.
+    partial_seen = []
+    stop = threading.Event()
+
+    def poll():
+        while not stop.is_set():
+            if export_dir.exists():
+                for name in os.listdir(export_dir):
+                    if name.isdigit() and not _complete_version(str(export_dir / name)):
+                        partial_seen.append(name)
+            time.sleep(0.005)
+
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+    try:
+        proc = _start(args)
+        _kill_when(
+            proc,
+            lambda: (
+                export_dir.exists()
+                and any(
+                    n.startswith(".tmp") and os.listdir(export_dir / n)
+                    for n in os.listdir(export_dir)
+                )
+            ),
+        )
+        left = os.listdir(export_dir)
+        assert [n for n in left if n.startswith(".tmp")], left  # killed mid-export
+        assert not [n for n in left if n.isdigit()], left
+        rerun = _run(args)
+    finally:
+        stop.set()
+        poller.join(timeout=10)
+    assert not partial_seen, partial_seen
+    versions = [n for n in os.listdir(export_dir) if n.isdigit()]
+    assert len(versions) == 1 and rerun.stdout.strip().endswith(versions[0])
+    assert not [n for n in os.listdir(export_dir) if n.startswith(".tmp")]  # the killed one's
+    assert _complete_version(str(export_dir / versions[0]))

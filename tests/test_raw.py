@@ -71,6 +71,8 @@ GOOD = skeleton(1, 1, 1, "abc", item_features(0))
         (GOOD.replace(b"\x025000\x03", b"\x0299999999999999999999\x03", 1), raw.BAD_FEATURE_ID),
         (GOOD.replace(b"\x030.5", b"\x03zz", 1), raw.BAD_FEATURE_VALUE),
         (GOOD.replace(b"\x030.5", b"\x03nan", 1), raw.BAD_FEATURE_VALUE),
+        (GOOD.replace(b"\x030.5", b"\x031e39", 1), raw.BAD_FEATURE_VALUE),  # float32 inf
+        (GOOD.replace(b"\x030.5", b"\x03-1e39", 1), raw.BAD_FEATURE_VALUE),
         (GOOD.replace(b"abc", b"", 1), raw.BAD_COMMON_FEATURE_INDEX),
         (GOOD.replace(b"abc", b"\xc3\xa9", 1), raw.INVALID_BYTES),
     ],

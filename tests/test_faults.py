@@ -1,0 +1,141 @@
+"""Bad data at training time: truncated or corrupted TFRecord shards (a clear
+error naming the file, or skipped and counted) and absurd values that make
+training non-finite (a clear stop; the last good checkpoint is kept)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import shutil
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from data_prep.tfrecord import TFRecordWriter
+from esmm_tf import data_layout, shards, trainer
+from esmm_tf.evaluate import evaluate_model_dir, restore_model
+from tests.conftest import make_tiny_config
+from tests.entry import ENV, ROOT
+
+
+@pytest.fixture
+def data_dir(tiny_data_dir, tmp_path):
+    """A private copy of the tiny dataset, to damage."""
+    out = str(tmp_path / "data")
+    shutil.copytree(tiny_data_dir, out)
+    return out
+
+
+def truncate(path: str) -> None:
+    with open(path, "r+b") as f:
+        f.truncate(os.path.getsize(path) * 2 // 3)
+
+
+def flip_a_byte(path: str) -> None:
+    with open(path, "r+b") as f:
+        f.seek(os.path.getsize(path) // 2)
+        byte = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte[0] ^ 0xFF]))
+
+
+def test_check_shard(data_dir):
+    good, bad = data_layout.shard_files(data_dir, "train")
+    records = shards.check_shard(good).records
+    assert shards.check_shard(good).ok and records > 0
+    truncate(bad)
+    check = shards.check_shard(bad)
+    assert not check.ok and "truncated record at" in check.error
+    assert check.records > 0
+    flip_a_byte(good)
+    check = shards.check_shard(good)
+    assert not check.ok and "corrupted record at" in check.error
+    assert 0 < check.records < records
+
+
+def test_truncated_shard_stops_training_with_its_name(data_dir, tmp_path):
+    bad = data_layout.shard_files(data_dir, "train")[1]
+    truncate(bad)
+    with pytest.raises(shards.CorruptShardError) as error:
+        trainer.train_and_evaluate(make_tiny_config(data_dir), str(tmp_path / "run"))
+    message = str(error.value)
+    assert bad in message and "truncated record at" in message
+    assert "--corrupt_shards=skip" in message
+    assert data_layout.shard_files(data_dir, "train")[0] not in message  # the good one
+
+
+def test_skip_leaves_bad_shards_out_and_counts_them(data_dir, tmp_path):
+    good, bad = data_layout.shard_files(data_dir, "train")
+    flip_a_byte(bad)
+    config = make_tiny_config(data_dir, corrupt_shards="skip")
+    model_dir = str(tmp_path / "run")
+    metrics = trainer.train_and_evaluate(config, model_dir)
+    assert len(metrics["skipped_shards"]) == 1
+    assert metrics["skipped_shards"][0].startswith(f"{bad}: corrupted record at")
+    good_records = shards.check_shard(good).records
+    assert metrics["step"] == math.ceil(good_records / config.records_per_batch)
+    # Evaluation of a damaged test split names the shard, through the entry point's function.
+    test_shard = data_layout.shard_files(data_dir, "test")[0]
+    truncate(test_shard)
+    with pytest.raises(shards.CorruptShardError, match=test_shard):
+        evaluate_model_dir(model_dir)
+
+
+def test_corrupted_shard_is_a_clear_error_from_the_command_line(data_dir, tmp_path):
+    import subprocess
+    import sys
+
+    bad = data_layout.shard_files(data_dir, "test")[1]
+    flip_a_byte(bad)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "esmm_tf.train",
+            "--flagfile=experiments/esmm.flags",
+            f"--data_dir={data_dir}",
+            f"--model_dir={tmp_path / 'run'}",
+            "--embedding_dim=4",
+            "--tower_units=8,4",
+            "--epochs=1",
+        ],
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: a TFRecord shard is truncated or corrupted") and bad in last
+    assert "Traceback" not in result.stderr
+
+
+def poison_weights(path: str, value: float) -> int:
+    """Rewrites a shard with every weight of field 109_14 set to ``value``."""
+    records = [tf.train.Example.FromString(r.numpy()) for r in tf.data.TFRecordDataset(path)]
+    for example in records:
+        weights = example.features.feature["w/109_14"].float_list.value
+        weights[:] = [value] * len(weights)
+    with TFRecordWriter(path) as writer:
+        for example in records:
+            writer.write(example.SerializeToString())
+    return len(records)
+
+
+@pytest.mark.parametrize("value", [3e38])  # finite, but its gradients overflow
+def test_absurd_weight_stops_training_and_keeps_the_last_good_checkpoint(data_dir, tmp_path, value):
+    config = make_tiny_config(data_dir, checkpoint_every_steps=1)
+    model_dir = str(tmp_path / "run")
+    trainer.train_and_evaluate(config, model_dir)  # one clean epoch
+    per_epoch = trainer.steps_per_epoch(config)
+    assert poison_weights(data_layout.shard_files(data_dir, "train")[0], value) > 0
+    with pytest.raises(trainer.TrainingError, match="not finite") as error:
+        trainer.train_and_evaluate(dataclasses.replace(config, epochs=2), model_dir)
+    assert "last good checkpoint is kept" in str(error.value)
+    _, model, latest = restore_model(model_dir)
+    assert latest in str(error.value)
+    assert int(latest.rsplit("-", 1)[1]) >= per_epoch
+    assert all(np.isfinite(v.numpy()).all() for v in model.variables)
