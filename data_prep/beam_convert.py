@@ -31,8 +31,14 @@ import resource
 import sys
 import time
 
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions
+
 from data_prep import convert as convert_lib
 from data_prep import raw
+from data_prep.beam import pipeline
+from data_prep.beam import stats as S
 from data_prep.convert import ConvertError, log
 from esmm_tf import data_layout
 from esmm_tf import features as F
@@ -56,15 +62,11 @@ class BeamConvertConfig:
 
 
 def _size(path: str) -> int:
-    from apache_beam.io.filesystems import FileSystems
-
     return FileSystems.match([path])[0].metadata_list[0].size_in_bytes
 
 
 def _find(raw_dir: str, stem: str, required: bool = True) -> str | None:
     """``data_prep.raw.find_raw_file`` for any filesystem (same names, same errors)."""
-    from apache_beam.io.filesystems import FileSystems
-
     for name in (f"{stem}.csv", f"{stem}.csv.gz"):
         path = FileSystems.join(raw_dir, name)
         if FileSystems.exists(path):
@@ -81,8 +83,6 @@ def _find(raw_dir: str, stem: str, required: bool = True) -> str | None:
 
 
 def _inputs(raw_dir: str) -> dict[str, dict[str, str | None]]:
-    from apache_beam.io.filesystems import FileSystems
-
     if FileSystems.get_scheme(raw_dir) is None and not os.path.isdir(raw_dir):
         raise raw.RawInputError(f"raw dir {raw_dir!r} does not exist")
     return {
@@ -104,8 +104,6 @@ def _num_shards(config: BeamConvertConfig, skeleton: str) -> int:
 
 def _fingerprint(config: BeamConvertConfig, inputs: dict, shards: dict[str, int]) -> dict:
     """``data_prep.convert``'s fingerprint of the same inputs and options."""
-    from apache_beam.io.filesystems import FileSystems
-
     files = {}
     for split_files in inputs.values():
         for path in split_files.values():
@@ -130,45 +128,50 @@ def _fingerprint(config: BeamConvertConfig, inputs: dict, shards: dict[str, int]
 
 
 def _read_json(path: str):
-    from apache_beam.io.filesystems import FileSystems
-
     with FileSystems.open(path) as f:
         return json.loads(f.read())
 
 
 def _write_json(path: str, obj) -> None:
-    from apache_beam.io.filesystems import FileSystems
-
     with FileSystems.create(path) as f:
         f.write((json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
-def _remove(path: str) -> None:
-    from apache_beam.io.filesystems import FileSystems
+def _files_under(path: str) -> list[str]:
+    return [m.path for m in FileSystems.match([path + "/**"])[0].metadata_list]
 
-    if FileSystems.exists(path):
-        FileSystems.delete([path])
+
+def _exists(path: str) -> bool:
+    """A file or a directory; on an object store (no directories) any file under it."""
+    if FileSystems.get_scheme(path) is None or FileSystems.exists(path):
+        return FileSystems.exists(path)
+    return bool(_files_under(path))
+
+
+def _remove(path: str) -> None:
+    """Removes a file or a directory tree (on an object store: every file under it)."""
+    if FileSystems.get_scheme(path) is None:
+        if os.path.exists(path):
+            FileSystems.delete([path])
+        return
+    files = _files_under(path) + ([path] if FileSystems.exists(path) else [])
+    if files:
+        FileSystems.delete(files)
 
 
 def _publish(work_dir: str, out_dir: str) -> None:
     """Moves the complete work dir to out_dir; stats.json is the last file to appear."""
-    from apache_beam.io.filesystems import FileSystems
-
     if FileSystems.get_scheme(out_dir) is None:
         convert_lib.swap_into_place(work_dir, out_dir)  # one atomic rename
         return
     _remove(out_dir)
     stats = data_layout.stats_file(work_dir)
-    files = [m.path for m in FileSystems.match([work_dir + "/**"])[0].metadata_list]
-    files = [f for f in files if f != stats] + [stats]
+    files = [f for f in _files_under(work_dir) if f != stats] + [stats]
     FileSystems.rename(files, [out_dir + f[len(work_dir) :] for f in files])
     _remove(work_dir)
 
 
 def _finish(config, plan, inputs, fingerprint, start) -> dict:
-    from data_prep.beam import pipeline
-    from data_prep.beam import stats as S
-
     merged = _read_json(pipeline.meta_path(plan.work_dir, "stats.json"))
     fields = _read_json(pipeline.meta_path(plan.work_dir, "fields.json"))
     _remove(os.path.join(plan.work_dir, pipeline.META_DIR))
@@ -205,21 +208,15 @@ def _finish(config, plan, inputs, fingerprint, start) -> dict:
 def convert(config: BeamConvertConfig, pipeline_args: list[str] | tuple[str, ...] = ()) -> dict:
     """Runs the pipeline with ``pipeline_args`` (Beam options); returns the stats
     (also written to stats.json)."""
-    import apache_beam as beam
-    from apache_beam.io.filesystems import FileSystems
-    from apache_beam.options.pipeline_options import PipelineOptions
-
-    from data_prep.beam import pipeline
-
     start = time.time()
     inputs = _inputs(config.raw_dir)
     out_dir = config.out_dir.rstrip("/")
     if FileSystems.get_scheme(out_dir) is None:
         out_dir = os.path.normpath(out_dir)
-    if FileSystems.exists(out_dir) and not config.overwrite:
+    if _exists(out_dir) and not config.overwrite:
         raise ConvertError(f"{out_dir} exists; remove it or pass --overwrite")
     work_dir = out_dir + ".beam-partial"
-    if FileSystems.exists(work_dir):
+    if _exists(work_dir):
         log(f"discarding {work_dir}, left by an earlier run")
         _remove(work_dir)
     shards = {split: _num_shards(config, inputs[split]["skeleton"]) for split in inputs}
