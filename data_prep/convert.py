@@ -495,31 +495,37 @@ def convert(config: ConvertConfig) -> dict:
     return stats
 
 
+def summarize_split(split: str, s: dict, shards: int, config) -> dict:
+    """Adds the rates and totals to a split's merged stats; raises ConvertError when
+    the split has no valid impression or too many bad rows (``config`` needs
+    ``max_bad_fraction`` and ``keep_conversion_without_click``)."""
+    s["bad_rows_total"] = sum(s["bad_rows"].values())
+    s["bad_fraction"] = s["bad_rows_total"] / max(s["rows_read"], 1)
+    s["ctr"] = s["clicks"] / max(s["impressions"], 1)
+    s["cvr"] = s["conversions"] / max(s["clicks"], 1)
+    s["ctcvr"] = s["conversions"] / max(s["impressions"], 1)
+    s["shards"] = shards
+    s["conversion_without_click_kept"] = config.keep_conversion_without_click
+    if s["impressions"] == 0:
+        raise ConvertError(
+            f"no valid impressions in the {split} split; bad rows: {s['bad_rows']}; "
+            f"examples: {s['bad_examples']}"
+        )
+    if s["bad_fraction"] > config.max_bad_fraction:
+        examples = "\n".join(e for ex in s["bad_examples"].values() for e in ex)
+        raise ConvertError(
+            f"{split}: {s['bad_rows_total']:,} bad rows of {s['rows_read']:,} "
+            f"({s['bad_fraction']:.4%}) exceed --max_bad_fraction={config.max_bad_fraction}"
+            f"\nby kind: {s['bad_rows']}\nexamples:\n{examples}"
+        )
+    return s
+
+
 def _finish(config, join_tasks, inputs, work_dir, fingerprint, start) -> dict:
     split_stats = {}
     for split in data_layout.SPLITS:
         per_task = [_load_json(t.stats_path) for t in join_tasks if t.split == split]
-        s = _merge_stats(per_task)
-        s["bad_rows_total"] = sum(s["bad_rows"].values())
-        s["bad_fraction"] = s["bad_rows_total"] / max(s["rows_read"], 1)
-        s["ctr"] = s["clicks"] / max(s["impressions"], 1)
-        s["cvr"] = s["conversions"] / max(s["clicks"], 1)
-        s["ctcvr"] = s["conversions"] / max(s["impressions"], 1)
-        s["shards"] = len(per_task)
-        s["conversion_without_click_kept"] = config.keep_conversion_without_click
-        split_stats[split] = s
-        if s["impressions"] == 0:
-            raise ConvertError(
-                f"no valid impressions in the {split} split; bad rows: {s['bad_rows']}; "
-                f"examples: {s['bad_examples']}"
-            )
-        if s["bad_fraction"] > config.max_bad_fraction:
-            examples = "\n".join(e for ex in s["bad_examples"].values() for e in ex)
-            raise ConvertError(
-                f"{split}: {s['bad_rows_total']:,} bad rows of {s['rows_read']:,} "
-                f"({s['bad_fraction']:.4%}) exceed --max_bad_fraction={config.max_bad_fraction}"
-                f"\nby kind: {s['bad_rows']}\nexamples:\n{examples}"
-            )
+        split_stats[split] = summarize_split(split, _merge_stats(per_task), len(per_task), config)
 
     # Vocabularies from the train split only.
     vocab_dir = os.path.join(work_dir, data_layout.VOCAB_DIR)
@@ -564,6 +570,11 @@ def _publish(work_dir: str, out_dir: str) -> None:
     for sub in ("parts", "tasks"):
         shutil.rmtree(os.path.join(work_dir, sub))
     os.remove(os.path.join(work_dir, "fingerprint.json"))
+    swap_into_place(work_dir, out_dir)
+
+
+def swap_into_place(work_dir: str, out_dir: str) -> None:
+    """Renames the complete ``work_dir`` to ``out_dir`` (replacing an old one)."""
     old = None
     if os.path.exists(out_dir):
         old = f"{out_dir}.old-{os.getpid()}"

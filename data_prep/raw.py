@@ -318,11 +318,16 @@ def read_lines(path: str) -> Iterator[tuple[int, bytes, bool]]:
     with open_raw(path) as f:
         for lineno, line in enumerate(f, 1):
             any_line = True
-            has_newline = line.endswith(b"\n")
-            content = line.rstrip(b"\r\n") if has_newline else line
-            yield lineno, content, has_newline
+            yield lineno, *split_eol(line)
     if not any_line:
         raise RawInputError(f"{path}: file is empty")
+
+
+def split_eol(line: bytes) -> tuple[bytes, bool]:
+    """``(content, ends_with_newline)`` of a line as read from a file: the content
+    is the line without its line break (LF or CRLF)."""
+    has_newline = line.endswith(b"\n")
+    return (line.rstrip(b"\r\n") if has_newline else line), has_newline
 
 
 def classify(error: BadRow, has_newline: bool) -> str:

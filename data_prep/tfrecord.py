@@ -108,6 +108,13 @@ def _masked_crc(data: bytes) -> int:
     return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
 
 
+def frame_record(record: bytes) -> bytes:
+    """One record in TFRecord framing (what a TFRecord file holds per record)."""
+    length = struct.pack("<Q", len(record))
+    length_crc = struct.pack("<I", _masked_crc(length))
+    return length + length_crc + record + struct.pack("<I", _masked_crc(record))
+
+
 class TFRecordWriter:
     """Writes records to ``path`` (uncompressed TFRecord format)."""
 
@@ -115,11 +122,7 @@ class TFRecordWriter:
         self._file = open(path, "wb", buffering=1 << 20)  # noqa: SIM115 (closed in close())
 
     def write(self, record: bytes) -> None:
-        length = struct.pack("<Q", len(record))
-        self._file.write(length)
-        self._file.write(struct.pack("<I", _masked_crc(length)))
-        self._file.write(record)
-        self._file.write(struct.pack("<I", _masked_crc(record)))
+        self._file.write(frame_record(record))
 
     def close(self) -> None:
         self._file.flush()

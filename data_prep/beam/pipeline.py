@@ -1,0 +1,374 @@
+"""The Beam graph of the conversion (see data_prep/beam_convert.py for the driver).
+
+Stages (keys in brackets; "light" elements are line numbers, "heavy" ones raw
+row bytes):
+
+1. Read every raw file in parallel with exact line numbers (``lines.py``);
+   join the ground truth to the skeleton by [split, line] where there is one.
+2. Parse and validate every row with ``data_prep.raw`` (bad rows, conversions
+   without click, the ground truth's sample ids are counted here); each valid
+   row goes out light and heavy, keyed by [split, common_feature_index].
+3. Join (light) [split, index]: the index's first common_features row is the
+   user row (a later valid one is a duplicate); skeleton rows of an index
+   without a valid user row are bad. Kept rows go to their shard.
+4. Group (light) [split, shard]: the shard's kept rows in file order are cut
+   into groups exactly as ``data_prep.convert`` cuts them (a new group when the
+   index changes or the group holds ``max_group_size`` impressions).
+5. Build (heavy) [split, index]: CoGroupByKey of the index's user row, its
+   skeleton rows and its groups -> one ``records.build_example`` per group;
+   train ids are counted for the vocabularies.
+6. Write [split, shard]: the shard's records in file order of their first
+   impression -> one TFRecord file (every shard, empty ones too).
+7. Vocabularies: ``CombinePerKey(sum)`` over [field, id] -> one file per field
+   by ``esmm_tf.vocab.write_vocab``. Stats: ``CombinePerKey(MergeStats)`` over
+   [split].
+
+Shards are ``crc32(common_feature_index) % num_shards`` like the single-machine
+converter's partitions, so with the same ``--num_shards`` the output is
+byte-identical to ``data_prep.convert``'s.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import os
+import tempfile
+import zlib
+
+import apache_beam as beam
+import numpy as np
+from apache_beam import pvalue
+from apache_beam.io.filesystems import FileSystems
+
+from data_prep import raw
+from data_prep.beam import stats as S
+from data_prep.beam.lines import ReadNumberedLines
+from data_prep.convert import _count_ignored, _partition_key
+from data_prep.records import build_example
+from data_prep.tfrecord import frame_record
+from esmm_tf import data_layout, vocab
+from esmm_tf import features as F
+
+HEAVY = "heavy"
+META_DIR = "_beam"  # the pipeline's results for the driver, under the work dir
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What the pipeline needs to know (picklable; shipped to workers)."""
+
+    inputs: dict  # split -> {"skeleton": path, "common": path, "ground_truth": path | None}
+    shards: dict  # split -> number of shards
+    work_dir: str
+    min_count: int
+    max_group_size: int
+    keep_conversion_without_click: bool
+    chunk_bytes: int
+
+    def path(self, split: str, kind: str) -> str:
+        return self.inputs[split][kind]
+
+    def has_ground_truth(self, split: str) -> bool:
+        return bool(self.inputs[split]["ground_truth"])
+
+    def shard_of(self, split: str, cfi: bytes) -> int:
+        return zlib.crc32(cfi) % self.shards[split]
+
+
+# ---------------------------------------------------------------------------
+# 1. Ground truth: joined to the skeleton by line.
+
+
+def _route_ground_truth(line, plan: Plan):
+    source, lineno = line[0], line[1]
+    split, kind = source[0], source[1]
+    if plan.has_ground_truth(split) and kind in ("skeleton", "ground_truth"):
+        yield pvalue.TaggedOutput("join", ((split, lineno), line))
+    else:
+        yield line, None
+
+
+class _PairGroundTruth(S.StatsDoFn):
+    def process(self, item, plan: Plan):
+        (split, lineno), lines = item
+        skeleton = [line for line in lines if line[0][1] == "skeleton"]
+        truth = [line for line in lines if line[0][1] == "ground_truth"]
+        sk_path, gt_path = plan.path(split, "skeleton"), plan.path(split, "ground_truth")
+        if skeleton and truth:
+            yield skeleton[0], truth[0][2]
+        elif skeleton:
+            message = f"{gt_path} has fewer rows than {sk_path} (ends before line {lineno})"
+            S.add_fatal(self.delta(split), lineno, message)
+        else:
+            S.add_fatal(self.delta(split), lineno, f"{gt_path} has more rows than {sk_path}")
+
+
+# ---------------------------------------------------------------------------
+# 2. Parse.
+
+
+class _Parse(S.StatsDoFn):
+    """(line, ground truth content or None) -> light (main) and heavy outputs."""
+
+    def process(self, item, plan: Plan):
+        (source, lineno, content, has_newline), truth = item
+        split, kind, path = source
+        self.delta(split)["rows_read"] += 1
+        if kind == "common":
+            yield from self._common(split, path, lineno, content, has_newline)
+        else:
+            yield from self._skeleton(split, path, lineno, content, has_newline, truth, plan)
+
+    def _common(self, split, path, lineno, content, has_newline):
+        try:
+            cfi, feats = raw.parse_common_row(content)
+        except raw.BadRow as e:
+            self.bad(split, raw.classify(e, has_newline), path, lineno, str(e))
+            yield (split, _partition_key(content, 0)), ("c", lineno, None)
+            return
+        ignored = {}
+        _count_ignored({"ignored_features": ignored}, feats)
+        yield (split, cfi), ("c", lineno, ignored)
+        yield pvalue.TaggedOutput(HEAVY, ((split, cfi), ("c", lineno, content)))
+
+    def _skeleton(self, split, path, lineno, content, has_newline, truth, plan: Plan):
+        try:
+            row = raw.parse_skeleton_row(content)
+        except raw.BadRow as e:
+            self.bad(split, raw.classify(e, has_newline), path, lineno, str(e))
+            return
+        if plan.has_ground_truth(split):
+            gt_path = plan.path(split, "ground_truth")
+            try:
+                gt_row = raw.parse_ground_truth_row(truth)
+            except raw.BadRow as e:
+                self.bad(split, e.kind, gt_path, lineno, str(e))
+                return
+            if gt_row.sample_id != row.sample_id:
+                message = (
+                    f"{gt_path}:{lineno}: sample_id {gt_row.sample_id} "
+                    f"does not match {path}:{lineno} ({row.sample_id}); "
+                    "ground truth rows must follow the skeleton's order"
+                )
+                S.add_fatal(self.delta(split), lineno, message)
+                return
+        if row.conversion and not row.click:
+            self.delta(split)["conversion_without_click"] += 1
+            if not plan.keep_conversion_without_click:
+                return
+        key = (split, row.common_feature_index)
+        yield key, ("s", lineno)
+        yield pvalue.TaggedOutput(HEAVY, (key, ("s", lineno, content, truth)))
+
+
+# ---------------------------------------------------------------------------
+# 3. Join the line numbers of one index.
+
+
+class _JoinIndex(S.StatsDoFn):
+    def process(self, item, plan: Plan):
+        (split, cfi), values = item
+        common = sorted((v for v in values if v[0] == "c"), key=lambda v: v[1])
+        skeleton = sorted(v[1] for v in values if v[0] == "s")
+        common_path = plan.path(split, "common")
+        user_ok = bool(common) and common[0][2] is not None
+        for _, lineno, ignored in common[1:]:
+            if ignored is not None:  # bad rows were counted by kind when parsed
+                message = f"common_feature_index {cfi.decode()} seen before; keeping the first"
+                self.bad(split, raw.DUPLICATE_COMMON_FEATURE_INDEX, common_path, lineno, message)
+        if user_ok:
+            delta_ignored = self.delta(split)["ignored_features"]
+            for field, n in common[0][2].items():
+                delta_ignored[field] = delta_ignored.get(field, 0) + n
+            if skeleton:
+                yield (split, plan.shard_of(split, cfi)), (cfi, common[0][1], skeleton)
+        else:
+            kind = raw.BAD_COMMON_ROW if common else raw.UNKNOWN_COMMON_FEATURE_INDEX
+            reason = "refers to a bad row of " if common else "is not in "
+            message = f"common_feature_index {cfi.decode()} {reason}{common_path}"
+            for lineno in skeleton:
+                self.bad(split, kind, plan.path(split, "skeleton"), lineno, message)
+
+
+# ---------------------------------------------------------------------------
+# 4. Cut a shard's kept rows into groups, as data_prep.convert does.
+
+
+def _groups(item, max_group_size: int):
+    (split, _), indexes = item
+    indexes = list(indexes)
+    rows = sorted((lineno, k) for k, (_, _, lines) in enumerate(indexes) for lineno in lines)
+    groups: list[list[list[int]]] = [[] for _ in indexes]  # per index: [first line, size]
+    current, size = -1, 0
+    for lineno, k in rows:
+        if k != current or size >= max_group_size:
+            groups[k].append([lineno, 0])
+            current, size = k, 0
+        groups[k][-1][1] += 1
+        size += 1
+    for (cfi, user_line, _), index_groups in zip(indexes, groups, strict=True):
+        yield (split, cfi), ("g", user_line, [tuple(g) for g in index_groups])
+
+
+# ---------------------------------------------------------------------------
+# 5. Build the records of one index.
+
+
+class _Build(S.StatsDoFn):
+    def process(self, item, plan: Plan):
+        (split, cfi), values = item
+        plan_groups, skeleton, common = None, [], {}
+        for v in values:
+            if v[0] == "g":
+                plan_groups = v
+            elif v[0] == "s":
+                skeleton.append(v)
+            else:
+                common[v[1]] = v[2]
+        if plan_groups is not None:  # else no kept rows (_JoinIndex counted the bad ones)
+            yield from self._records(split, cfi, plan_groups, skeleton, common, plan)
+
+    def _records(self, split, cfi, plan_groups, skeleton, common, plan: Plan):
+        _, user_line, groups = plan_groups
+        _, feats = raw.parse_common_row(common[user_line])
+        user = raw.PackedFeatures.pack(feats)
+        skeleton.sort(key=lambda v: v[1])
+        if sum(size for _, size in groups) != len(skeleton):
+            raise AssertionError(f"{split} {cfi!r}: groups do not cover the kept rows")
+        has_truth = plan.has_ground_truth(split)
+        shard = plan.shard_of(split, cfi)
+        delta = self.delta(split)
+        counts: collections.Counter | None = collections.Counter() if split == "train" else None
+        start = 0
+        for first_line, size in groups:
+            group = skeleton[start : start + size]
+            start += size
+            rows = [raw.parse_skeleton_row(v[2]) for v in group]
+            truth = [raw.parse_ground_truth_row(v[3]) for v in group] if has_truth else None
+            yield (split, shard), (first_line, build_example(user, rows, truth))
+            delta["records"] += 1
+            delta["impressions"] += len(rows)
+            delta["clicks"] += sum(r.click for r in rows)
+            delta["conversions"] += sum(r.conversion for r in rows)
+            for row in rows:
+                _count_ignored(delta, row.features)
+                if counts is not None:
+                    for k, field in enumerate(F.ITEM_FIELDS):
+                        counts.update((field.id, i) for i in row.features.ids[k])
+        if counts is not None:
+            for k, field in enumerate(F.USER_FIELDS):
+                for i in user.field(k)[0]:
+                    counts[field.id, i] += len(skeleton)  # once per impression
+            for key, n in counts.items():
+                yield pvalue.TaggedOutput("ids", (key, n))
+
+
+# ---------------------------------------------------------------------------
+# 6-7. Write shards, vocabularies and the results for the driver.
+
+
+def _write_shard(item, plan: Plan) -> None:
+    (split, shard), records = item
+    records = sorted((r for r in records if r is not None), key=lambda r: r[0])
+    name = data_layout.shard_name(shard, plan.shards[split])
+    with FileSystems.create(os.path.join(plan.work_dir, split, name)) as f:
+        for _, record in records:
+            f.write(frame_record(record))
+
+
+def _write_vocab(item, plan: Plan):
+    field_id, pairs = item
+    pairs = [p for p in pairs if p is not None]
+    ids = np.array([i for i, _ in pairs], np.int64)
+    counts = np.array([n for _, n in pairs], np.int64)
+    with tempfile.TemporaryDirectory() as tmp:  # write_vocab writes local files
+        local = os.path.join(tmp, "vocab.tsv")
+        size = vocab.write_vocab(local, ids, counts, plan.min_count)
+        with open(local, "rb") as f:
+            data = f.read()
+    with FileSystems.create(data_layout.vocab_file(plan.work_dir, field_id)) as f:
+        f.write(data)
+    return field_id, {"distinct_ids": int(ids.size), "vocab_size": size}
+
+
+def _write_json(items, path: str) -> None:
+    with FileSystems.create(path) as f:
+        f.write(json.dumps(dict(items), sort_keys=True).encode())
+
+
+def meta_path(work_dir: str, name: str) -> str:
+    return os.path.join(work_dir, META_DIR, name)
+
+
+def build(p: beam.Pipeline, plan: Plan) -> None:
+    """Adds the conversion to pipeline ``p``."""
+    sources = [
+        (split, kind, path)
+        for split, files in plan.inputs.items()
+        for kind, path in files.items()
+        if path
+    ]
+    lines = p | "Sources" >> beam.Create(sources) | "Read" >> ReadNumberedLines(plan.chunk_bytes)
+
+    routed = lines | "RouteTruth" >> beam.FlatMap(_route_ground_truth, plan).with_outputs(
+        "join", main="alone"
+    )
+    paired = (
+        routed.join
+        | "ByLine" >> beam.GroupByKey()
+        | "PairTruth" >> beam.ParDo(_PairGroundTruth(), plan).with_outputs(S.STATS, main="rows")
+    )
+    parsed = (
+        (routed.alone, paired.rows)
+        | "AllRows" >> beam.Flatten()
+        | "Parse" >> beam.ParDo(_Parse(), plan).with_outputs(S.STATS, HEAVY, main="light")
+    )
+    joined = (
+        parsed.light
+        | "ByIndex" >> beam.GroupByKey()
+        | "JoinIndex" >> beam.ParDo(_JoinIndex(), plan).with_outputs(S.STATS, main="kept")
+    )
+    groups = (
+        joined.kept
+        | "ByShard" >> beam.GroupByKey()
+        | "Groups" >> beam.FlatMap(_groups, plan.max_group_size)
+    )
+    built = (
+        (parsed[HEAVY], groups)
+        | "HeavyAndGroups" >> beam.Flatten()
+        | "ByIndexHeavy" >> beam.GroupByKey()
+        | "Build" >> beam.ParDo(_Build(), plan).with_outputs(S.STATS, "ids", main="ex")
+    )
+
+    every_shard = [((split, shard), None) for split, n in plan.shards.items() for shard in range(n)]
+    _ = (
+        (built.ex, p | "EveryShard" >> beam.Create(every_shard))
+        | "ShardRecords" >> beam.Flatten()
+        | "ByShardRecords" >> beam.GroupByKey()
+        | "WriteShards" >> beam.Map(_write_shard, plan)
+    )
+
+    every_field = [(field.id, None) for field in F.FIELDS]
+    _ = (
+        (
+            built.ids
+            | "CountIds" >> beam.CombinePerKey(sum)
+            | "ByField" >> beam.Map(lambda kv: (kv[0][0], (kv[0][1], kv[1]))),
+            p | "EveryField" >> beam.Create(every_field),
+        )
+        | "FieldIds" >> beam.Flatten()
+        | "GroupField" >> beam.GroupByKey()
+        | "WriteVocab" >> beam.Map(_write_vocab, plan)
+        | "FieldsToList" >> beam.combiners.ToList()
+        | "WriteFields" >> beam.Map(_write_json, meta_path(plan.work_dir, "fields.json"))
+    )
+
+    _ = (
+        (paired[S.STATS], parsed[S.STATS], joined[S.STATS], built[S.STATS])
+        | "AllStats" >> beam.Flatten()
+        | "MergeStats" >> beam.CombinePerKey(S.MergeStats())
+        | "StatsToList" >> beam.combiners.ToList()
+        | "WriteStats" >> beam.Map(_write_json, meta_path(plan.work_dir, "stats.json"))
+    )

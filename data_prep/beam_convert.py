@@ -1,0 +1,322 @@
+"""Raw Ali-CCP logs -> the dataset ``data_prep.convert`` writes, as an Apache Beam pipeline.
+
+    python -m data_prep.beam_convert --raw_dir=RAW --out_dir=DATA [--min_count=2]
+        [--max_bad_fraction=0.001] [--max_group_size=256] [--num_shards=0]
+        [--keep_conversion_without_click] [--overwrite] [--read_chunk_mb=64]
+        [Beam pipeline options, e.g. --runner=DirectRunner --direct_num_workers=2
+         --direct_running_mode=multi_processing, or --runner=DataflowRunner ...]
+
+The pipeline (data_prep/beam/pipeline.py) parses with ``data_prep.raw``, joins
+by ``common_feature_index`` with a GroupByKey, builds records with
+``data_prep.records`` and counts vocabularies with a combiner. Its shards are
+the converter's partitions (``crc32(index) % num_shards``), its groups cut as
+the converter cuts them, so with the same ``--num_shards`` every shard, every
+vocabulary and the stats' counts equal ``data_prep.convert``'s.
+
+The pipeline writes under ``<out_dir>.beam-partial``; this driver then checks
+the stats (``--max_bad_fraction``), writes ``stats.json`` and moves the
+directory to ``<out_dir>`` (an atomic rename on a local disk; on an object
+store, file by file with ``stats.json`` last). Paths may be local or any
+filesystem Beam knows (``gs://``, ``s3://``, ``hdfs://``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import resource
+import sys
+import time
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from data_prep import convert as convert_lib
+from data_prep import raw
+from data_prep.beam import pipeline
+from data_prep.beam import stats as S
+from data_prep.convert import ConvertError, log
+from esmm_tf import data_layout
+from esmm_tf import features as F
+
+
+@dataclasses.dataclass(frozen=True)
+class BeamConvertConfig:
+    raw_dir: str
+    out_dir: str
+    min_count: int = 2
+    max_bad_fraction: float = 0.001
+    max_group_size: int = 256
+    num_shards: int = 0  # per split; 0 = from the skeleton's size (~256 MB of raw rows a shard)
+    keep_conversion_without_click: bool = False
+    overwrite: bool = False
+    read_chunk_bytes: int = 64 << 20  # raw files are read in parallel in ranges of this size
+
+
+# ---------------------------------------------------------------------------
+# Inputs (through Beam's FileSystems: local, gs://, s3://, hdfs://).
+
+
+def _size(path: str) -> int:
+    return FileSystems.match([path])[0].metadata_list[0].size_in_bytes
+
+
+def _find(raw_dir: str, stem: str, required: bool = True) -> str | None:
+    """``data_prep.raw.find_raw_file`` for any filesystem (same names, same errors)."""
+    for name in (f"{stem}.csv", f"{stem}.csv.gz"):
+        path = FileSystems.join(raw_dir, name)
+        if FileSystems.exists(path):
+            if _size(path) == 0:
+                raise raw.RawInputError(f"{path}: file is empty")
+            return path
+    if required:
+        raise raw.RawInputError(
+            f"{FileSystems.join(raw_dir, stem)}.csv (or .csv.gz) not found; the raw Ali-CCP "
+            "directory must hold sample_skeleton_{train,test}.csv and "
+            "common_features_{train,test}.csv (see README: 'Real Ali-CCP data')"
+        )
+    return None
+
+
+def _inputs(raw_dir: str) -> dict[str, dict[str, str | None]]:
+    if FileSystems.get_scheme(raw_dir) is None and not os.path.isdir(raw_dir):
+        raise raw.RawInputError(f"raw dir {raw_dir!r} does not exist")
+    return {
+        split: {
+            "skeleton": _find(raw_dir, f"sample_skeleton_{split}"),
+            "common": _find(raw_dir, f"common_features_{split}"),
+            "ground_truth": _find(raw_dir, f"ground_truth_{split}", required=False),
+        }
+        for split in data_layout.SPLITS
+    }
+
+
+def _num_shards(config: BeamConvertConfig, skeleton: str) -> int:
+    if config.num_shards > 0:
+        return config.num_shards
+    size = _size(skeleton) * (convert_lib._GZIP_RATIO if skeleton.endswith(".gz") else 1)
+    return max(1, math.ceil(size / convert_lib._SHARD_TARGET_BYTES))
+
+
+def _fingerprint(config: BeamConvertConfig, inputs: dict, shards: dict[str, int]) -> dict:
+    """``data_prep.convert``'s fingerprint of the same inputs and options."""
+    files = {}
+    for split_files in inputs.values():
+        for path in split_files.values():
+            if path:
+                meta = FileSystems.match([path])[0].metadata_list[0]
+                files[os.path.basename(path)] = [
+                    meta.size_in_bytes,
+                    int(meta.last_updated_in_seconds),
+                ]
+    return {
+        "files": files,
+        "partitions": shards,
+        "min_count": config.min_count,
+        "max_group_size": config.max_group_size,
+        "keep_conversion_without_click": config.keep_conversion_without_click,
+        "format_version": 1,
+    }
+
+
+# ---------------------------------------------------------------------------
+# Output.
+
+
+def _read_json(path: str):
+    with FileSystems.open(path) as f:
+        return json.loads(f.read())
+
+
+def _write_json(path: str, obj) -> None:
+    with FileSystems.create(path) as f:
+        f.write((json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def _files_under(path: str) -> list[str]:
+    return [m.path for m in FileSystems.match([path + "/**"])[0].metadata_list]
+
+
+def _exists(path: str) -> bool:
+    """A file or a directory; on an object store (no directories) any file under it."""
+    if FileSystems.get_scheme(path) is None or FileSystems.exists(path):
+        return FileSystems.exists(path)
+    return bool(_files_under(path))
+
+
+def _remove(path: str) -> None:
+    """Removes a file or a directory tree (on an object store: every file under it)."""
+    if FileSystems.get_scheme(path) is None:
+        if os.path.exists(path):
+            FileSystems.delete([path])
+        return
+    files = _files_under(path) + ([path] if FileSystems.exists(path) else [])
+    if files:
+        FileSystems.delete(files)
+
+
+def _publish(work_dir: str, out_dir: str) -> None:
+    """Moves the complete work dir to out_dir; stats.json is the last file to appear."""
+    if FileSystems.get_scheme(out_dir) is None:
+        convert_lib.swap_into_place(work_dir, out_dir)  # one atomic rename
+        return
+    _remove(out_dir)
+    stats = data_layout.stats_file(work_dir)
+    files = [f for f in _files_under(work_dir) if f != stats] + [stats]
+    FileSystems.rename(files, [out_dir + f[len(work_dir) :] for f in files])
+    _remove(work_dir)
+
+
+def _finish(config, plan, inputs, fingerprint, start) -> dict:
+    merged = _read_json(pipeline.meta_path(plan.work_dir, "stats.json"))
+    fields = _read_json(pipeline.meta_path(plan.work_dir, "fields.json"))
+    _remove(os.path.join(plan.work_dir, pipeline.META_DIR))
+    split_stats = {}
+    for split in data_layout.SPLITS:
+        s, fatal = S.finalize(S.merge_into(S.new_delta(), merged.get(split, S.new_delta())))
+        if fatal:
+            raise ConvertError(fatal[0])
+        split_stats[split] = convert_lib.summarize_split(split, s, plan.shards[split], config)
+
+    seconds = time.time() - start
+    impressions = sum(s["impressions"] for s in split_stats.values())
+    raw_bytes = sum(_size(p) for files in inputs.values() for p in files.values() if p)
+    stats = {
+        "splits": split_stats,
+        "fields": {field.id: fields[field.id] for field in F.FIELDS},
+        "min_count": config.min_count,
+        "max_group_size": config.max_group_size,
+        "has_ground_truth": all(inputs[s]["ground_truth"] for s in data_layout.SPLITS),
+        "seconds": round(seconds, 2),
+        "impressions_per_second": round(impressions / seconds, 1),
+        "raw_mb_per_second": round(raw_bytes / 2**20 / seconds, 2),
+        # The driver, and the DirectRunner's worker processes (0 on remote runners).
+        "peak_rss_mb": {
+            "main": convert_lib._max_rss_mb(resource.RUSAGE_SELF),
+            "largest_worker": convert_lib._max_rss_mb(resource.RUSAGE_CHILDREN),
+        },
+        "fingerprint": fingerprint,
+    }
+    _write_json(data_layout.stats_file(plan.work_dir), stats)
+    return stats
+
+
+def convert(config: BeamConvertConfig, pipeline_args: list[str] | tuple[str, ...] = ()) -> dict:
+    """Runs the pipeline with ``pipeline_args`` (Beam options); returns the stats
+    (also written to stats.json)."""
+    start = time.time()
+    inputs = _inputs(config.raw_dir)
+    out_dir = config.out_dir.rstrip("/")
+    if FileSystems.get_scheme(out_dir) is None:
+        out_dir = os.path.normpath(out_dir)
+    if _exists(out_dir) and not config.overwrite:
+        raise ConvertError(f"{out_dir} exists; remove it or pass --overwrite")
+    work_dir = out_dir + ".beam-partial"
+    if _exists(work_dir):
+        log(f"discarding {work_dir}, left by an earlier run")
+        _remove(work_dir)
+    shards = {split: _num_shards(config, inputs[split]["skeleton"]) for split in inputs}
+    plan = pipeline.Plan(
+        inputs=inputs,
+        shards=shards,
+        work_dir=work_dir,
+        min_count=config.min_count,
+        max_group_size=config.max_group_size,
+        keep_conversion_without_click=config.keep_conversion_without_click,
+        chunk_bytes=config.read_chunk_bytes,
+    )
+    log(f"converting {config.raw_dir} -> {out_dir} ({shards} shards) with Beam")
+    try:
+        with beam.Pipeline(options=PipelineOptions(list(pipeline_args))) as p:
+            pipeline.build(p, plan)
+        stats = _finish(config, plan, inputs, _fingerprint(config, inputs, shards), start)
+        _publish(work_dir, out_dir)
+    except BaseException:
+        _remove(work_dir)  # nothing to resume: the runner retries failed work itself
+        raise
+    convert_lib._print_summary(stats, out_dir)
+    return stats
+
+
+# ---------------------------------------------------------------------------
+# Entry point.
+
+
+def _bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes"):
+        return True
+    if text.lower() in ("0", "false", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"not a boolean: {text!r}")
+
+
+def parse_args(argv: list[str]) -> tuple[BeamConvertConfig, list[str]]:
+    """(config, Beam pipeline options): the flags below; everything else goes to Beam."""
+    d = BeamConvertConfig
+    parser = argparse.ArgumentParser(
+        prog="python -m data_prep.beam_convert",
+        description="data_prep.convert as an Apache Beam pipeline; unknown flags are Beam "
+        "pipeline options (--runner, --direct_num_workers, --project, ...).",
+    )
+    parser.add_argument("--raw_dir", required=True, help="Directory with the raw csv(.gz) files.")
+    parser.add_argument("--out_dir", required=True, help="Output dataset directory.")
+    parser.add_argument(
+        "--min_count", type=int, default=d.min_count, help="Ids seen fewer times map to OOV."
+    )
+    parser.add_argument(
+        "--max_bad_fraction",
+        type=float,
+        default=d.max_bad_fraction,
+        help="Fail if more rows than this are malformed.",
+    )
+    parser.add_argument("--max_group_size", type=int, default=d.max_group_size)
+    parser.add_argument(
+        "--num_shards",
+        type=int,
+        default=d.num_shards,
+        help="Shards per split (0: one per ~256 MB of raw skeleton rows). The same value as "
+        "data_prep.convert's gives byte-identical shards.",
+    )
+    for name, help_text in (
+        ("keep_conversion_without_click", "Keep rows with conversion=1 and click=0."),
+        ("overwrite", "Replace an existing out_dir."),
+    ):
+        parser.add_argument(
+            f"--{name}", type=_bool, nargs="?", const=True, default=False, help=help_text
+        )
+    parser.add_argument(
+        "--read_chunk_mb",
+        type=float,
+        default=d.read_chunk_bytes / 2**20,
+        help="Uncompressed raw files are read in parallel ranges of this size.",
+    )
+    args, pipeline_args = parser.parse_known_args(argv)
+    config = BeamConvertConfig(
+        raw_dir=args.raw_dir,
+        out_dir=args.out_dir,
+        min_count=args.min_count,
+        max_bad_fraction=args.max_bad_fraction,
+        max_group_size=args.max_group_size,
+        num_shards=args.num_shards,
+        keep_conversion_without_click=args.keep_conversion_without_click,
+        overwrite=args.overwrite,
+        read_chunk_bytes=max(1, int(args.read_chunk_mb * 2**20)),
+    )
+    return config, pipeline_args
+
+
+def main(argv: list[str]) -> None:
+    config, pipeline_args = parse_args(argv)
+    try:
+        convert(config, pipeline_args)
+    except (ConvertError, raw.RawInputError) as e:
+        log(f"error: {e}")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,242 @@
+"""data_prep.beam_convert (Apache Beam, DirectRunner) writes what data_prep.convert writes."""
+
+from __future__ import annotations
+
+import collections
+import filecmp
+import gzip
+import json
+import os
+import shutil
+
+import pytest
+import tensorflow as tf
+
+pytest.importorskip("apache_beam")
+
+from data_prep import beam_convert, raw  # noqa: E402
+from data_prep.beam import lines as beam_lines
+from data_prep.convert import ConvertConfig, ConvertError, convert
+from esmm_tf import data_layout, vocab
+from esmm_tf import features as F
+from tests.conftest import make_tiny_config
+from tests.rawrows import item_features, simple_dataset, skeleton, write_raw_dir
+
+IN_MEMORY = ["--runner=DirectRunner", "--direct_running_mode=in_memory"]
+MULTI_PROCESSING = [
+    "--runner=DirectRunner",
+    "--direct_running_mode=multi_processing",
+    "--direct_num_workers=2",
+]
+TIMING = ("seconds", "impressions_per_second", "raw_mb_per_second", "peak_rss_mb")
+
+
+def _beam(raw_dir, out_dir, pipeline_args=IN_MEMORY, **kwargs):
+    config = beam_convert.BeamConvertConfig(raw_dir=str(raw_dir), out_dir=str(out_dir), **kwargs)
+    return beam_convert.convert(config, pipeline_args)
+
+
+def _convert(raw_dir, out_dir, **kwargs):
+    return convert(ConvertConfig(raw_dir=str(raw_dir), out_dir=str(out_dir), workers=1, **kwargs))
+
+
+def _records(data_dir, split):
+    files = data_layout.shard_files(str(data_dir), split)
+    return collections.Counter(r.numpy() for r in tf.data.TFRecordDataset(files))
+
+
+def _assert_same_dataset(a, b, same_fingerprint=True):
+    """Same shards (names and bytes), records, vocabularies and stats (timings aside)."""
+    a, b = str(a), str(b)
+    for split in data_layout.SPLITS:
+        shards_a, shards_b = data_layout.shard_files(a, split), data_layout.shard_files(b, split)
+        assert [os.path.basename(p) for p in shards_a] == [os.path.basename(p) for p in shards_b]
+        records = _records(a, split)
+        assert records == _records(b, split)  # the same multiset of serialized examples...
+        for x, y in zip(shards_a, shards_b, strict=True):
+            assert filecmp.cmp(x, y, shallow=False), (x, y)  # ...even in the same order
+    for field in F.FIELDS:
+        assert filecmp.cmp(
+            data_layout.vocab_file(a, field.id), data_layout.vocab_file(b, field.id), shallow=False
+        ), field.id
+    stats_a = json.load(open(data_layout.stats_file(a)))
+    stats_b = json.load(open(data_layout.stats_file(b)))
+    assert set(stats_a) == set(stats_b)
+    for key in (*TIMING, *(() if same_fingerprint else ("fingerprint",))):
+        del stats_a[key], stats_b[key]
+    assert stats_a == stats_b
+
+
+def _messy_raw_dir(tiny_raw_dir, path):
+    """tiny_raw_dir with bad rows of several kinds, a duplicate and an interleaved
+    index, spread over the files (ground truth kept in step with the skeleton)."""
+    shutil.copytree(tiny_raw_dir, path)
+
+    def lines(name):
+        with open(os.path.join(path, name), "rb") as f:
+            return f.read().splitlines()
+
+    def write(name, rows, newline_at_end=True):
+        with open(os.path.join(path, name), "wb") as f:
+            f.write(b"\n".join(rows) + (b"\n" if newline_at_end else b""))
+
+    sk, gt, cf = (
+        lines(f"{n}_train.csv") for n in ("sample_skeleton", "ground_truth", "common_features")
+    )
+    cfi = sk[200].split(b",")[3].decode()  # an index seen earlier: this row interleaves
+    inserts = [
+        (100, b"100,1,0", b"0,0.5,0.5,0"),  # wrong column count
+        (500, skeleton(10**9, 0, 0, cfi, item_features(3)), b"1000000000,0.5,0.5,0"),
+        (1000, skeleton(10**9 + 1, 1, 0, "nope", item_features(1)), b"1000000001,0.5,0.5,0"),
+        (1500, skeleton(10**9 + 2, 0, 1, cfi, item_features(2)), b"1000000002,0.5,0.5,1"),
+        (2000, skeleton(10**9 + 3, 1, 0, "badcfi", item_features(2)), b"1000000003,0.5,0.5,0"),
+        (2500, sk[7].replace(b",", b"\xe9,", 1), gt[7]),  # non-ASCII
+    ]
+    for at, sk_row, gt_row in reversed(inserts):
+        sk.insert(at, sk_row)
+        gt.insert(at, gt_row)
+    write("sample_skeleton_train.csv", sk)
+    write("ground_truth_train.csv", gt)
+    cf.insert(50, cf[5])  # duplicate index
+    cf.insert(60, b"badcfi,9," + cf[6].split(b",", 2)[2])  # feature_num mismatch
+    write("common_features_train.csv", cf)
+
+    sk, gt = lines("sample_skeleton_test.csv"), lines("ground_truth_test.csv")
+    gt[300] = b"garbage"  # bad ground truth
+    write("sample_skeleton_test.csv", [*sk, sk[0][:20]], newline_at_end=False)  # truncated
+    write("ground_truth_test.csv", [*gt, gt[0]])
+    return path
+
+
+def test_same_output_as_convert_with_bad_rows(tiny_raw_dir, tmp_path):
+    raw_dir = _messy_raw_dir(tiny_raw_dir, tmp_path / "raw")
+    options = dict(min_count=2, num_shards=3, max_group_size=4, max_bad_fraction=0.01)
+    expected = _convert(raw_dir, tmp_path / "convert", **options)
+    # Ranges of 4 KiB: every raw file is read in parallel pieces.
+    stats = _beam(raw_dir, tmp_path / "beam", read_chunk_bytes=4096, **options)
+    _assert_same_dataset(tmp_path / "convert", tmp_path / "beam")
+    assert stats["splits"] == expected["splits"]
+    train, test = stats["splits"]["train"], stats["splits"]["test"]
+    assert train["bad_rows"] == {
+        raw.BAD_COMMON_ROW: 1,
+        raw.DUPLICATE_COMMON_FEATURE_INDEX: 1,
+        raw.FEATURE_NUM_MISMATCH: 1,
+        raw.INVALID_BYTES: 1,
+        raw.UNKNOWN_COMMON_FEATURE_INDEX: 1,
+        raw.WRONG_COLUMN_COUNT: 1,
+    }
+    assert train["bad_examples"][raw.WRONG_COLUMN_COUNT] == [
+        f"{raw_dir}/sample_skeleton_train.csv:101: expected 6 comma-separated columns, got 3"
+    ]
+    assert train["conversion_without_click"] == 1
+    assert test["bad_rows"] == {raw.BAD_GROUND_TRUTH: 1, raw.TRUNCATED_LAST_LINE: 1}
+    assert not os.path.exists(f"{tmp_path}/beam.beam-partial")
+
+    # What training needs: shards, vocabularies and the record count in stats.json.
+    from esmm_tf import trainer
+
+    assert trainer.steps_per_epoch(make_tiny_config(str(tmp_path / "beam"))) > 0
+    for field in F.FIELDS:
+        assert vocab.read_vocab(data_layout.vocab_file(str(tmp_path / "beam"), field.id)).size
+
+
+def test_multi_processing_gzip_equals_convert(tiny_raw_dir, tiny_data_dir, tmp_path):
+    """2 worker processes; gzip input (read unsplit) against the csv conversion."""
+    gz_dir = tmp_path / "gz"
+    gz_dir.mkdir()
+    for name in os.listdir(tiny_raw_dir):
+        if name.endswith(".csv"):
+            with (
+                open(os.path.join(tiny_raw_dir, name), "rb") as src,
+                gzip.open(gz_dir / (name + ".gz"), "wb") as dst,
+            ):
+                dst.write(src.read())
+    _beam(gz_dir, tmp_path / "beam", MULTI_PROCESSING, min_count=1, num_shards=2)
+    _assert_same_dataset(tiny_data_dir, tmp_path / "beam", same_fingerprint=False)
+
+
+def _bad_dataset(path):
+    sk, cf = simple_dataset(users=4, impressions_per_user=3)
+    sk.append(skeleton(99, 1, 0, "nope", item_features(1)))  # unknown common_feature_index
+    sk.append(b"100,1,0")  # wrong column count
+    sk.append(skeleton(101, 0, 1, f"{0:016x}", item_features(1)))  # conversion without click
+    return write_raw_dir(path, sk, cf)
+
+
+def test_too_many_bad_rows_fail_like_convert(tmp_path):
+    raw_dir = _bad_dataset(tmp_path / "raw")
+    with pytest.raises(ConvertError) as expected:
+        _convert(raw_dir, tmp_path / "convert", num_shards=2)
+    with pytest.raises(ConvertError) as err:
+        _beam(raw_dir, tmp_path / "beam", num_shards=2)
+    assert str(err.value) == str(expected.value)
+    assert "sample_skeleton_train.csv:13" in str(err.value)
+    assert "sample_skeleton_train.csv:14" in str(err.value)
+    assert not [p for p in os.listdir(tmp_path) if p.startswith("beam")]  # no output, no leftovers
+
+    # Under the threshold, kept on request: the same dataset as convert's.
+    options = dict(num_shards=1, min_count=1, max_bad_fraction=0.5)
+    options["keep_conversion_without_click"] = True
+    _convert(raw_dir, tmp_path / "convert", **options)
+    _beam(raw_dir, tmp_path / "beam", **options)
+    _assert_same_dataset(tmp_path / "convert", tmp_path / "beam")
+
+
+def test_ground_truth_out_of_step_and_existing_output(tmp_path):
+    sk, cf = simple_dataset(users=2, impressions_per_user=2)
+    raw_dir = write_raw_dir(tmp_path / "raw", sk, cf)
+    gt = [b"%d,0.%d,0.5,%d" % (i, i, i % 2) for i in range(1, 5)]
+    with open(os.path.join(raw_dir, "ground_truth_test.csv"), "wb") as f:
+        f.write(b"\n".join(gt) + b"\n")
+    with open(os.path.join(raw_dir, "ground_truth_train.csv"), "wb") as f:
+        f.write(b"\n".join(gt[:3]) + b"\n")
+    with pytest.raises(ConvertError, match=r"fewer rows .*\(ends before line 4\)"):
+        _beam(raw_dir, tmp_path / "out", num_shards=1)
+    with open(os.path.join(raw_dir, "ground_truth_train.csv"), "wb") as f:
+        f.write(b"\n".join(gt[::-1]) + b"\n")
+    with pytest.raises(ConvertError, match="ground_truth_train.csv:1: sample_id 4 does not match"):
+        _beam(raw_dir, tmp_path / "out", num_shards=1)
+    assert sorted(os.listdir(tmp_path)) == ["raw"]
+
+    os.makedirs(tmp_path / "out")
+    with pytest.raises(ConvertError, match="--overwrite"):
+        _beam(tmp_path / "raw", tmp_path / "out")
+
+
+def test_flags_and_pipeline_options():
+    config, pipeline_args = beam_convert.parse_args(
+        [
+            "--raw_dir=RAW",
+            "--out_dir",
+            "DATA",
+            "--min_count=10",
+            "--keep_conversion_without_click",
+            "--overwrite=false",
+            "--runner=DataflowRunner",
+            "--project=p",
+            "--num_shards=4",
+            "--setup_file=./setup.py",
+        ]
+    )
+    assert (config.raw_dir, config.out_dir, config.min_count, config.num_shards) == (
+        "RAW",
+        "DATA",
+        10,
+        4,
+    )
+    assert config.keep_conversion_without_click and not config.overwrite
+    assert pipeline_args == ["--runner=DataflowRunner", "--project=p", "--setup_file=./setup.py"]
+
+
+def test_numbered_ranges_match_read_lines(tmp_path):
+    """Every way of cutting a file into ranges gives raw.read_lines' numbered lines."""
+    path = str(tmp_path / "f.csv")
+    with open(path, "wb") as f:
+        f.write(b"a,1\r\n\nbb,2\n\n\nccc,3\r\nd")  # CRLF, empty lines, no final newline
+    expected = list(raw.read_lines(path))
+    source = ("train", "skeleton", path)
+    for chunk in range(1, 30):
+        counted = [beam_lines._count_starts(r) for r in beam_lines._ranges(source, chunk)]
+        numbered = list(beam_lines._number((source, [c for _, c in counted])))
+        got = [line for r in numbered for line in beam_lines._read_range(r)]
+        assert [(n, c, nl) for _, n, c, nl in got] == expected, chunk
