@@ -4,6 +4,13 @@ from pathlib import Path
 
 from setuptools import find_packages, setup
 
+BEAM = ["apache-beam==2.77.0"]
+TFDS = ["tensorflow-datasets==4.9.10"]
+PLOT = ["matplotlib==3.11.2"]
+# tensorflow-serving-api==2.21.0 (warm-up requests) is installed by the Makefile
+# with --no-deps: it requires the full `tensorflow` wheel, which tensorflow-cpu
+# stands in for.
+
 setup(
     name="esmm_tf",
     version="0.1.0",
@@ -25,7 +32,9 @@ setup(
         "google-crc32c==1.9.0",
     ],
     extras_require={
-        "dev": ["pytest==9.2.0", "ruff==0.17.6", "scikit-learn==1.9.1", "matplotlib==3.11.2"],
-        "plot": ["matplotlib==3.11.2"],
+        "beam": BEAM,  # data_prep.beam_convert
+        "tfds": TFDS,  # the ali_ccp TensorFlow Datasets builder
+        "plot": PLOT,  # experiments.figure2
+        "dev": ["pytest==9.2.0", "ruff==0.17.6", "scikit-learn==1.9.1", *BEAM, *TFDS, *PLOT],
     },
 )

@@ -12,9 +12,7 @@ import shutil
 import pytest
 import tensorflow as tf
 
-pytest.importorskip("apache_beam")
-
-from data_prep import beam_convert, raw  # noqa: E402
+from data_prep import beam_convert, raw
 from data_prep.beam import lines as beam_lines
 from data_prep.convert import ConvertConfig, ConvertError, convert
 from esmm_tf import data_layout, vocab
