@@ -15,7 +15,8 @@ DEMO_DIR ?= demo_out
 DEMO_IMPRESSIONS ?= 1000000
 DEMO_FLAGS ?= --flagfile=experiments/esmm.flags
 
-.PHONY: demo test lint format clean install install-dev bench bench-convert bench-train
+.PHONY: demo test lint format clean install install-dev bench bench-convert bench-train \
+	bench-serving
 
 $(STAMP):
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -65,9 +66,15 @@ bench-convert: $(STAMP)
 bench-train: $(STAMP)
 	$(PY) -m benchmarks.train_bench
 
+# Latency of the exported SavedModel's signatures at batch 1/64/1024, rank vs
+# serving_default (~1 minute; converts 200k synthetic impressions on first use).
+bench-serving: $(STAMP)
+	$(PY) -m benchmarks.serving_bench
+
 bench: $(STAMP)
 	$(PY) -m benchmarks.convert_bench
 	$(PY) -m benchmarks.train_bench
+	$(PY) -m benchmarks.serving_bench --data_dir=/tmp/esmm_convert_bench/data-2000000
 
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache .ruff_cache *.egg-info
