@@ -407,3 +407,16 @@ def test_stale_temporary_exports_are_removed(model, export_dir):
     assert os.path.isdir(live) and os.path.isdir(other_host)
     for path in (live, other_host):
         shutil.rmtree(path)
+
+
+def test_serving_api_pin_is_the_one_installed():
+    """One pin: the export's error message, the Makefile's install line, and
+    what is installed agree."""
+    from importlib.metadata import version
+
+    from esmm_tf.export import SERVING_API_PIN
+
+    name, pinned = SERVING_API_PIN.split("==")
+    with open(os.path.join(os.path.dirname(os.path.dirname(__file__)), "Makefile")) as f:
+        assert f"SERVING_API := {SERVING_API_PIN}\n" in f.read()
+    assert version(name) == pinned
