@@ -10,10 +10,18 @@ import os
 
 CONFIG_FILE = "config.json"
 MODELS = ("esmm", "esmm_ns", "base", "aman", "oversampling", "unbias", "division")
+STRATEGIES = ("default", "multi_worker_mirrored", "parameter_server")
 
 # Fields that may change when a run is resumed (they do not change the model).
 RESUMABLE_CHANGES = frozenset(
-    {"epochs", "checkpoint_every_steps", "log_every_steps", "eval_every_epochs", "keep_checkpoints"}
+    {
+        "epochs",
+        "checkpoint_every_steps",
+        "log_every_steps",
+        "eval_every_epochs",
+        "keep_checkpoints",
+        "strategy",
+    }
 )
 
 
@@ -63,10 +71,19 @@ class Config:
     log_every_steps: int = _f(100, "Steps between TensorBoard train summaries.")
     eval_every_epochs: int = _f(1, "Epochs between evaluations on the test split.")
     keep_checkpoints: int = _f(3, "Checkpoints kept.")
+    # Distribution (esmm_tf/distribute.py).
+    strategy: str = _f(
+        "default",
+        "tf.distribute strategy: default (one process), multi_worker_mirrored (synchronous, "
+        "hosts from TF_CONFIG; --records_per_batch is then the global batch) or "
+        "parameter_server (not supported yet).",
+    )
 
     def __post_init__(self):
         if self.model not in MODELS:
             raise ValueError(f"--model={self.model!r}; choose one of {', '.join(MODELS)}")
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"--strategy={self.strategy!r}; choose one of {', '.join(STRATEGIES)}")
         if not self.data_dir:
             raise ValueError("--data_dir is required")
         for name in (
