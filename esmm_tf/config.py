@@ -10,6 +10,7 @@ import os
 
 CONFIG_FILE = "config.json"
 MODELS = ("esmm", "esmm_ns", "base", "aman", "oversampling", "unbias", "division")
+STRATEGIES = ("default", "multi_worker_mirrored", "parameter_server")
 
 # Fields that may change when a run is resumed (they do not change the model).
 RESUMABLE_CHANGES = frozenset(
@@ -20,6 +21,7 @@ RESUMABLE_CHANGES = frozenset(
         "eval_every_epochs",
         "keep_checkpoints",
         "corrupt_shards",
+        "strategy",
     }
 )
 
@@ -76,10 +78,19 @@ class Config:
         "and byte offset; 'skip' checks every shard first and leaves the bad ones out "
         "(listed in eval_metrics.json).",
     )
+    # Distribution (esmm_tf/distribute.py).
+    strategy: str = _f(
+        "default",
+        "tf.distribute strategy: default (one process), multi_worker_mirrored (synchronous, "
+        "hosts from TF_CONFIG; --records_per_batch is then the global batch) or "
+        "parameter_server (not supported yet).",
+    )
 
     def __post_init__(self):
         if self.model not in MODELS:
             raise ValueError(f"--model={self.model!r}; choose one of {', '.join(MODELS)}")
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"--strategy={self.strategy!r}; choose one of {', '.join(STRATEGIES)}")
         if not self.data_dir:
             raise ValueError("--data_dir is required")
         for name in (

@@ -35,7 +35,9 @@ hash of the sample id and the seed, so it is reproducible.
 
 Each term is a mean: over all impressions for CTR/CTCVR terms, and a
 weighted mean over the sampled impressions (sum of w·loss / sum of w) for the
-CVR terms.
+CVR terms. Under a multi-replica strategy the denominators are summed over the
+replicas, so the replicas' losses add up to the mean over the global batch
+(and their summed gradients to its gradient).
 """
 
 from __future__ import annotations
@@ -89,9 +91,26 @@ def cvr_sample_weights(config: Config, labels: dict, ctr_logit: tf.Tensor) -> tf
     raise ValueError(f"{config.model} is not a click-sampled model")
 
 
+def _sum_over_replicas(x: tf.Tensor) -> tf.Tensor | None:
+    """``x`` summed over the replicas of a multi-replica strategy (``x`` is a
+    denominator: no gradient flows through it); None on one replica."""
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return None
+    return context.all_reduce(tf.distribute.ReduceOp.SUM, tf.stop_gradient(x))
+
+
 def _weighted_mean(values: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
-    """sum(w * values) / sum(w); 0 when nothing is sampled."""
-    return tf.math.divide_no_nan(tf.reduce_sum(values * weights), tf.reduce_sum(weights))
+    """sum(w * values) / sum(w); 0 when nothing is sampled.
+
+    Under a multi-replica strategy each replica divides its sum by the sum of
+    w over ALL replicas, so the replicas' losses (and gradients) add up to the
+    global batch's mean."""
+    denominator = tf.reduce_sum(weights)
+    global_denominator = _sum_over_replicas(denominator)
+    if global_denominator is not None:
+        denominator = global_denominator
+    return tf.math.divide_no_nan(tf.reduce_sum(values * weights), denominator)
 
 
 def _mean(values: tf.Tensor) -> tf.Tensor:
@@ -106,7 +125,12 @@ def loss(config: Config, labels: dict, outputs: dict) -> dict[str, tf.Tensor]:
     """
     click, conversion = labels[F.CLICK], labels[F.CONVERSION]
     if config.model in ("esmm", "esmm_ns"):
-        return losses.esmm_loss(click, conversion, outputs[CTR_LOGIT], outputs[CVR_LOGIT])
+        impressions = _sum_over_replicas(tf.cast(tf.size(click), tf.float32))
+        if impressions is None:  # one replica: the local mean
+            return losses.esmm_loss(click, conversion, outputs[CTR_LOGIT], outputs[CVR_LOGIT])
+        return losses.esmm_loss(
+            click, conversion, outputs[CTR_LOGIT], outputs[CVR_LOGIT], global_batch_size=impressions
+        )
     ctr = _mean(losses.bce_with_logits(click, outputs[CTR_LOGIT]))
     if config.model == "division":
         ctcvr = _mean(losses.bce_with_logits(click * conversion, outputs[CTCVR_LOGIT]))

@@ -69,6 +69,47 @@ def _is_distributed(var: tf.Variable) -> bool:
     return isinstance(var, tf.distribute.DistributedValues)
 
 
+def _sum_over_workers(replica_context: tf.distribute.ReplicaContext, grads: list[Any]) -> list[Any]:
+    """Gradients summed over the replicas of a MultiWorkerMirroredStrategy.
+
+    Every collective here has the same shape at every step. A
+    ``tf.IndexedSlices`` gradient is sent as its dense sum plus a per-row
+    count of the ids that touched each row, and comes back as the
+    ``tf.IndexedSlices`` of the rows any replica touched, so the lazy update
+    is exactly the one machine's on the global batch. (TensorFlow 2.21
+    all-reduces IndexedSlices with ``CollectiveGatherV2`` ops whose shapes
+    change from step to step; across worker processes that crashed a worker
+    with a segmentation fault at the second step, with ``all_reduce`` and
+    ``all_gather`` alike.) The cost is a dense all-reduce of each embedding
+    table per step: fine for tables that fit one host, which is what this
+    strategy is for.
+    """
+    flat = []
+    for g in grads:
+        if isinstance(g, tf.IndexedSlices):
+            rows = g.dense_shape[0]
+            flat.append(tf.math.unsorted_segment_sum(g.values, g.indices, rows))
+            flat.append(
+                tf.math.unsorted_segment_sum(tf.ones_like(g.indices, tf.float32), g.indices, rows)
+            )
+        else:
+            flat.append(g)
+    summed = iter(replica_context.all_reduce(tf.distribute.ReduceOp.SUM, flat))
+    out = []
+    for g in grads:
+        if isinstance(g, tf.IndexedSlices):
+            dense, count = next(summed), next(summed)
+            touched = tf.reshape(tf.where(count > 0), [-1])
+            out.append(
+                tf.IndexedSlices(
+                    tf.gather(dense, touched), tf.cast(touched, g.indices.dtype), g.dense_shape
+                )
+            )
+        else:
+            out.append(next(summed))
+    return out
+
+
 class Adam(tf.Module):
     """Adam whose sparse (embedding) updates touch only the rows in the batch.
 
@@ -222,7 +263,11 @@ class Adam(tf.Module):
         strategy = tf.distribute.get_strategy()
         replica_context = tf.distribute.get_replica_context()
         if replica_context is not None and strategy.num_replicas_in_sync > 1:
-            grads = replica_context.all_reduce(tf.distribute.ReduceOp.SUM, [g for g, _ in pairs])
+            grads = [g for g, _ in pairs]
+            if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+                grads = _sum_over_workers(replica_context, grads)
+            else:
+                grads = replica_context.all_reduce(tf.distribute.ReduceOp.SUM, grads)
             pairs = list(zip(grads, [v for _, v in pairs], strict=True))
         tf.__internal__.distribute.interim.maybe_merge_call(
             self._distributed_apply, strategy, pairs, lr, step

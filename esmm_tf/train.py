@@ -2,7 +2,9 @@
 --data_dir=DATA --model_dir=RUN [--export_dir=EXPORT]``.
 
 Every field of ``esmm_tf.config.Config`` is a flag of the same name. Re-running
-the same command resumes from the last checkpoint in ``--model_dir``.
+the same command resumes from the last checkpoint in ``--model_dir``. On a
+cluster every worker runs the same command with its own ``TF_CONFIG`` and
+``--strategy=multi_worker_mirrored`` (README: "Running on a cluster").
 """
 
 from __future__ import annotations
@@ -52,22 +54,30 @@ def config_from_flags(flag_values: flags.FlagValues = FLAGS) -> Config:
 def main(argv) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    from esmm_tf import data_layout, trainer
+    from esmm_tf import data_layout, distribute, trainer
 
     try:
         config = config_from_flags()
-        trainer.train_and_evaluate(config, FLAGS.model_dir, export_dir=FLAGS.export_dir)
+        strategy = distribute.make_strategy(config.strategy)  # before any TensorFlow op
+        trainer.train_and_evaluate(
+            config, FLAGS.model_dir, export_dir=FLAGS.export_dir, strategy=strategy
+        )
     except (ValueError, FileNotFoundError, data_layout.DatasetError, trainer.TrainingError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
+
+
+def define_flags() -> None:
+    """The flags of this entry point: the Config fields, --model_dir, --export_dir."""
+    define_config_flags()
+    flags.DEFINE_string("model_dir", None, "Checkpoints, config.json and TensorBoard events.")
+    flags.DEFINE_string("export_dir", None, "If set, export a SavedModel version here at the end.")
+    flags.mark_flag_as_required("model_dir")
 
 
 if __name__ == "__main__":
     from esmm_tf.cli import quiet_tensorflow
 
     quiet_tensorflow()
-    define_config_flags()
-    flags.DEFINE_string("model_dir", None, "Checkpoints, config.json and TensorBoard events.")
-    flags.DEFINE_string("export_dir", None, "If set, export a SavedModel version here at the end.")
-    flags.mark_flag_as_required("model_dir")
+    define_flags()
     app.run(main)

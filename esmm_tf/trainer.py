@@ -17,7 +17,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import sys
+import tempfile
 import time
 
 import keras
@@ -25,7 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from esmm_tf import config as config_lib
-from esmm_tf import data_layout, evaluation, input_pipeline, objectives, shards
+from esmm_tf import data_layout, distribute, evaluation, input_pipeline, objectives, shards
 from esmm_tf import features as F
 from esmm_tf.config import Config
 from esmm_tf.model import build_model
@@ -139,75 +141,118 @@ def train_and_evaluate(
 ) -> dict:
     """Trains (resuming from model_dir's last checkpoint), evaluates, exports.
 
-    Returns the final evaluation metrics (also written to model_dir/eval_metrics.json).
+    ``strategy`` defaults to the one ``config.strategy`` names. Under a
+    multi-worker strategy every worker calls this with the same arguments;
+    only the chief writes to ``model_dir`` and ``export_dir`` (which must be
+    shared storage that every worker can read, for resumption).
+
+    Returns the final evaluation metrics (also written to model_dir/eval_metrics.json);
+    a non-chief worker returns only ``{"step": ...}``.
+
     A truncated or corrupted shard raises ``shards.CorruptShardError`` naming
     it (or, with ``config.corrupt_shards="skip"``, is left out and listed in
     the metrics as ``skipped_shards``).
     """
-    files = [
-        *data_layout.shard_files(config.data_dir, "train"),
-        *data_layout.shard_files(config.data_dir, "test"),
-    ]
-    with shards.naming_corrupt_shards(files):
-        return _train_and_evaluate(config, model_dir, export_dir, strategy)
+    strategy = strategy or distribute.make_strategy(config.strategy)
+    chief = distribute.is_chief(strategy)
+    train_files = data_layout.shard_files(config.data_dir, "train")
+    test_files = data_layout.shard_files(config.data_dir, "test")
+    if chief:
+        config_lib.save(config, model_dir)
+    with shards.naming_corrupt_shards(train_files + test_files):
+        train_files, bad_train = shards.usable_shards(train_files, config.corrupt_shards)
+        test_files, bad_test = shards.usable_shards(test_files, config.corrupt_shards)
+        distribute.check_train_sharding(strategy, train_files, config.records_per_batch)
+        scratch = None if chief else tempfile.mkdtemp(prefix="esmm-worker-")
+        try:
+            return _train_and_evaluate(
+                config,
+                model_dir,
+                export_dir,
+                strategy,
+                chief,
+                scratch,
+                train_files,
+                test_files,
+                bad_train,
+                bad_test,
+            )
+        finally:
+            if scratch:
+                shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _train_and_evaluate(
     config: Config,
     model_dir: str,
     export_dir: str | None,
-    strategy: tf.distribute.Strategy | None,
+    strategy: tf.distribute.Strategy,
+    chief: bool,
+    scratch: str | None,
+    train_files: list[str],
+    test_files: list[str],
+    bad_train: list[shards.ShardCheck],
+    bad_test: list[shards.ShardCheck],
 ) -> dict:
-    strategy = strategy or tf.distribute.get_strategy()
-    train_files = data_layout.shard_files(config.data_dir, "train")
-    test_files = data_layout.shard_files(config.data_dir, "test")
-    config_lib.save(config, model_dir)
-    train_files, bad_train = shards.usable_shards(train_files, config.corrupt_shards)
-    test_files, bad_test = shards.usable_shards(test_files, config.corrupt_shards)
+    """train_and_evaluate's body. ``scratch``: a non-chief worker's temporary
+    directory, where it writes what the chief writes to model_dir (saving
+    distributed variables may take part in collective operations)."""
+    task = distribute.task_name(strategy)
+    prefix = f"[{task}] " if task else ""
     per_epoch = steps_per_epoch(config, train_files if bad_train else None)
     total_steps = per_epoch * config.epochs
     keras.utils.set_random_seed(config.seed)
 
     model, optimizer, train_step = build_training(config, strategy)
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
+    checkpoint_dir = os.path.join(model_dir, CHECKPOINT_DIR)
     manager = tf.train.CheckpointManager(
         checkpoint,
-        os.path.join(model_dir, CHECKPOINT_DIR),
+        checkpoint_dir if chief else os.path.join(scratch, CHECKPOINT_DIR),
         max_to_keep=config.keep_checkpoints,
         step_counter=optimizer.iterations,
     )
-    if manager.latest_checkpoint:
-        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-        _log(f"resumed from {manager.latest_checkpoint} (step {int(optimizer.iterations)})")
+    # Every worker resumes from the chief's checkpoints.
+    latest = manager.latest_checkpoint if chief else tf.train.latest_checkpoint(checkpoint_dir)
+    if latest:
+        checkpoint.restore(latest).assert_existing_objects_matched()
+        _log(f"{prefix}resumed from {latest} (step {int(optimizer.iterations.numpy())})")
 
     predict = evaluation.predict_function(model)
-    writer = tf.summary.create_file_writer(os.path.join(model_dir, "train"))
-    eval_writer = tf.summary.create_file_writer(os.path.join(model_dir, "eval"))
+    if chief:
+        writer = tf.summary.create_file_writer(os.path.join(model_dir, "train"))
+        eval_writer = tf.summary.create_file_writer(os.path.join(model_dir, "eval"))
+    else:
+        writer = eval_writer = tf.summary.create_noop_writer()
+    multi_worker = distribute.is_multi_worker(strategy)
+    global_sum = distribute.sum_over_workers(strategy)
 
-    step = int(optimizer.iterations)
+    step = int(optimizer.iterations.numpy())
     metrics = None
     window = _TrainWindow()
-    progbar = keras.utils.Progbar(total_steps, stateful_metrics=["loss", "imp/s"])
+    progbar = keras.utils.Progbar(
+        total_steps, verbose=1 if chief else 0, stateful_metrics=["loss", "imp/s"]
+    )
     if step:
         progbar.update(min(step, total_steps))
     while step < total_steps:
         epoch = step // per_epoch
-        dataset = input_pipeline.make_dataset(
-            train_files,
-            config.records_per_batch,
-            shuffle=True,
-            seed=config.seed + epoch,
-            shuffle_buffer=config.shuffle_buffer,
-            deterministic=config.deterministic,
-            fraction=config.train_fraction,
-        ).skip(step - epoch * per_epoch)
-        for inputs, labels in dataset:
+        batches = iter(_train_batches(config, strategy, train_files, epoch, step % per_epoch))
+        while True:
+            try:
+                inputs, labels = distribute.local_value(strategy, next(batches))
+            except StopIteration:
+                raise TrainingError(
+                    f"the train split ended after {step} steps, before the {per_epoch} steps "
+                    f"per epoch that {data_layout.stats_file(config.data_dir)} implies; "
+                    "was the dataset changed after conversion?"
+                ) from None
             loss, outputs = train_step(inputs, labels)
-            loss = {k: v.numpy() for k, v in loss.items()}
+            loss = {k: v.numpy() for k, v in global_sum(loss).items()}
             if not all(np.isfinite(v) for v in loss.values()):
                 raise TrainingError(
                     f"loss is not finite at step {step + 1} ({loss}); stopping. The last good "
-                    f"checkpoint is kept: {manager.latest_checkpoint or 'none yet'}"
+                    f"checkpoint is kept: {latest_checkpoint(model_dir) or 'none yet'}"
                 )
             step += 1
             window.update(
@@ -224,19 +269,24 @@ def _train_and_evaluate(
                 _save_checkpoint(manager, model, step)
             if step % per_epoch == 0 or step == total_steps:
                 break
-        else:
-            raise TrainingError(
-                f"the train split ended after {step} steps, before the {per_epoch} steps per "
-                f"epoch that {data_layout.stats_file(config.data_dir)} implies; "
-                "was the dataset changed after conversion?"
-            )
         epoch_done = step // per_epoch
         if epoch_done % config.eval_every_epochs == 0 or step >= total_steps:
             _save_checkpoint(manager, model, step)
-            metrics = evaluation.evaluate(model, eval_dataset(config, files=test_files), predict)
-            _write_eval_summaries(eval_writer, metrics, step)
-            _log("\n" + evaluation.format_table(metrics, f"eval after epoch {epoch_done}"))
+            if chief:  # the others go on to the next step's collectives and wait there
+                metrics = evaluation.evaluate(
+                    model, eval_dataset(config, files=test_files), predict
+                )
+                _write_eval_summaries(eval_writer, metrics, step)
+                _log("\n" + evaluation.format_table(metrics, f"eval after epoch {epoch_done}"))
 
+    if not chief:
+        if export_dir:  # as the chief does (saving may take part in collectives), then dropped
+            from esmm_tf.export import export_saved_model
+
+            export_saved_model(model, os.path.join(scratch, "export"))
+        _log(f"{prefix}done at step {step}; the chief writes {model_dir}")
+        _barrier(strategy, global_sum)
+        return {"step": step}
     if metrics is None:  # nothing left to train: evaluate the restored model
         metrics = evaluation.evaluate(model, eval_dataset(config, files=test_files), predict)
     metrics["step"] = step
@@ -248,12 +298,12 @@ def _train_and_evaluate(
         from esmm_tf import serving_requests
         from esmm_tf.export import WARMUP_RECORDS, export_saved_model
 
-        warmup = serving_requests.read_records(
-            data_layout.shard_files(config.data_dir, "test"), WARMUP_RECORDS
-        )
+        warmup = serving_requests.read_records(test_files, WARMUP_RECORDS)
         path = export_saved_model(model, export_dir, warmup_records=warmup)
         metrics["export_path"] = path
         _log(f"exported SavedModel to {path}")
+    if multi_worker:
+        _barrier(strategy, global_sum)
     return metrics
 
 
@@ -269,6 +319,44 @@ def _save_checkpoint(manager: tf.train.CheckpointManager, model, step: int) -> N
             f"The last good checkpoint is kept: {manager.latest_checkpoint or 'none yet'}"
         )
     manager.save(checkpoint_number=step)
+
+
+def latest_checkpoint(model_dir: str) -> str | None:
+    return tf.train.latest_checkpoint(os.path.join(model_dir, CHECKPOINT_DIR))
+
+
+def _barrier(strategy: tf.distribute.Strategy, global_sum) -> None:
+    """Waits until every worker gets here (the chief evaluates and exports
+    while the others wait), so that no worker leaves the cluster early."""
+    if distribute.is_multi_worker(strategy):
+        global_sum({"done": tf.constant(1.0)})
+
+
+def _train_batches(
+    config: Config, strategy: tf.distribute.Strategy, files: list[str], epoch: int, skip: int
+):
+    """Epoch ``epoch``'s train batches from batch ``skip`` on: on one machine the
+    split shuffled with seed ``seed + epoch``; on a cluster, each worker's files
+    (every num_workers-th) the same way, batches of records_per_batch / replicas
+    records, repeated so that every worker has the epoch's steps."""
+
+    def make(num_shards: int, shard_index: int, context: tf.distribute.InputContext):
+        dataset = input_pipeline.make_dataset(
+            files,
+            context.get_per_replica_batch_size(config.records_per_batch),
+            shuffle=True,
+            seed=config.seed + epoch,
+            shuffle_buffer=config.shuffle_buffer,
+            deterministic=config.deterministic,
+            fraction=config.train_fraction,
+            num_shards=num_shards,
+            shard_index=shard_index,
+        )
+        if num_shards > 1:  # shards differ in size; the workers take the same steps
+            dataset = dataset.repeat()
+        return dataset.skip(skip)
+
+    return distribute.distributed_batches(strategy, make)
 
 
 def _write_train_summaries(writer, window: _TrainWindow, optimizer: Adam, step: int) -> float:
