@@ -5,7 +5,14 @@ from pathlib import Path
 from setuptools import find_packages, setup
 
 BEAM = ["apache-beam==2.77.0"]
-TFDS = ["tensorflow-datasets==4.9.10"]
+# importlib_resources and dill: imported by tensorflow-datasets 4.9.10 (builds,
+# tfds.testing) but not declared for Python 3.11; mlcroissant: the `tfds` CLI.
+TFDS = [
+    "tensorflow-datasets==4.9.10",
+    "importlib_resources==7.1.0",
+    "dill==0.4.1",
+    "mlcroissant==1.1.1",
+]
 PLOT = ["matplotlib==3.11.2"]
 # tensorflow-serving-api==2.21.0 (warm-up requests) is installed by the Makefile
 # with --no-deps: it requires the full `tensorflow` wheel, which tensorflow-cpu
@@ -23,6 +30,7 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.11,<3.13",
     packages=find_packages(include=["esmm_tf*", "data_prep*", "experiments*"]),
+    package_data={"data_prep.tfds.ali_ccp": ["README.md", "CITATIONS.bib"]},
     install_requires=[
         "tensorflow-cpu==2.21.0",
         "keras==3.15.1",

@@ -23,9 +23,10 @@ import tensorflow as tf
 from esmm_tf import distribute, trainer
 from esmm_tf.export import SIGNATURE_INPUT
 from esmm_tf.model import build_model
+from esmm_tf.serving_requests import impression_examples
 from tests.conftest import make_tiny_config
 from tests.entry import ENV, ROOT
-from tests.test_input_pipeline import parse_serving, per_impression_examples, read_records
+from tests.test_input_pipeline import parse_serving, read_records
 
 TIMEOUT_S = 240  # per run of the two workers; each takes well under that
 
@@ -161,9 +162,7 @@ def test_two_workers_train_identically_and_only_the_chief_writes(tiny_data_dir, 
     # ... and the one export serves what it predicts.
     (version,) = os.listdir(export_dir)
     loaded = tf.saved_model.load(str(export_dir / version))
-    examples = [
-        e for r in read_records(tiny_data_dir, "test", 3) for e in per_impression_examples(r)
-    ]
+    examples = [e for r in read_records(tiny_data_dir, "test", 3) for e in impression_examples(r)]
     served = loaded.signatures["serving_default"](
         **{SIGNATURE_INPUT: tf.constant(examples, tf.string)}
     )

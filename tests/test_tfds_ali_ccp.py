@@ -9,18 +9,20 @@ import gzip
 import io
 import os
 import shutil
+import subprocess
+import sys
 import tarfile
 import tempfile
 
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
 
-tfds = pytest.importorskip("tensorflow_datasets")
-
-from data_prep import raw  # noqa: E402
-from data_prep import synthetic as synthetic_lib  # noqa: E402
-from data_prep.tfds.ali_ccp import ali_ccp_dataset_builder as ali_ccp  # noqa: E402
-from esmm_tf import features as F  # noqa: E402
+from data_prep import raw
+from data_prep import synthetic as synthetic_lib
+from data_prep.tfds.ali_ccp import ali_ccp_dataset_builder as ali_ccp
+from esmm_tf import features as F
+from tests.entry import ENV, ROOT
 
 DUMMY_DATA = os.path.join(os.path.dirname(ali_ccp.__file__), "dummy_data")
 MAX_GROUP_SIZE = 256  # data_prep.convert's default
@@ -247,3 +249,27 @@ def test_configs_as_documented():
     assert configs["full"].synthetic is None
     assert configs["synthetic"].synthetic.impressions == 100_000
     assert configs["synthetic"].synthetic.seed == 0
+
+
+def test_tfds_command_line_builds_the_dummy_data(tmp_path):
+    """``tfds build <builder dir> --config=full --manual_dir=...`` as the README says."""
+    tfds_cli = os.path.join(os.path.dirname(sys.executable), "tfds")
+    result = subprocess.run(
+        [
+            tfds_cli,
+            "build",
+            "data_prep/tfds/ali_ccp",
+            "--config=full",
+            f"--manual_dir={DUMMY_DATA}",
+            f"--data_dir={tmp_path}",
+        ],
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    builder = tfds.builder("ali_ccp/full", data_dir=str(tmp_path))
+    assert builder.info.splits["train"].num_examples == 22
+    assert builder.info.splits["test"].num_examples == 23
