@@ -168,6 +168,30 @@ def test_empty_example(serve, model):
         np.testing.assert_allclose(out[key], np.repeat(want[key], 2), rtol=0, atol=1e-6)
 
 
+def test_empty_lists_score_as_absent_fields(serve, rank, records):
+    """A field present with an empty id list (and empty weights) pools to zero,
+    exactly like an absent field, in both signatures."""
+    example = tf.train.Example.FromString(impression_examples(records[0])[0])
+    emptied = tf.train.Example()
+    emptied.CopyFrom(example)
+    absent = tf.train.Example()
+    absent.CopyFrom(example)
+    for field in ("109_14", "210", "101"):
+        del emptied.features.feature[f"ids/{field}"].int64_list.value[:]
+        del absent.features.feature[f"ids/{field}"]
+        if f"w/{field}" in example.features.feature:
+            del emptied.features.feature[f"w/{field}"].float_list.value[:]
+            del absent.features.feature[f"w/{field}"]
+    assert len(emptied.features.feature) == len(example.features.feature)
+    out = call(serve, [emptied.SerializeToString(), absent.SerializeToString()])
+    for key in F.OUTPUT_KEYS:
+        assert np.all(np.isfinite(out[key]))
+        np.testing.assert_allclose(out[key][0], out[key][1], rtol=0, atol=1e-7)
+    ranked = call_rank(rank, emptied.SerializeToString(), [emptied.SerializeToString()])
+    for key in F.OUTPUT_KEYS:
+        np.testing.assert_allclose(ranked[key], out[key][:1], rtol=0, atol=1e-6)
+
+
 def test_unknown_ids_score_as_the_oov_row(serve, records):
     example = tf.train.Example.FromString(impression_examples(records[0])[0])
 
