@@ -12,6 +12,7 @@ from esmm_tf import data_layout, losses, trainer, vocab
 from esmm_tf import features as F
 from esmm_tf.embedding import FieldEmbeddings
 from esmm_tf.model import CTR_LOGIT, CVR_LOGIT, build_model
+from esmm_tf.towers import Tower
 from tests.test_input_pipeline import (
     make_example,
     parse_grouped,
@@ -316,3 +317,28 @@ def test_one_table_pooling_equals_per_field_pooling(config, vocab_rows, use_weig
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
         np.testing.assert_allclose(got_grad, want_grad, rtol=1e-6, atol=1e-6)
         assert np.abs(want_grad).sum() > 0
+
+
+def test_tower_on_groups_equals_tower_on_broadcast_rows():
+    """Tower((user, item, group_index)) is the tower of concat([gather(user,
+    group_index), item], 1): the same outputs and gradients."""
+    rng = np.random.default_rng(3)
+    net = Tower((8, 4), seed=1, name="t")
+    for impressions, groups in ((1, 1), (50, 7)):
+        group = np.sort(rng.integers(0, groups, impressions)).astype(np.int32)
+        user = tf.constant(rng.normal(size=(groups, 6)), tf.float32)
+        item = tf.constant(rng.normal(size=(impressions, 5)), tf.float32)
+        cotangent = tf.constant(rng.normal(size=(impressions, 1)), tf.float32)
+        results = []
+        for grouped in (True, False):
+            with tf.GradientTape() as tape:
+                tape.watch([user, item])
+                if grouped:
+                    out = net((user, item, tf.constant(group)))
+                else:
+                    out = net(tf.concat([tf.gather(user, group), item], 1))
+                loss = tf.reduce_sum(out * cotangent)
+            grads = tape.gradient(loss, [*net.trainable_variables, user, item])
+            results.append([out.numpy()] + [tf.convert_to_tensor(g).numpy() for g in grads])
+        for got, want in zip(*results, strict=True):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
