@@ -1,14 +1,24 @@
 """Field embeddings: raw ids -> vocabulary rows -> pooled, concatenated vectors.
 
-One table per field, ``vocab_size + 1`` rows (row 0 is the OOV bucket, see ``esmm_tf.vocab``). The
-raw-id -> row lookup is a ``tf.lookup.StaticHashTable`` built from the field's
-vocabulary file, so an exported SavedModel takes raw ids (the files travel as
-assets). Rows are gathered from the table variable directly, so gradients are
-``tf.IndexedSlices`` of the touched rows only (see ``esmm_tf.optimizer``).
+Each field has ``vocab_size + 1`` embedding rows (row 0 is the OOV bucket, see
+``esmm_tf.vocab``). The raw-id -> row lookup is a ``tf.lookup.StaticHashTable``
+per field, built from the field's vocabulary file, so an exported SavedModel
+takes raw ids (the files travel as assets).
 
 Multi-valued fields are sum-pooled (weighted by their values when the field is
 weighted and ``use_weights``). User-side fields are pooled once per group and
 broadcast to the group's impressions.
+
+Implementation (for speed; the math is per-field gather + sum, which
+tests/test_model.py checks against): the fields' tables are blocks of one
+variable, ``embeddings`` [sum of rows, dim] (field k's rows start at
+``rows(field)[0]``), so a batch is one gather and one segment sum over the ids
+of every field, whose segment ``row * num_side_fields + k`` lays the pooled
+vectors out directly as [rows, fields * dim]. The gradient is one
+``tf.IndexedSlices`` of the touched rows (see ``esmm_tf.optimizer``), and the
+optimizer updates one variable instead of one per field (23 small gathers,
+segment sums and lazy-Adam updates became one each; a few per cent of the
+train step, see benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -40,12 +50,30 @@ def _table_attr(field: F.Field) -> str:
     return f"lookup_{field.id}"
 
 
-def _embedding_attr(field: F.Field) -> str:
-    return f"embedding_{field.id}"
+class _FieldBlocks(keras.initializers.Initializer):
+    """Initial values of the concatenated table: field k's block is what
+    ``RandomUniform(-0.05, 0.05, seed=seeds[k])`` gives a [rows[k], dim] table
+    (the values of one variable per field)."""
+
+    def __init__(self, rows: tuple[int, ...], seeds: tuple[int, ...]):
+        self.rows = tuple(rows)
+        self.seeds = tuple(seeds)
+
+    def __call__(self, shape, dtype=None):
+        dim = shape[1]
+        blocks = [
+            keras.initializers.RandomUniform(-0.05, 0.05, seed=seed)((rows, dim), dtype=dtype)
+            for rows, seed in zip(self.rows, self.seeds, strict=True)
+        ]
+        return blocks[0] if len(blocks) == 1 else tf.concat(blocks, 0)
+
+    def get_config(self):
+        return {"rows": self.rows, "seeds": self.seeds}
 
 
 class FieldEmbeddings(keras.layers.Layer):
-    """Maps the flat per-field inputs to [impressions, num_fields * dim]."""
+    """Maps the flat per-field inputs to [impressions, num_fields * dim]:
+    user-side fields first, then the others, each in ``fields`` order."""
 
     def __init__(
         self,
@@ -63,47 +91,98 @@ class FieldEmbeddings(keras.layers.Layer):
         self.seed = seed
         self.user_fields = tuple(f for f in fields if f.user_side)
         self.item_fields = tuple(f for f in fields if not f.user_side)
+        rows = []
         # Plain attributes (not a dict): tf.train.Checkpoint follows attributes,
-        # and does not see variables kept in a dict attribute of a Keras layer.
-        for i, field in enumerate(self.user_fields + self.item_fields):
+        # and does not see trackables kept in a dict attribute of a Keras layer.
+        for field in self.user_fields + self.item_fields:
             path = data_layout.vocab_file(data_dir, field.id)
             setattr(self, _table_attr(field), vocab_table(path))
-            rows = vocab.vocab_size(path) + vocab.OOV_ROWS
-            table = self.add_weight(
-                shape=(rows, dim),
-                initializer=keras.initializers.RandomUniform(-0.05, 0.05, seed=seed * 1000 + i),
-                name=f"embedding_{field.id}",
-            )
-            setattr(self, _embedding_attr(field), table)
+            rows.append(vocab.vocab_size(path) + vocab.OOV_ROWS)
+        offsets = [0]
+        for n in rows[:-1]:
+            offsets.append(offsets[-1] + n)
+        self._rows = dict(zip(self.fields, zip(offsets, rows, strict=True), strict=True))
+        self.embeddings = self.add_weight(
+            shape=(sum(rows), dim),
+            initializer=_FieldBlocks(rows, [seed * 1000 + i for i in range(len(rows))]),
+            name="embeddings",
+        )
+
+    @property
+    def fields(self) -> tuple[F.Field, ...]:
+        """The fields in output order (user side first)."""
+        return self.user_fields + self.item_fields
 
     def table(self, field: F.Field) -> tf.lookup.StaticHashTable:
         return getattr(self, _table_attr(field))
 
-    def embedding(self, field: F.Field):
-        """The field's embedding table variable, [vocab_size + 1, dim]."""
-        return getattr(self, _embedding_attr(field))
+    def rows(self, field: F.Field) -> tuple[int, int]:
+        """(first row, number of rows) of the field's block in ``embeddings``."""
+        return self._rows[field]
 
-    def _pool(self, field: F.Field, inputs: dict, num_rows) -> tf.Tensor:
-        raw_ids = inputs[field.ids_input]
-        rows = self.table(field).lookup(raw_ids)
-        vectors = tf.gather(self.embedding(field).value, tf.cast(rows, tf.int32))
-        if field.weighted and self.use_weights:
-            vectors = vectors * tf.expand_dims(inputs[field.weights_input], 1)
-        return tf.math.unsorted_segment_sum(vectors, inputs[field.rows_input], num_rows)
+    def embedding(self, field: F.Field) -> tf.Tensor:
+        """The field's embedding table, [vocab_size + 1, dim] (a read of its
+        block of the ``embeddings`` variable)."""
+        start, n = self.rows(field)
+        return self.embeddings.value[start : start + n]
 
-    def call(self, inputs: dict) -> tf.Tensor:
+    def _side(self, fields, inputs: dict, num_rows, first_segment):
+        """Table rows, segment ids and weights (None: all 1) of the ids of
+        ``fields``; field k's ids pooled over ``num_rows`` rows go to segment
+        ``first_segment + row * len(fields) + k``."""
+        rows, segments, weights = [], [], []
+        weighted = self.use_weights and any(f.weighted for f in fields)
+        for k, field in enumerate(fields):
+            ids = inputs[field.ids_input]
+            rows.append(self.table(field).lookup(ids) + self.rows(field)[0])
+            segments.append(inputs[field.rows_input] * len(fields) + (first_segment + k))
+            if weighted:
+                if field.weighted:
+                    weights.append(inputs[field.weights_input])
+                else:
+                    weights.append(tf.ones(tf.shape(ids), tf.float32))
+        return rows, segments, weights if weighted else None
+
+    def call(self, inputs: dict, grouped: bool = False):
+        """[impressions, num_fields * dim]; with ``grouped``, the two parts of
+        it: ``(user [groups, user fields * dim], item [impressions, item
+        fields * dim])``, where the full output is
+        ``concat([gather(user, group_index), item], 1)``."""
         group_index = inputs[F.GROUP_INDEX]
         num_impressions = tf.shape(group_index)[0]
         num_groups = tf.maximum(tf.reduce_max(group_index) + 1, 0)
-        parts = []
-        if self.user_fields:
-            user = tf.concat([self._pool(f, inputs, num_groups) for f in self.user_fields], 1)
-            parts.append(tf.gather(user, group_index))
-        parts.extend(self._pool(f, inputs, num_impressions) for f in self.item_fields)
-        return tf.concat(parts, axis=1)
+        nu, ni = len(self.user_fields), len(self.item_fields)
+        user_segments = num_groups * nu
+        user = self._side(self.user_fields, inputs, num_groups, 0)
+        item = self._side(self.item_fields, inputs, num_impressions, user_segments)
+        rows = tf.concat(user[0] + item[0], 0)
+        segments = tf.concat(user[1] + item[1], 0)
+        vectors = tf.gather(self.embeddings.value, tf.cast(rows, tf.int32))
+        if user[2] is not None or item[2] is not None:
+            weights = []
+            for side in (user, item):
+                if side[2] is not None:
+                    weights.extend(side[2])
+                else:
+                    weights.extend(tf.ones(tf.shape(r), tf.float32) for r in side[0])
+            vectors = vectors * tf.expand_dims(tf.concat(weights, 0), 1)
+        pooled = tf.math.unsorted_segment_sum(
+            vectors, segments, user_segments + num_impressions * ni
+        )
+        # tf.split, not slices: its gradient is a concat, a slice's a padded copy.
+        user, item = tf.split(pooled, [user_segments, num_impressions * ni])
+        user = tf.reshape(user, [num_groups, nu * self.dim])
+        item = tf.reshape(item, [num_impressions, ni * self.dim])
+        if grouped:
+            return user, item
+        return tf.concat([tf.gather(user, group_index), item], axis=1)
 
-    def compute_output_shape(self, input_shape):
-        return (None, self.dim * (len(self.user_fields) + len(self.item_fields)))
+    def compute_output_spec(self, inputs, grouped: bool = False):
+        user = keras.KerasTensor((None, self.dim * len(self.user_fields)))
+        item = keras.KerasTensor((None, self.dim * len(self.item_fields)))
+        if grouped:
+            return user, item
+        return keras.KerasTensor((None, self.dim * len(self.fields)))
 
     def get_config(self):
         return {

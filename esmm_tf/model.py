@@ -82,11 +82,14 @@ def build_model(config: Config) -> keras.Model:
     """The model ``config.model`` names (see esmm_tf/objectives.py)."""
     inputs = model_inputs()
     seed = config.seed * 7919
-    ctr_input = _embeddings(config, "embeddings", seed)(inputs)
+    # Each tower gets (user part per group, item part, group_index): see Tower.
+    group_index = inputs[F.GROUP_INDEX]
+    ctr_input = (*_embeddings(config, "embeddings", seed)(inputs, grouped=True), group_index)
     if objectives.shared_embeddings(config.model):
         second_input = ctr_input
     else:
-        second_input = _embeddings(config, "second_embeddings", seed + 500)(inputs)
+        second = _embeddings(config, "second_embeddings", seed + 500)(inputs, grouped=True)
+        second_input = (*second, group_index)
     second = objectives.second_head(config.model)
     ctr_logit = tower(config.tower_units, "ctr_tower", seed + 100)(ctr_input)
     second_logit = tower(config.tower_units, f"{second}_tower", seed + 200)(second_input)

@@ -124,9 +124,8 @@ def randomize_embeddings(model, seed: int = 0, scale: float = 1.0) -> None:
     rng = np.random.default_rng(seed)
     for layer in model.layers:
         if isinstance(layer, FieldEmbeddings):
-            for field in F.FIELDS:
-                var = layer.embedding(field)
-                var.assign(rng.uniform(-scale, scale, size=var.shape).astype(np.float32))
+            var = layer.embeddings  # every field's table
+            var.assign(rng.uniform(-scale, scale, size=var.shape).astype(np.float32))
 
 
 def small_config(data_dir: str, **overrides) -> Config:

@@ -12,6 +12,7 @@ from esmm_tf import data_layout, losses, trainer, vocab
 from esmm_tf import features as F
 from esmm_tf.embedding import FieldEmbeddings
 from esmm_tf.model import CTR_LOGIT, CVR_LOGIT, build_model
+from esmm_tf.towers import Tower
 from tests.test_input_pipeline import (
     make_example,
     parse_grouped,
@@ -125,17 +126,14 @@ def test_esmm_shares_one_embedding_set_esmm_ns_has_two(config, batch):
     assert len(esmm_sets) == 1
     assert len(ns_sets) == 2
     a, b = ns_sets
-    for field in F.FIELDS:
-        assert a.embedding(field) is not b.embedding(field)
-        assert a.embedding(field).path != b.embedding(field).path
-    assert len(ns.trainable_variables) == len(esmm.trainable_variables) + len(F.FIELDS)
+    assert a.embeddings is not b.embeddings
+    assert a.embeddings.path != b.embeddings.path
+    assert len(ns.trainable_variables) == len(esmm.trainable_variables) + 1
 
     # In ESMM-NS the CVR head depends on its own embeddings only.
     before = {k: v.numpy() for k, v in ns(batch, training=False).items()}
-    cvr_embeddings = ns.get_layer("second_embeddings")
-    for field in F.FIELDS:
-        var = cvr_embeddings.embedding(field)
-        var.assign(var.numpy() + 0.5)
+    var = ns.get_layer("second_embeddings").embeddings
+    var.assign(var.numpy() + 0.5)
     after = {k: v.numpy() for k, v in ns(batch, training=False).items()}
     np.testing.assert_array_equal(before[F.CTR], after[F.CTR])
     assert np.max(np.abs(before[F.CVR] - after[F.CVR])) > 1e-4
@@ -159,20 +157,21 @@ def test_unknown_ids_map_to_the_oov_row(model, vocab_rows, tiny_data_dir):
 def test_embedding_gradients_are_indexed_slices(model, batches):
     inputs, labels = batches[0]
     layer = model.get_layer("embeddings")
-    tables = [layer.embedding(field) for field in F.FIELDS]
     with tf.GradientTape() as tape:
         out = model(inputs, training=True)
         loss = losses.esmm_loss(
             labels[F.CLICK], labels[F.CONVERSION], out[CTR_LOGIT], out[CVR_LOGIT]
         )["total"]
-    grads = tape.gradient(loss, tables)
-    for field, grad in zip(F.FIELDS, grads, strict=True):
-        assert isinstance(grad, tf.IndexedSlices), field.id
-        assert grad.values.shape[1] == layer.dim
-    # Only rows used by the batch are touched.
-    grad_205 = grads[F.FIELDS.index(ITEM_ID)]
-    assert grad_205.values.shape[0] == inputs["ids_205"].shape[0]
-    assert grad_205.values.shape[0] < layer.embedding(ITEM_ID).shape[0]
+    grad = tape.gradient(loss, layer.embeddings)
+    assert isinstance(grad, tf.IndexedSlices)
+    assert grad.values.shape[1] == layer.dim
+    # Only rows used by the batch are touched: one gradient row per id.
+    assert grad.values.shape[0] == sum(inputs[f.ids_input].shape[0] for f in F.FIELDS)
+    start, rows = layer.rows(ITEM_ID)
+    indices = grad.indices.numpy()
+    in_205 = (indices >= start) & (indices < start + rows)
+    assert in_205.sum() == inputs["ids_205"].shape[0]
+    assert len(np.unique(indices[in_205])) < rows
 
 
 def test_both_towers_get_gradients_from_the_esmm_loss(model, batches):
@@ -247,3 +246,99 @@ def test_field_embeddings_config(model, tiny_data_dir):
     assert config["data_dir"] == tiny_data_dir
     assert config["dim"] == 4
     assert config["use_weights"] is True
+
+
+def per_field_reference(layer: FieldEmbeddings, inputs: dict) -> tf.Tensor:
+    """The pooling as one gather + segment sum per field (the straightforward
+    implementation), reading each field's block of the layer's table."""
+    group = inputs[F.GROUP_INDEX]
+    num_groups = tf.reduce_max(group) + 1
+    parts = []
+    for field in layer.fields:
+        start, rows = layer.rows(field)
+        table = layer.embeddings.value[start : start + rows]
+        vectors = tf.gather(
+            table, tf.cast(layer.table(field).lookup(inputs[field.ids_input]), tf.int32)
+        )
+        if field.weighted and layer.use_weights:
+            vectors = vectors * inputs[field.weights_input][:, None]
+        pooled = tf.math.unsorted_segment_sum(
+            vectors, inputs[field.rows_input], num_groups if field.user_side else tf.size(group)
+        )
+        parts.append(tf.gather(pooled, group) if field.user_side else pooled)
+    return tf.concat(parts, 1)
+
+
+def random_inputs(rng, vocab_rows: dict, impressions: int, groups: int) -> dict:
+    """Random flat inputs: known and unknown ids, unsorted rows, some rows and
+    fields empty, random weights."""
+    inputs = {F.GROUP_INDEX: np.sort(rng.integers(0, groups, impressions)).astype(np.int32)}
+    inputs[F.GROUP_INDEX][:groups] = np.arange(groups)  # every group present
+    for field in F.FIELDS:
+        n = int(rng.integers(0, 4 * impressions)) if field.id != "301" else 0  # 301: empty
+        known = np.array(list(vocab_rows[field.id]), np.int64)
+        ids = np.where(rng.random(n) < 0.9, rng.choice(known, n), 10**15 + rng.integers(0, 9, n))
+        inputs[field.ids_input] = ids.astype(np.int64)
+        num_rows = groups if field.user_side else impressions
+        inputs[field.rows_input] = rng.integers(0, num_rows, n).astype(np.int32)
+        if field.weighted:
+            inputs[field.weights_input] = rng.uniform(-2, 2, n).astype(np.float32)
+    return inputs
+
+
+@pytest.mark.parametrize("use_weights", [True, False])
+def test_one_table_pooling_equals_per_field_pooling(config, vocab_rows, use_weights):
+    """FieldEmbeddings' single gather + segment sum over every field gives the
+    per-field reference's outputs and gradients, on random inputs."""
+    model = build_model(dataclasses.replace(config, use_weights=use_weights))
+    randomize_embeddings(model, seed=2)
+    layer = model.get_layer("embeddings")
+    rng = np.random.default_rng(7)
+    for impressions, groups in ((1, 1), (40, 6), (300, 17)):
+        inputs = {
+            k: tf.constant(v)
+            for k, v in random_inputs(rng, vocab_rows, impressions, groups).items()
+        }
+        cotangent = tf.constant(
+            rng.normal(size=(impressions, len(F.FIELDS) * layer.dim)), tf.float32
+        )
+        results = []
+        for fn in (layer, lambda x: per_field_reference(layer, x)):
+            with tf.GradientTape() as tape:
+                out = fn(inputs)
+                loss = tf.reduce_sum(out * cotangent)
+            grad = tape.gradient(loss, layer.embeddings.value)
+            results.append((out.numpy(), tf.convert_to_tensor(grad).numpy()))
+        (got, got_grad), (want, want_grad) = results
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(layer(inputs) * cotangent)
+        sparse = tape.gradient(loss, layer.embeddings.value)
+        assert isinstance(sparse, tf.IndexedSlices)  # the rows touched only
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(got_grad, want_grad, rtol=1e-6, atol=1e-6)
+        assert np.abs(want_grad).sum() > 0
+
+
+def test_tower_on_groups_equals_tower_on_broadcast_rows():
+    """Tower((user, item, group_index)) is the tower of concat([gather(user,
+    group_index), item], 1): the same outputs and gradients."""
+    rng = np.random.default_rng(3)
+    net = Tower((8, 4), seed=1, name="t")
+    for impressions, groups in ((1, 1), (50, 7)):
+        group = np.sort(rng.integers(0, groups, impressions)).astype(np.int32)
+        user = tf.constant(rng.normal(size=(groups, 6)), tf.float32)
+        item = tf.constant(rng.normal(size=(impressions, 5)), tf.float32)
+        cotangent = tf.constant(rng.normal(size=(impressions, 1)), tf.float32)
+        results = []
+        for grouped in (True, False):
+            with tf.GradientTape() as tape:
+                tape.watch([user, item])
+                if grouped:
+                    out = net((user, item, tf.constant(group)))
+                else:
+                    out = net(tf.concat([tf.gather(user, group), item], 1))
+                loss = tf.reduce_sum(out * cotangent)
+            grads = tape.gradient(loss, [*net.trainable_variables, user, item])
+            results.append([out.numpy()] + [tf.convert_to_tensor(g).numpy() for g in grads])
+        for got, want in zip(*results, strict=True):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)

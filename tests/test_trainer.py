@@ -10,11 +10,13 @@ import math
 import os
 import shutil
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from esmm_tf import config as config_lib
+from esmm_tf import features as F
 from esmm_tf import losses, trainer
 from esmm_tf.config import Config
 from esmm_tf.model import build_model
@@ -285,3 +287,39 @@ def test_other_model_config_in_the_same_model_dir_is_refused(base_run, tmp_path,
         trainer.train_and_evaluate(dataclasses.replace(config, **change), model_dir)
     assert config_lib.load(model_dir) == config  # not overwritten
     assert not os.path.exists(os.path.join(model_dir, trainer.CHECKPOINT_DIR))
+
+
+def test_train_step_fast_path_matches_the_tf_function(tiny_config):
+    """build_training's step calls the traced function with the flat tensor
+    list (a private TensorFlow API) for a batch of eager tensors: the same
+    losses, outputs and variables as calling its tf.function; anything else
+    goes through the tf.function."""
+    from esmm_tf import data_layout, input_pipeline
+
+    files = data_layout.shard_files(tiny_config.data_dir, "train")
+    batches = list(input_pipeline.make_dataset(files, 8, shuffle=False, deterministic=True).take(4))
+    runs = []
+    for fast in (True, False):
+        keras.utils.set_random_seed(tiny_config.seed)
+        model, _, step = trainer.build_training(tiny_config)
+        if fast:
+            assert step._flat(*batches[0]) is not None  # the fast path is taken
+        call = step if fast else step.function
+        results = [call(x, y) for x, y in batches]
+        results = [tf.nest.map_structure(lambda t: t.numpy(), r) for r in results]
+        runs.append((results, [v.numpy() for v in model.trainable_variables]))
+    (fast_results, fast_vars), (fn_results, fn_vars) = runs
+    tf.nest.map_structure(np.testing.assert_array_equal, fast_results, fn_results)
+    for a, b in zip(fast_vars, fn_vars, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+    # Numpy inputs, or a batch with other keys, take the tf.function.
+    inputs, labels = batches[0]
+    as_numpy = ({k: v.numpy() for k, v in inputs.items()}, labels)
+    assert step._flat(*as_numpy) is None
+    loss, outputs = step(*as_numpy)
+    assert set(outputs) == set(F.OUTPUT_KEYS) and np.isfinite(loss["total"].numpy())
+    extra = dict(labels, extra=labels["click"])
+    assert step._flat(inputs, extra) is None
+    with pytest.raises((TypeError, ValueError)):
+        step(inputs, extra)
