@@ -157,11 +157,17 @@ def parse_feature_list(buf: bytes, feature_num: int, index: FieldIndex) -> Featu
             bad = next(v for v in field_ids if not 0 <= v <= INT64_MAX)
             raise BadRow(BAD_FEATURE_ID, f"feature id {bad} is outside [0, 2^63)")
     for field_weights in weights:
-        if field_weights and not math.isfinite(sum(field_weights)):
-            raise BadRow(BAD_FEATURE_VALUE, "feature value is not finite")
-        if field_weights and max(max(field_weights), -min(field_weights)) > FLOAT32_MAX:
-            bad = next(w for w in field_weights if abs(w) > FLOAT32_MAX)
-            raise BadRow(BAD_FEATURE_VALUE, f"feature value {bad!r} overflows float32")
+        if not field_weights:
+            continue
+        # One pass on the hot path: a sum of magnitudes that is a float32
+        # proves every weight finite and within float32's range.
+        total = sum(map(abs, field_weights))
+        if total > FLOAT32_MAX or total != total:
+            if not all(map(math.isfinite, field_weights)):
+                raise BadRow(BAD_FEATURE_VALUE, "feature value is not finite")
+            bad = next((w for w in field_weights if abs(w) > FLOAT32_MAX), None)
+            if bad is not None:
+                raise BadRow(BAD_FEATURE_VALUE, f"feature value {bad!r} overflows float32")
     return FeatureArrays(ids, weights, ignored)
 
 

@@ -40,6 +40,20 @@ def test_unknown_field_is_ignored_and_counted():
     assert [i for ids in feats.ids for i in ids] == [2]
 
 
+def test_weights_near_the_float32_limit():
+    """Each weight must fit float32 (what the records store); large weights
+    that fit are kept even when their sum would not."""
+    big = [("101", 1, 1.0), ("109_14", 1, 3e38), ("109_14", 2, 3e38)]
+    _, feats = raw.parse_common_row(common("u", big))
+    _, weights = feats.field([f.id for f in raw.USER_INDEX.fields].index("109_14"))
+    assert weights == [3e38, 3e38]
+    for values in ([4e38, -4e38], [1.0, 1e39], [float("inf"), 1.0], [float("nan"), 1.0]):
+        row = [("101", 1, 1.0), ("109_14", 1, values[0]), ("109_14", 2, values[1])]
+        with pytest.raises(raw.BadRow) as error:
+            raw.parse_common_row(common("u", row))
+        assert error.value.kind == raw.BAD_FEATURE_VALUE
+
+
 def test_user_field_on_item_side_is_ignored():
     feats = raw.parse_feature_list(feature_list([("101", 1, 1.0)]), 1, raw.ITEM_INDEX)
     assert feats.ignored == {b"101": 1}
