@@ -74,13 +74,19 @@ def make_optimizer(config: Config) -> Adam:
     )
 
 
+# Evaluation batches: at least this many records (no gradients to keep, and a
+# larger batch amortises each call's fixed cost: ~2x the impressions/s of
+# 32-record batches on 2 cores). The metrics do not depend on the batching.
+EVAL_RECORDS_PER_BATCH = 256
+
+
 def eval_dataset(
     config: Config, split: str = "test", files: list[str] | None = None
 ) -> tf.data.Dataset:
     files = files or data_layout.shard_files(config.data_dir, split)
     return input_pipeline.make_dataset(
         files,
-        config.records_per_batch,
+        max(config.records_per_batch, EVAL_RECORDS_PER_BATCH),
         shuffle=False,
         with_ground_truth=input_pipeline.has_ground_truth(files),
         deterministic=True,

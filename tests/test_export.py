@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from esmm_tf import data_layout, losses, trainer
+from esmm_tf import data_layout, input_pipeline, losses, trainer
 from esmm_tf import features as F
 from esmm_tf.export import (
     DEFAULT_SIGNATURE,
@@ -44,7 +44,10 @@ def model(tiny_data_dir):
     randomize_embeddings(model, seed=3, scale=0.5)
     optimizer = trainer.make_optimizer(config)
     optimizer.build(model.trainable_variables)
-    for inputs, labels in trainer.eval_dataset(small_config(tiny_data_dir)).take(3):
+    files = data_layout.shard_files(tiny_data_dir, "test")
+    for inputs, labels in input_pipeline.make_dataset(
+        files, config.records_per_batch, shuffle=False
+    ).take(3):
         with tf.GradientTape() as tape:
             out = model(inputs, training=True)
             loss = losses.esmm_loss(

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from esmm_tf import data_layout, losses, trainer, vocab
+from esmm_tf import data_layout, input_pipeline, losses, vocab
 from esmm_tf import features as F
 from esmm_tf.embedding import FieldEmbeddings
 from esmm_tf.model import CTR_LOGIT, CVR_LOGIT, build_model
@@ -41,7 +41,8 @@ def model(config):
 @pytest.fixture(scope="module")
 def batches(config):
     """Three real batches (inputs, labels) of the test split."""
-    return list(trainer.eval_dataset(config).take(3))
+    files = data_layout.shard_files(config.data_dir, "test")
+    return list(input_pipeline.make_dataset(files, config.records_per_batch, shuffle=False).take(3))
 
 
 @pytest.fixture(scope="module")
