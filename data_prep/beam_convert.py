@@ -27,7 +27,6 @@ import dataclasses
 import json
 import math
 import os
-import resource
 import sys
 import time
 
@@ -41,7 +40,6 @@ from data_prep.beam import pipeline
 from data_prep.beam import stats as S
 from data_prep.convert import ConvertError, log
 from esmm_tf import data_layout
-from esmm_tf import features as F
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,25 +180,11 @@ def _finish(config, plan, inputs, fingerprint, start) -> dict:
             raise ConvertError(fatal[0])
         split_stats[split] = convert_lib.summarize_split(split, s, plan.shards[split], config)
 
-    seconds = time.time() - start
-    impressions = sum(s["impressions"] for s in split_stats.values())
     raw_bytes = sum(_size(p) for files in inputs.values() for p in files.values() if p)
-    stats = {
-        "splits": split_stats,
-        "fields": {field.id: fields[field.id] for field in F.FIELDS},
-        "min_count": config.min_count,
-        "max_group_size": config.max_group_size,
-        "has_ground_truth": all(inputs[s]["ground_truth"] for s in data_layout.SPLITS),
-        "seconds": round(seconds, 2),
-        "impressions_per_second": round(impressions / seconds, 1),
-        "raw_mb_per_second": round(raw_bytes / 2**20 / seconds, 2),
-        # The driver, and the DirectRunner's worker processes (0 on remote runners).
-        "peak_rss_mb": {
-            "main": convert_lib._max_rss_mb(resource.RUSAGE_SELF),
-            "largest_worker": convert_lib._max_rss_mb(resource.RUSAGE_CHILDREN),
-        },
-        "fingerprint": fingerprint,
-    }
+    # peak_rss_mb: the driver, and the DirectRunner's worker processes (0 on remote runners).
+    stats = convert_lib.dataset_stats(
+        config, split_stats, fields, inputs, raw_bytes, fingerprint, start
+    )
     _write_json(data_layout.stats_file(plan.work_dir), stats)
     return stats
 

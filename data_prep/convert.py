@@ -521,6 +521,29 @@ def summarize_split(split: str, s: dict, shards: int, config) -> dict:
     return s
 
 
+def dataset_stats(config, split_stats, fields, inputs, raw_bytes, fingerprint, start) -> dict:
+    """stats.json's content (also data_prep.beam_convert's): per split, per
+    field (in the spec's order), the settings, throughput and peak RSS of this
+    process and its largest worker (child) process."""
+    seconds = time.time() - start
+    impressions = sum(s["impressions"] for s in split_stats.values())
+    return {
+        "splits": split_stats,
+        "fields": {field.id: fields[field.id] for field in F.FIELDS},
+        "min_count": config.min_count,
+        "max_group_size": config.max_group_size,
+        "has_ground_truth": all(inputs[s]["ground_truth"] for s in data_layout.SPLITS),
+        "seconds": round(seconds, 2),
+        "impressions_per_second": round(impressions / seconds, 1),
+        "raw_mb_per_second": round(raw_bytes / 2**20 / seconds, 2),
+        "peak_rss_mb": {
+            "main": _max_rss_mb(resource.RUSAGE_SELF),
+            "largest_worker": _max_rss_mb(resource.RUSAGE_CHILDREN),
+        },
+        "fingerprint": fingerprint,
+    }
+
+
 def _finish(config, join_tasks, inputs, work_dir, fingerprint, start) -> dict:
     split_stats = {}
     for split in data_layout.SPLITS:
@@ -539,24 +562,8 @@ def _finish(config, join_tasks, inputs, work_dir, fingerprint, start) -> dict:
         )
         fields[field.id] = {"distinct_ids": int(ids.size), "vocab_size": size}
 
-    seconds = time.time() - start
-    impressions = sum(s["impressions"] for s in split_stats.values())
     raw_bytes = sum(os.path.getsize(p) for files in inputs.values() for p in files.values() if p)
-    stats = {
-        "splits": split_stats,
-        "fields": fields,
-        "min_count": config.min_count,
-        "max_group_size": config.max_group_size,
-        "has_ground_truth": all(inputs[s]["ground_truth"] for s in data_layout.SPLITS),
-        "seconds": round(seconds, 2),
-        "impressions_per_second": round(impressions / seconds, 1),
-        "raw_mb_per_second": round(raw_bytes / 2**20 / seconds, 2),
-        "peak_rss_mb": {
-            "main": _max_rss_mb(resource.RUSAGE_SELF),
-            "largest_worker": _max_rss_mb(resource.RUSAGE_CHILDREN),
-        },
-        "fingerprint": fingerprint,
-    }
+    stats = dataset_stats(config, split_stats, fields, inputs, raw_bytes, fingerprint, start)
     _atomic_json(data_layout.stats_file(work_dir), stats)
     return stats
 
