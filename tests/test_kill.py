@@ -52,6 +52,18 @@ def _run(args, timeout=600):
     return run_ok(args, timeout)
 
 
+def _train_args(data_dir, model_dir) -> list[str]:
+    """esmm_tf.train with the paper's flags and tiny towers."""
+    return [
+        "esmm_tf.train",
+        "--flagfile=experiments/esmm.flags",
+        f"--data_dir={data_dir}",
+        f"--model_dir={model_dir}",
+        "--embedding_dim=4",
+        "--tower_units=16,8",
+    ]
+
+
 @pytest.fixture(scope="module")
 def medium_raw_dir(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("raw_medium"))
@@ -85,12 +97,7 @@ def test_kill_9_during_convert_then_rerun(medium_raw_dir, tmp_path):
 def test_kill_9_during_training_then_rerun(tiny_data_dir, tmp_path):
     model_dir = tmp_path / "run"
     args = [
-        "esmm_tf.train",
-        "--flagfile=experiments/esmm.flags",
-        f"--data_dir={tiny_data_dir}",
-        f"--model_dir={model_dir}",
-        "--embedding_dim=4",
-        "--tower_units=16,8",
+        *_train_args(tiny_data_dir, model_dir),
         "--records_per_batch=2",
         "--epochs=3",
         "--checkpoint_every_steps=40",
@@ -124,17 +131,7 @@ def _complete_version(path: str) -> bool:
 
 def test_kill_9_during_export_never_shows_a_partial_version(tiny_data_dir, tmp_path):
     model_dir, export_dir = tmp_path / "run", tmp_path / "export"
-    _run(
-        [
-            "esmm_tf.train",
-            "--flagfile=experiments/esmm.flags",
-            f"--data_dir={tiny_data_dir}",
-            f"--model_dir={model_dir}",
-            "--embedding_dim=4",
-            "--tower_units=16,8",
-            "--epochs=1",
-        ]
-    )
+    _run([*_train_args(tiny_data_dir, model_dir), "--epochs=1"])
     args = ["esmm_tf.export", f"--model_dir={model_dir}", f"--export_dir={export_dir}"]
     # A server polling export_dir loads every directory named by an integer.
     partial_seen = []
