@@ -10,6 +10,7 @@ import os
 
 CONFIG_FILE = "config.json"
 MODELS = ("esmm", "esmm_ns", "base", "aman", "oversampling", "unbias", "division")
+CORRUPT_SHARD_POLICIES = ("fail", "skip")  # see esmm_tf/shards.py
 STRATEGIES = ("default", "multi_worker_mirrored", "parameter_server")
 
 # Fields that may change when a run is resumed (they do not change the model).
@@ -112,8 +113,11 @@ class Config:
             raise ValueError(
                 f"--aman_negative_rate must be in [0, 1], got {self.aman_negative_rate}"
             )
-        if self.corrupt_shards not in ("fail", "skip"):
-            raise ValueError(f"--corrupt_shards must be fail or skip, got {self.corrupt_shards!r}")
+        if self.corrupt_shards not in CORRUPT_SHARD_POLICIES:
+            raise ValueError(
+                f"--corrupt_shards must be one of {', '.join(CORRUPT_SHARD_POLICIES)}, "
+                f"got {self.corrupt_shards!r}"
+            )
         if self.oversampling_k < 1:
             raise ValueError(f"--oversampling_k must be >= 1, got {self.oversampling_k}")
         if not 0 < self.unbias_min_ctr <= 1:

@@ -15,9 +15,8 @@ import sys
 
 import tensorflow as tf
 
+from esmm_tf.config import CORRUPT_SHARD_POLICIES
 from esmm_tf.data_layout import DatasetError
-
-POLICIES = ("fail", "skip")
 
 
 class CorruptShardError(DatasetError):
@@ -90,8 +89,8 @@ def usable_shards(files: list[str], policy: str) -> tuple[list[str], list[ShardC
     """(good files, checks of the bad ones). ``policy="fail"`` checks nothing
     here (a bad shard fails when it is read); ``"skip"`` reads every shard once
     and leaves out the bad ones, with a warning on stderr."""
-    if policy not in POLICIES:
-        raise ValueError(f"corrupt_shards must be one of {POLICIES}, got {policy!r}")
+    if policy not in CORRUPT_SHARD_POLICIES:
+        raise ValueError(f"corrupt_shards must be one of {CORRUPT_SHARD_POLICIES}, got {policy!r}")
     if policy == "fail":
         return files, []
     checks = [check_shard(f) for f in files]
