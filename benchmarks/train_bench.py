@@ -129,16 +129,34 @@ def _impressions(batch) -> int:
     return int(batch[0][F.GROUP_INDEX].shape[0])
 
 
-def _time_steps(train_step, batches: list, start: int, steps: int) -> tuple[float, int]:
-    """Seconds and impressions for ``steps`` steps cycling over ``batches``."""
+def _run_steps(train_step, batches, steps: int, window=None) -> tuple[float, int]:
+    """Seconds and impressions for ``steps`` steps over the iterator ``batches``,
+    syncing on the loss each step; with ``window`` (a trainer._TrainWindow) also
+    the trainer's per-step bookkeeping and its AUCs at the end."""
+    from esmm_tf import features as F
+
     impressions = 0
     t0 = time.perf_counter()
-    for i in range(start, start + steps):
-        inputs, labels = batches[i % len(batches)]
-        loss, _ = train_step(inputs, labels)
+    for _ in range(steps):
+        inputs, labels = next(batches)
+        loss, outputs = train_step(inputs, labels)
         _sync(loss)
+        if window is not None:
+            window.update(
+                {k: v.numpy() for k, v in loss.items()},
+                {k: labels[k].numpy() for k in F.LABEL_KEYS},
+                {k: v.numpy() for k, v in outputs.items()},
+            )
         impressions += int(inputs["group_index"].shape[0])
+    if window is not None:
+        window.evaluator.result()
     return time.perf_counter() - t0, impressions
+
+
+def _time_steps(train_step, batches: list, start: int, steps: int) -> tuple[float, int]:
+    """Seconds and impressions for ``steps`` steps cycling over ``batches``."""
+    cycle = (batches[i % len(batches)] for i in range(start, start + steps))
+    return _run_steps(train_step, cycle, steps)
 
 
 def _total_rows(data_dir: str) -> int:
@@ -205,39 +223,16 @@ def measure_training(config, batches: list, steps: int, warmup: int) -> tuple[di
         )
 
     it = dataset(0)
-    for _ in range(warmup):
-        inputs, labels = next(it)
-        _sync(train_step(inputs, labels)[0])
-    impressions = 0
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        inputs, labels = next(it)
-        loss, _ = train_step(inputs, labels)
-        _sync(loss)
-        impressions += int(inputs["group_index"].shape[0])
-    out["dataset"] = {"seconds": time.perf_counter() - t0, "impressions": impressions}
+    _run_steps(train_step, it, warmup)
+    seconds, impressions = _run_steps(train_step, it, steps)
+    out["dataset"] = {"seconds": seconds, "impressions": impressions}
 
     # (b) the same plus the trainer's per-step bookkeeping (train AUC window).
-    from esmm_tf import features as F
-
     it = dataset(1)
     for _ in range(warmup):
         next(it)
-    window = trainer._TrainWindow()
-    impressions = 0
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        inputs, labels = next(it)
-        loss, outputs = train_step(inputs, labels)
-        _sync(loss)
-        window.update(
-            {k: v.numpy() for k, v in loss.items()},
-            {k: labels[k].numpy() for k in F.LABEL_KEYS},
-            {k: v.numpy() for k, v in outputs.items()},
-        )
-        impressions += int(inputs["group_index"].shape[0])
-    window.evaluator.result()
-    out["bookkeeping"] = {"seconds": time.perf_counter() - t0, "impressions": impressions}
+    seconds, impressions = _run_steps(train_step, it, steps, trainer._TrainWindow())
+    out["bookkeeping"] = {"seconds": seconds, "impressions": impressions}
 
     # (c) pure compute: pre-materialised batches.
     _time_steps(train_step, batches, 0, warmup)
