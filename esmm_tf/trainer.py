@@ -252,15 +252,14 @@ def _train_and_evaluate(
 
     model, optimizer, train_step = build_training(config, strategy)
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
-    checkpoint_dir = os.path.join(model_dir, CHECKPOINT_DIR)
     manager = tf.train.CheckpointManager(
         checkpoint,
-        checkpoint_dir if chief else os.path.join(scratch, CHECKPOINT_DIR),
+        os.path.join(model_dir if chief else scratch, CHECKPOINT_DIR),
         max_to_keep=config.keep_checkpoints,
         step_counter=optimizer.iterations,
     )
     # Every worker resumes from the chief's checkpoints.
-    latest = manager.latest_checkpoint if chief else tf.train.latest_checkpoint(checkpoint_dir)
+    latest = latest_checkpoint(model_dir)
     if latest:
         checkpoint.restore(latest).assert_existing_objects_matched()
         _log(f"{prefix}resumed from {latest} (step {int(optimizer.iterations.numpy())})")
