@@ -8,11 +8,19 @@ data_prep.tfrecord (no TensorFlow import), deterministically.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 
 from data_prep.raw import FeatureArrays, GroundTruthRow, PackedFeatures, SkeletonRow
 from data_prep.tfrecord import encode_example
 from esmm_tf import features as F
+
+
+def group_key(common_feature_index: bytes) -> int:
+    """A stable, non-negative int64 hash of a request's common_feature_index
+    (``features.GROUP_KEY``): the same for every record of the request."""
+    digest = hashlib.blake2b(common_feature_index, digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
 
 
 def build_example(
@@ -34,6 +42,7 @@ def build_example(
         ints[field.lengths_key] = [len(ids) for ids in per_row]
         if field.weighted:
             floats[field.weights_key] = [w for row in rows for w in row.features.weights[k]]
+    ints[F.GROUP_KEY] = [group_key(rows[0].common_feature_index)] if rows else []
     ints[F.SAMPLE_ID] = [r.sample_id for r in rows]
     ints[F.CLICK] = [r.click for r in rows]
     ints[F.CONVERSION] = [r.conversion for r in rows]

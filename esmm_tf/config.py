@@ -12,6 +12,8 @@ CONFIG_FILE = "config.json"
 MODELS = ("esmm", "esmm_ns", "base", "aman", "oversampling", "unbias", "division")
 CORRUPT_SHARD_POLICIES = ("fail", "skip")  # see esmm_tf/shards.py
 STRATEGIES = ("default", "multi_worker_mirrored", "parameter_server")
+# Validation metrics for early stopping; log_loss is minimised, the AUCs maximised.
+EARLY_STOPPING_METRICS = ("ctcvr_auc", "cvr_auc", "ctr_auc", "log_loss")
 
 # Fields that may change when a run is resumed (they do not change the model).
 RESUMABLE_CHANGES = frozenset(
@@ -19,7 +21,9 @@ RESUMABLE_CHANGES = frozenset(
         "epochs",
         "checkpoint_every_steps",
         "log_every_steps",
-        "eval_every_epochs",
+        "eval_every_steps",
+        "eval_impressions",
+        "early_stopping_patience",
         "keep_checkpoints",
         "corrupt_shards",
         "strategy",
@@ -61,8 +65,11 @@ class Config:
     train_fraction: float = _f(
         1.0, "Train on this fraction of the train records (sampled by a hash of the record)."
     )
-    records_per_batch: int = _f(
-        32, "Grouped records per step (x ~30 impressions per record on Ali-CCP)."
+    batch_size: int = _f(
+        1024,
+        "Impressions per step: a step packs whole records (requests) up to this many "
+        "impressions; a larger record is a step of its own. The global batch under a "
+        "multi-worker strategy.",
     )
     epochs: int = _f(1, "Passes over the train split.")
     shuffle_buffer: int = _f(4096, "Records in the shuffle buffer.")
@@ -70,8 +77,41 @@ class Config:
     seed: int = _f(0, "Seed for initialisation and shuffling.")
     # Bookkeeping.
     checkpoint_every_steps: int = _f(500, "Steps between checkpoints.")
-    log_every_steps: int = _f(100, "Steps between TensorBoard train summaries.")
-    eval_every_epochs: int = _f(1, "Epochs between evaluations on the test split.")
+    log_every_steps: int = _f(
+        0, "Steps between TensorBoard train summaries; 0: about 50 per epoch."
+    )
+    eval_every_steps: int = _f(
+        0,
+        "Steps between evaluations during training, on the validation split (or, without "
+        "one, on the test split, for monitoring only); 0: about 10 per epoch.",
+    )
+    eval_impressions: int = _f(
+        200_000,
+        "Impressions scored by each evaluation during training (the first ones of the "
+        "split: a fixed sample); 0: the whole split. The final evaluation on the test "
+        "split is always complete.",
+    )
+    validation_fraction: float = _f(
+        0.0,
+        "Carve this fraction of the train requests (by a hash of common_feature_index) out "
+        "as a validation split: never trained on, used for evaluation during training, "
+        "early stopping and the best checkpoint. 0: no validation split.",
+    )
+    early_stopping_metric: str = _f(
+        "ctcvr_auc",
+        f"Validation metric that selects the best checkpoint: one of {', '.join(EARLY_STOPPING_METRICS)} "
+        "(AUCs: higher is better; log_loss = CTR + CTCVR log loss: lower is better).",
+    )
+    early_stopping_patience: int = _f(
+        0,
+        "Stop after this many evaluations without a better validation metric (0: never stop "
+        "early; the best checkpoint is still kept).",
+    )
+    warm_start_from: str = _f(
+        "",
+        "Start from another run's model (its best, else last, checkpoint) and vocabulary; "
+        "ids its vocabulary lacks map to OOV. The daily-retraining workflow.",
+    )
     keep_checkpoints: int = _f(3, "Checkpoints kept.")
     corrupt_shards: str = _f(
         "fail",
@@ -83,7 +123,7 @@ class Config:
     strategy: str = _f(
         "default",
         "tf.distribute strategy: default (one process), multi_worker_mirrored (synchronous, "
-        "hosts from TF_CONFIG; --records_per_batch is then the global batch) or "
+        "hosts from TF_CONFIG; --batch_size is then the global batch) or "
         "parameter_server (not supported yet).",
     )
 
@@ -96,15 +136,35 @@ class Config:
             raise ValueError("--data_dir is required")
         for name in (
             "embedding_dim",
-            "records_per_batch",
+            "batch_size",
             "epochs",
             "checkpoint_every_steps",
-            "log_every_steps",
-            "eval_every_epochs",
             "keep_checkpoints",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"--{name} must be positive, got {getattr(self, name)}")
+        for name in (
+            "log_every_steps",
+            "eval_every_steps",
+            "eval_impressions",
+            "early_stopping_patience",
+        ):
+            if getattr(self, name) < 0:
+                raise ValueError(f"--{name} must be >= 0, got {getattr(self, name)}")
+        if not 0 <= self.validation_fraction < 1:
+            raise ValueError(
+                f"--validation_fraction must be in [0, 1), got {self.validation_fraction}"
+            )
+        if self.early_stopping_metric not in EARLY_STOPPING_METRICS:
+            raise ValueError(
+                f"--early_stopping_metric={self.early_stopping_metric!r}; choose one of "
+                f"{', '.join(EARLY_STOPPING_METRICS)}"
+            )
+        if self.early_stopping_patience and not self.validation_fraction:
+            raise ValueError(
+                "--early_stopping_patience needs a validation split (--validation_fraction > 0): "
+                "model selection never looks at the test split"
+            )
         if self.learning_rate <= 0:
             raise ValueError(f"--learning_rate must be positive, got {self.learning_rate}")
         if not 0 < self.train_fraction <= 1:
@@ -130,6 +190,13 @@ class Config:
 
     @classmethod
     def from_dict(cls, values: dict) -> Config:
+        if "records_per_batch" in values:
+            raise ValueError(
+                f"this run was made by an older esmm_tf (records_per_batch="
+                f"{values['records_per_batch']}): steps are now counted in impressions "
+                "(--batch_size) and its checkpoints and vocabulary do not carry over; train "
+                "a new --model_dir"
+            )
         known = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in values.items() if k in known}
         if "tower_units" in values:
@@ -137,8 +204,9 @@ class Config:
         return cls(**values)
 
 
-def save(config: Config, model_dir: str) -> str:
-    """Writes config.json to model_dir; refuses to resume with a different model."""
+def save(config: Config, model_dir: str, extra: dict | None = None) -> str:
+    """Writes config.json to model_dir (with ``extra`` keys, e.g. the vocabulary's
+    fingerprint, beside the fields); refuses to resume with a different model."""
     os.makedirs(model_dir, exist_ok=True)
     path = os.path.join(model_dir, CONFIG_FILE)
     if os.path.exists(path):
@@ -157,17 +225,24 @@ def save(config: Config, model_dir: str) -> str:
                 f"{model_dir} holds a run with another configuration ({diff}); "
                 "use a new --model_dir or delete the old one"
             )
+    values = {**(extra or {}), **dataclasses.asdict(config)}
     with open(path + ".tmp", "w") as f:
-        f.write(config.to_json())
+        json.dump(values, f, indent=2, sort_keys=True)
+        f.write("\n")
     os.replace(path + ".tmp", path)
     return path
 
 
 def load(model_dir: str) -> Config:
+    return Config.from_dict(load_json(model_dir))
+
+
+def load_json(model_dir: str) -> dict:
+    """config.json as written (the fields and the extra keys)."""
     path = os.path.join(model_dir, CONFIG_FILE)
     if not os.path.exists(path):
         raise FileNotFoundError(
             f"{path} not found: is {model_dir!r} the --model_dir of an esmm_tf.train run?"
         )
     with open(path) as f:
-        return Config.from_dict(json.load(f))
+        return json.load(f)

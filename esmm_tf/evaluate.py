@@ -1,8 +1,11 @@
 """Evaluate a trained model: ``python -m esmm_tf.evaluate --model_dir=RUN
---data_dir=DATA [--split=test] [--output_json=FILE]``.
+[--data_dir=DATA] [--split=test] [--checkpoint=auto] [--output_json=FILE]``.
 
-Restores the last checkpoint of ``--model_dir`` (its config.json rebuilds the
-model), streams the split once and prints exact AUCs and calibration.
+Rebuilds the run's model from its config.json and its own vocabulary copy
+(esmm_tf/run_dir.py), restores the checkpoint it serves (the best on the
+validation split when it has one, else the last), streams the split once and
+prints exact AUCs and calibration. ``--data_dir`` may be any conversion of
+any day's logs: raw ids the run never saw map to its OOV rows.
 """
 
 from __future__ import annotations
@@ -16,38 +19,29 @@ from absl import app, flags
 FLAGS = flags.FLAGS
 
 
-def restore_model(model_dir: str, data_dir: str | None = None):
-    """(config, model, checkpoint path): the model of a training run, rebuilt
-    from its config.json and restored from its last checkpoint."""
-    import tensorflow as tf
+def restore_model(model_dir: str, data_dir: str | None = None, checkpoint: str = "auto"):
+    """(config, model, checkpoint path): see ``esmm_tf.run_dir.restore``;
+    ``data_dir`` replaces the config's dataset (the data to score)."""
+    from esmm_tf import run_dir
 
-    from esmm_tf import config as config_lib
-    from esmm_tf import trainer
-    from esmm_tf.model import build_model
-
-    config = config_lib.load(model_dir)
+    config, model, path = run_dir.restore(model_dir, checkpoint)
     if data_dir:
         config = dataclasses.replace(config, data_dir=data_dir)
-    model = build_model(config)
-    manager = tf.train.CheckpointManager(
-        tf.train.Checkpoint(model=model), f"{model_dir}/{trainer.CHECKPOINT_DIR}", max_to_keep=None
-    )
-    if not manager.latest_checkpoint:
-        raise FileNotFoundError(f"no checkpoint in {model_dir}/{trainer.CHECKPOINT_DIR}")
-    status = tf.train.Checkpoint(model=model).restore(manager.latest_checkpoint)
-    status.assert_existing_objects_matched().expect_partial()  # optimizer slots unused
-    return config, model, manager.latest_checkpoint
+    return config, model, path
 
 
-def evaluate_model_dir(model_dir: str, data_dir: str | None = None, split: str = "test") -> dict:
+def evaluate_model_dir(
+    model_dir: str, data_dir: str | None = None, split: str = "test", checkpoint: str = "auto"
+) -> dict:
     from esmm_tf import data_layout, evaluation, shards, trainer
 
-    config, model, checkpoint = restore_model(model_dir, data_dir)
+    config, model, path = restore_model(model_dir, data_dir, checkpoint)
     files = data_layout.shard_files(config.data_dir, split)
     with shards.naming_corrupt_shards(files):
         metrics = evaluation.evaluate(model, trainer.eval_dataset(config, split, files))
-    metrics["checkpoint"] = checkpoint
+    metrics["checkpoint"] = path
     metrics["model"] = config.model
+    metrics["data_dir"] = config.data_dir
     return metrics
 
 
@@ -57,23 +51,39 @@ def main(argv) -> None:
     from esmm_tf import data_layout, evaluation
 
     try:
-        metrics = evaluate_model_dir(FLAGS.model_dir, FLAGS.data_dir, FLAGS.split)
-    except (FileNotFoundError, data_layout.DatasetError) as e:
+        metrics = evaluate_model_dir(FLAGS.model_dir, FLAGS.data_dir, FLAGS.split, FLAGS.checkpoint)
+    except (FileNotFoundError, ValueError, data_layout.DatasetError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
     print(evaluation.format_table(metrics, f"{metrics['model']} on {FLAGS.split}"))
     if FLAGS.output_json:
-        with open(FLAGS.output_json, "w") as f:
+        with open(FLAGS.output_json + ".tmp", "w") as f:
             json.dump(metrics, f, indent=2, sort_keys=True)
+        import os
+
+        os.replace(FLAGS.output_json + ".tmp", FLAGS.output_json)
+
+
+def define_flags() -> None:
+    from esmm_tf.run_dir import CHECKPOINT_CHOICES
+
+    flags.DEFINE_string("model_dir", None, "The --model_dir of a training run.")
+    flags.DEFINE_string("data_dir", None, "Dataset (default: the one the model trained on).")
+    flags.DEFINE_enum("split", "test", ["train", "test"], "Split to evaluate.")
+    flags.DEFINE_enum(
+        "checkpoint",
+        "auto",
+        list(CHECKPOINT_CHOICES),
+        "Which checkpoint: auto = the best on the validation split if the run has one, "
+        "else the last.",
+    )
+    flags.DEFINE_string("output_json", None, "Also write the metrics here.")
+    flags.mark_flag_as_required("model_dir")
 
 
 if __name__ == "__main__":
     from esmm_tf.cli import quiet_tensorflow
 
     quiet_tensorflow()
-    flags.DEFINE_string("model_dir", None, "The --model_dir of a training run.")
-    flags.DEFINE_string("data_dir", None, "Dataset (default: the one the model trained on).")
-    flags.DEFINE_enum("split", "test", ["train", "test"], "Split to evaluate.")
-    flags.DEFINE_string("output_json", None, "Also write the metrics here.")
-    flags.mark_flag_as_required("model_dir")
+    define_flags()
     app.run(main)

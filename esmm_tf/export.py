@@ -34,7 +34,7 @@ import time
 import tensorflow as tf
 
 from esmm_tf import features as F
-from esmm_tf import input_pipeline, serving_requests
+from esmm_tf import input_pipeline, scoring, serving_requests
 
 SIGNATURE_INPUT = "examples"
 DEFAULT_SIGNATURE = "serving_default"
@@ -81,6 +81,12 @@ class ServingModule(tf.Module):
         parsed_user = tf.io.parse_example(tf.reshape(user, [1]), self._user_spec)
         parsed_items = tf.io.parse_example(items, self._item_spec)
         return self._outputs(input_pipeline.rank_to_inputs(parsed_user, parsed_items))
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="records")])
+    def score_records(self, records):
+        """Not a serving signature: per-impression scores of serialized grouped
+        training-format records (esmm_tf.predict --saved_model)."""
+        return scoring.record_scores(self.model, records)
 
     def signatures(self) -> dict:
         return {DEFAULT_SIGNATURE: self.serve, RANK_SIGNATURE: self.rank}
@@ -182,19 +188,27 @@ def export_saved_model(
 
 
 def export_model_dir(
-    model_dir: str, export_dir: str, version: int | None = None, warmup: int = WARMUP_RECORDS
+    model_dir: str,
+    export_dir: str,
+    version: int | None = None,
+    warmup: int = WARMUP_RECORDS,
+    checkpoint: str = "auto",
 ) -> str:
-    """Exports the last checkpoint of a training run, with warm-up requests
-    made from the first ``warmup`` records of its test split."""
-    from esmm_tf import data_layout
-    from esmm_tf.evaluate import restore_model
+    """Exports a training run's model (its best checkpoint on the validation
+    split if it has one, else its last; see ``esmm_tf.run_dir``), with warm-up
+    requests made from the first ``warmup`` records of its test split (none
+    when that data is gone: the model itself needs only the run)."""
+    from esmm_tf import data_layout, run_dir
 
-    config, model, _ = restore_model(model_dir)
+    config, model, _ = run_dir.restore(model_dir, checkpoint)
     records = []
     if warmup:
-        records = serving_requests.read_records(
-            data_layout.shard_files(config.data_dir, "test"), warmup
-        )
+        try:
+            files = data_layout.shard_files(config.data_dir, "test")
+        except data_layout.DatasetError as e:
+            print(f"warning: no warm-up requests ({e})", file=sys.stderr)
+        else:
+            records = serving_requests.read_records(files, warmup)
     return export_saved_model(model, export_dir, version, warmup_records=records)
 
 
@@ -210,7 +224,13 @@ def main(argv) -> None:
         path = export_model_dir(
             FLAGS.model_dir, FLAGS.export_dir, FLAGS.version, FLAGS.warmup_records
         )
-    except (FileNotFoundError, FileExistsError, data_layout.DatasetError, ImportError) as e:
+    except (
+        FileNotFoundError,
+        FileExistsError,
+        ValueError,
+        data_layout.DatasetError,
+        ImportError,
+    ) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
     print(f"exported SavedModel to {path}")

@@ -15,6 +15,9 @@ TFRecord layout (one ``tf.train.Example`` per user-context group of up to
 * item-side fields, per impression: ``ids/<field>`` int64 (all impressions'
   ids concatenated), ``len/<field>`` int64 (ids per impression),
   ``w/<field>`` float (weighted fields only)
+* per record: ``group_key`` int64, a hash of the record's
+  ``common_feature_index`` (the same for every record of a request: it splits
+  train into train and validation by request);
 * per impression: ``sample_id``, ``click``, ``conversion`` (int64) and, when
   the raw data has ground truth, ``gt/pctr``, ``gt/pcvr`` (float) and
   ``gt/conversion`` (int64).
@@ -108,6 +111,10 @@ ITEM_FIELDS: tuple[Field, ...] = tuple(f for f in FIELDS if not f.user_side)
 
 # Model input: the group (row of the user-side fields) of every impression.
 GROUP_INDEX = "group_index"
+
+# Per record: a hash of its common_feature_index (every record of a request
+# has the same), which splits train into train and validation by request.
+GROUP_KEY = "group_key"
 
 # Per-impression label / id / ground-truth keys.
 SAMPLE_ID = "sample_id"

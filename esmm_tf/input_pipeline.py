@@ -186,21 +186,129 @@ def make_parse_fn(with_ground_truth: bool):
     return parse
 
 
-def _keep(fraction: float):
-    threshold = int(fraction * (1 << 30))
-    return lambda record: tf.strings.to_hash_bucket_fast(record, 1 << 30) < threshold
+# ---------------------------------------------------------------------------
+# Records -> steps of whole records, counted in impressions.
+
+# The part of a record parsed before batching: its impressions (the length
+# of its click list) and its request key (see ``record_keys``).
+_HEAD_SPEC = {
+    F.CLICK: tf.io.RaggedFeature(tf.int64, value_key=F.CLICK, row_splits_dtype=tf.int32),
+    F.SAMPLE_ID: tf.io.RaggedFeature(tf.int64, value_key=F.SAMPLE_ID, row_splits_dtype=tf.int32),
+    F.GROUP_KEY: tf.io.RaggedFeature(tf.int64, value_key=F.GROUP_KEY, row_splits_dtype=tf.int32),
+}
+# Records read and measured at a time before packing (any value gives the
+# same steps; larger amortises the per-chunk work).
+CHUNK_RECORDS = 1024
+_KEY_RANGE = 1 << 30
 
 
-def train_records(files: list[str], fraction: float = 1.0) -> tf.data.Dataset:
-    """The serialized records of ``files``, optionally a ``fraction`` of them
-    chosen by a hash of each record (the same subset whatever the order)."""
+def record_heads(serialized: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """(impressions [n] int32, request key [n] int64 in [0, 2**30)) of a batch
+    of serialized records. The key is the record's ``group_key`` (a hash of its
+    ``common_feature_index`` written by data_prep.convert, so every record of a
+    request shares it), or, in datasets written without one, a hash of its
+    first ``sample_id``."""
+    head = tf.io.parse_example(serialized, _HEAD_SPEC)
+    sizes = head[F.CLICK].row_lengths()
+    group = head[F.GROUP_KEY]
+    first_sample = head[F.SAMPLE_ID][:, :1].to_tensor(default_value=0)[:, 0]
+    fallback = tf.strings.to_hash_bucket_fast(tf.strings.as_string(first_sample), _KEY_RANGE)
+    has_key = tf.greater(group.row_lengths(), 0)
+    key = tf.where(has_key, group[:, :1].to_tensor(default_value=0)[:, 0], fallback)
+    return sizes, tf.math.floormod(key, _KEY_RANGE)
+
+
+def key_filter(fraction: float, exclude: float = 0.0):
+    """A predicate on request keys: keeps the requests in the key range
+    [exclude, exclude + fraction) of [0, 1). Disjoint ranges give disjoint
+    sets of requests (the validation split takes [0, v), training [v, 1))."""
+    lo = int(round(exclude * _KEY_RANGE))
+    hi = int(round(min(1.0, exclude + fraction) * _KEY_RANGE))
+    return lambda key: tf.logical_and(key >= lo, key < hi)
+
+
+def _greedy_bounds(sizes: tf.Tensor, batch_size: int) -> tf.Tensor:
+    """Start indices of greedy steps over records of ``sizes`` impressions,
+    plus ``len(sizes)``: each step takes whole records while the total stays
+    within ``batch_size`` (a record larger than that is a step of its own).
+    ``next[i]``, the end of a step that starts at record i, is one binary
+    search; the chain of steps is then followed one step per loop iteration."""
+    n = tf.size(sizes)
+    ends = tf.cumsum(sizes)
+    starts = ends - sizes
+    nxt = tf.searchsorted(ends, starts + batch_size, side="right", out_type=tf.int32)
+    nxt = tf.maximum(nxt, tf.range(n) + 1)
+    nxt = tf.concat([nxt, [n]], 0)
+
+    def body(i, bounds):
+        return nxt[i], bounds.write(bounds.size(), nxt[i])
+
+    _, bounds = tf.while_loop(
+        lambda i, _: i < n,
+        body,
+        (tf.constant(0), tf.TensorArray(tf.int32, size=1, dynamic_size=True).write(0, 0)),
+    )
+    return bounds.stack()
+
+
+def pack_records(records: tf.data.Dataset, batch_size: int, keep=None) -> tf.data.Dataset:
+    """Serialized records -> [k] string batches of whole records holding at most
+    ``batch_size`` impressions each (greedy in stream order; a larger record is
+    a batch of its own). ``keep``: an optional predicate on request keys
+    (``key_filter``). Deterministic: the same stream gives the same batches.
+
+    Records are measured ``CHUNK_RECORDS`` at a time; the last, still open,
+    batch of a chunk is carried over to the next one (a ``scan`` state), so
+    batches do not depend on the chunking."""
+
+    def measure(serialized):
+        sizes, keys = record_heads(serialized)
+        if keep is not None:
+            mask = keep(keys)
+            serialized, sizes = tf.boolean_mask(serialized, mask), tf.boolean_mask(sizes, mask)
+        return serialized, sizes, False
+
+    chunks = records.batch(CHUNK_RECORDS).map(measure)
+    end = tf.data.Dataset.from_tensors(
+        (tf.constant([], tf.string), tf.constant([], tf.int32), True)
+    )
+    chunks = chunks.concatenate(end)
+
+    def step(carry, chunk):
+        carried, carried_sizes = carry
+        serialized, sizes, final = chunk
+        serialized = tf.concat([carried, serialized], 0)
+        sizes = tf.concat([carried_sizes, sizes], 0)
+        bounds = _greedy_bounds(sizes, batch_size)
+        # All steps are complete at the end; otherwise the last one stays open.
+        last = tf.size(bounds) - 1
+        closed = tf.cond(final, lambda: last, lambda: tf.maximum(last - 1, 0))
+        split = bounds[closed]
+        batches = tf.RaggedTensor.from_row_splits(serialized[:split], bounds[: closed + 1])
+        return (serialized[split:], sizes[split:]), batches
+
+    initial = (tf.constant([], tf.string), tf.constant([], tf.int32))
+    packed = chunks.scan(initial, step)
+    return packed.flat_map(tf.data.Dataset.from_tensor_slices)
+
+
+def train_records(files: list[str], fraction: float = 1.0, exclude: float = 0.0):
+    """The serialized records of ``files`` whose request key is in the range
+    ``[exclude, exclude + fraction)`` (all of them by default), in file order."""
     ds = tf.data.TFRecordDataset(files)
-    return ds if fraction >= 1 else ds.filter(_keep(fraction))
+    if fraction >= 1 and exclude <= 0:
+        return ds
+    keep = key_filter(fraction, exclude)
+    return (
+        ds.batch(CHUNK_RECORDS)
+        .map(lambda s: tf.boolean_mask(s, keep(record_heads(s)[1])))
+        .unbatch()
+    )
 
 
 def make_dataset(
     files: list[str],
-    records_per_batch: int,
+    batch_size: int,
     *,
     shuffle: bool,
     seed: int = 0,
@@ -210,17 +318,23 @@ def make_dataset(
     num_shards: int = 1,
     shard_index: int = 0,
     fraction: float = 1.0,
+    exclude: float = 0.0,
 ) -> tf.data.Dataset:
-    """One pass over ``files``: batches of (inputs, labels).
+    """One pass over ``files``: batches of (inputs, labels), each of whole
+    records holding at most ``batch_size`` impressions (see ``pack_records``).
 
     ``shuffle`` shuffles the file order and records through a buffer with
     ``seed`` (use a different seed per epoch). ``deterministic`` fixes the
     element order of the parallel stages (for tests and exact resumption).
     ``num_shards``/``shard_index`` split the files between input pipelines.
-    ``fraction`` < 1 keeps that fraction of the records (see ``train_records``).
+    ``fraction``/``exclude`` keep the requests whose key falls in
+    ``[exclude, exclude + fraction)`` (see ``key_filter``): a sample of the
+    split, or the part of train that is not the validation split.
     """
     if not files:
         raise data_layout.DatasetError("no input files")
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
     ds = tf.data.Dataset.from_tensor_slices(files)
     if num_shards > 1:
         ds = ds.shard(num_shards, shard_index)
@@ -233,11 +347,10 @@ def make_dataset(
         num_parallel_calls=AUTOTUNE,
         deterministic=deterministic,
     )
-    if fraction < 1:
-        ds = ds.filter(_keep(fraction))
     if shuffle:
         ds = ds.shuffle(shuffle_buffer, seed=seed)
-    ds = ds.batch(records_per_batch)
+    keep = key_filter(fraction, exclude) if fraction < 1 or exclude > 0 else None
+    ds = pack_records(ds, batch_size, keep)
     ds = ds.map(
         make_parse_fn(with_ground_truth), num_parallel_calls=AUTOTUNE, deterministic=deterministic
     )

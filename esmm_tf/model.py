@@ -68,9 +68,9 @@ class Heads(keras.layers.Layer):
         return {**super().get_config(), "second": self.second}
 
 
-def _embeddings(config: Config, name: str, seed: int) -> FieldEmbeddings:
+def _embeddings(config: Config, vocab_root: str, name: str, seed: int) -> FieldEmbeddings:
     return FieldEmbeddings(
-        config.data_dir,
+        vocab_root,
         dim=config.embedding_dim,
         use_weights=config.use_weights,
         seed=seed,
@@ -78,17 +78,25 @@ def _embeddings(config: Config, name: str, seed: int) -> FieldEmbeddings:
     )
 
 
-def build_model(config: Config) -> keras.Model:
-    """The model ``config.model`` names (see esmm_tf/objectives.py)."""
+def build_model(config: Config, vocab_root: str | None = None) -> keras.Model:
+    """The model ``config.model`` names (see esmm_tf/objectives.py), on the
+    vocabulary files under ``vocab_root`` (a training run's copy, see
+    esmm_tf/run_dir.py; default: the dataset's, ``config.data_dir``)."""
+    vocab_root = vocab_root or config.data_dir
     inputs = model_inputs()
     seed = config.seed * 7919
     # Each tower gets (user part per group, item part, group_index): see Tower.
     group_index = inputs[F.GROUP_INDEX]
-    ctr_input = (*_embeddings(config, "embeddings", seed)(inputs, grouped=True), group_index)
+    ctr_input = (
+        *_embeddings(config, vocab_root, "embeddings", seed)(inputs, grouped=True),
+        group_index,
+    )
     if objectives.shared_embeddings(config.model):
         second_input = ctr_input
     else:
-        second = _embeddings(config, "second_embeddings", seed + 500)(inputs, grouped=True)
+        second = _embeddings(config, vocab_root, "second_embeddings", seed + 500)(
+            inputs, grouped=True
+        )
         second_input = (*second, group_index)
     second = objectives.second_head(config.model)
     ctr_logit = tower(config.tower_units, "ctr_tower", seed + 100)(ctr_input)

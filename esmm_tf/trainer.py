@@ -1,19 +1,30 @@
-"""``train_and_evaluate(config, model_dir)``: the custom training loop.
+"""``TrainingRun``: the custom training loop as a small run object, and
+``train_and_evaluate(config, model_dir)`` that drives it.
 
 A small ``tf.function`` train step under a ``tf.distribute`` strategy (the
 default strategy on one machine) rather than ``model.fit``: Keras 3's fit
 fails under the multi-worker strategies in TF 2.21, and the same loop scales
-out. Keras supplies the model and the progress bar; checkpoints use
-``tf.train.CheckpointManager`` and summaries ``tf.summary``.
+out. Keras supplies the model; checkpoints use ``tf.train.CheckpointManager``
+and summaries ``tf.summary``; the run directory's layout is
+``esmm_tf.run_dir``'s.
 
-Resumption: the step counter lives in the checkpoint; epoch ``e`` always reads
-the train split shuffled with seed ``config.seed + e``, so a restarted run
-skips the batches of the current epoch that it already trained on and goes on
-from there (exactly, with ``config.deterministic``).
+A run: ``TrainingRun(config, model_dir)`` builds the model on the run's own
+vocabulary copy and restores its last checkpoint (or warm-starts from another
+run); ``train_epoch()`` trains one pass over the train split (minus the
+validation split), evaluating every ``eval_every_steps`` and keeping the best
+checkpoint on the validation split; ``finish()`` evaluates the selected model
+on the whole test split, writes ``eval_metrics.json`` and exports.
+
+Resumption: the checkpoint holds the epoch, the steps done in it and the
+early-stopping state; epoch ``e`` always reads the train split shuffled with
+seed ``config.seed + e``, so a restarted run skips the batches of the current
+epoch that it already trained on and goes on from there (exactly, with
+``config.deterministic``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -27,14 +38,24 @@ import numpy as np
 import tensorflow as tf
 
 from esmm_tf import config as config_lib
-from esmm_tf import data_layout, distribute, evaluation, input_pipeline, objectives, shards
+from esmm_tf import (
+    data_layout,
+    distribute,
+    evaluation,
+    input_pipeline,
+    objectives,
+    run_dir,
+    shards,
+)
 from esmm_tf import features as F
 from esmm_tf.config import Config
 from esmm_tf.model import build_model
 from esmm_tf.optimizer import Adam
 
-CHECKPOINT_DIR = "checkpoints"
-EVAL_FILE = "eval_metrics.json"
+CHECKPOINT_DIR = run_dir.CHECKPOINT_DIR
+EVAL_FILE = run_dir.EVAL_FILE
+EVALS_PER_EPOCH = 10  # --eval_every_steps=0
+LOGS_PER_EPOCH = 50  # --log_every_steps=0
 
 
 class TrainingError(RuntimeError):
@@ -45,14 +66,13 @@ def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def steps_per_epoch(config: Config, files: list[str] | None = None) -> int:
-    """Batches per pass over the (sampled) train split, or over ``files`` of it."""
-    if config.train_fraction < 1 or files is not None:
-        files = files or data_layout.shard_files(config.data_dir, "train")
-        records = int(
-            input_pipeline.train_records(files, config.train_fraction).reduce(0, lambda n, _: n + 1)
-        )
-    else:
+def train_impressions(config: Config, files: list[str] | None = None) -> int:
+    """Impressions of the train split that training reads: without the
+    validation split and sampled by ``train_fraction`` (the split's count from
+    stats.json scaled by those fractions; with ``files``, a subset of the
+    shards, counted)."""
+    share = (1 - config.validation_fraction) * config.train_fraction
+    if files is None:
         stats_path = data_layout.stats_file(config.data_dir)
         if not os.path.exists(stats_path):
             raise data_layout.DatasetError(
@@ -60,8 +80,19 @@ def steps_per_epoch(config: Config, files: list[str] | None = None) -> int:
                 "data_prep.convert output?"
             )
         with open(stats_path) as f:
-            records = json.load(f)["splits"]["train"]["records"]
-    return max(1, math.ceil(records / config.records_per_batch))
+            return int(json.load(f)["splits"]["train"]["impressions"] * share)
+    records = input_pipeline.train_records(files, share, exclude=config.validation_fraction).batch(
+        input_pipeline.CHUNK_RECORDS
+    )
+    return int(sum(int(tf.reduce_sum(input_pipeline.record_heads(r)[0])) for r in records))
+
+
+def steps_per_epoch(config: Config, files: list[str] | None = None) -> int:
+    """Steps per pass over the train split, estimated from its impressions (an
+    epoch on one process ends with the data, so it may take a few more steps
+    than this: batches hold whole records; under a multi-worker strategy
+    every worker takes exactly this many)."""
+    return max(1, math.ceil(train_impressions(config, files) / config.batch_size))
 
 
 def make_optimizer(config: Config) -> Adam:
@@ -74,23 +105,34 @@ def make_optimizer(config: Config) -> Adam:
     )
 
 
-# Evaluation batches: at least this many records (no gradients to keep, and a
-# larger batch amortises each call's fixed cost: ~2x the impressions/s of
-# 32-record batches on 2 cores). The metrics do not depend on the batching.
-EVAL_RECORDS_PER_BATCH = 256
+# Evaluation batches: at least this many impressions (no gradients to keep,
+# and a larger batch amortises each call's fixed cost: ~2x the impressions/s
+# of 1k-impression batches on 2 cores). The metrics do not depend on the batching.
+EVAL_BATCH_SIZE = 8192
 
 
 def eval_dataset(
-    config: Config, split: str = "test", files: list[str] | None = None
+    config: Config,
+    split: str = "test",
+    files: list[str] | None = None,
+    *,
+    validation: bool = False,
+    impressions: int = 0,
 ) -> tf.data.Dataset:
-    files = files or data_layout.shard_files(config.data_dir, split)
-    return input_pipeline.make_dataset(
+    """The batches of a split in file order (deterministic); ``validation``:
+    the train split's validation requests; ``impressions`` > 0: only about the
+    first that many impressions (a fixed sample)."""
+    files = files or data_layout.shard_files(config.data_dir, "train" if validation else split)
+    batch = max(config.batch_size, EVAL_BATCH_SIZE)
+    ds = input_pipeline.make_dataset(
         files,
-        max(config.records_per_batch, EVAL_RECORDS_PER_BATCH),
+        batch,
         shuffle=False,
         with_ground_truth=input_pipeline.has_ground_truth(files),
         deterministic=True,
+        fraction=config.validation_fraction if validation else 1.0,
     )
+    return ds.take(math.ceil(impressions / batch)) if impressions else ds
 
 
 class _TrainWindow:
@@ -114,12 +156,15 @@ class _TrainWindow:
         self.evaluator.update(labels, outputs)
 
 
-def build_training(config: Config, strategy: tf.distribute.Strategy | None = None):
-    """The model, its optimizer (built) and the train step, a tf.function traced
-    once for any batch: ``train_step(inputs, labels) -> (losses, outputs)``."""
+def build_training(
+    config: Config, strategy: tf.distribute.Strategy | None = None, vocab_root: str | None = None
+):
+    """The model (on the vocabulary under ``vocab_root``, default the data's),
+    its optimizer (built) and the train step, a tf.function traced once for any
+    batch: ``train_step(inputs, labels) -> (losses, outputs)``."""
     strategy = strategy or tf.distribute.get_strategy()
     with strategy.scope():
-        model = build_model(config)
+        model = build_model(config, vocab_root)
         optimizer = make_optimizer(config)
         optimizer.build(model.trainable_variables)
     variables = model.trainable_variables
@@ -180,177 +225,442 @@ class _FlatCall:
         return self._concrete._call_flat(flat, self._concrete.captured_inputs)
 
 
+class _Progress(tf.Module):
+    """Where training stands, saved in every checkpoint: the epoch, the steps
+    done in it, and the early-stopping state (so a resumed run goes on with
+    the same best value, patience and stop decision)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self.epoch_step = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self.best_value = tf.Variable(float("nan"), dtype=tf.float64, trainable=False)
+        self.best_step = tf.Variable(-1, dtype=tf.int64, trainable=False)
+        self.evals_without_improvement = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self.stopped = tf.Variable(False, trainable=False)
+
+
+def _better(metric: str, value: float, best: float) -> bool:
+    if math.isnan(value):
+        return False
+    if math.isnan(best):
+        return True
+    return value < best if metric == "log_loss" else value > best
+
+
+def selection_value(metrics: dict, metric: str) -> float:
+    """The early-stopping metric of an evaluation (``log_loss``: CTR + CTCVR
+    log loss over all impressions)."""
+    if metric == "log_loss":
+        cal = metrics["calibration"]
+        return cal[F.CTR]["observed"]["log_loss"] + cal[F.CTCVR]["observed"]["log_loss"]
+    return metrics[metric]
+
+
+class TrainingRun:
+    """One training run in ``model_dir``: build (or resume, or warm-start),
+    ``train_epoch()`` until ``done``, then ``finish()``.
+
+    Under a multi-worker strategy every worker builds the same run; only the
+    chief writes to ``model_dir`` and ``export_dir`` (shared storage that
+    every worker can read, for resumption); the others write to a temporary
+    directory (saving distributed variables may take part in collectives).
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        model_dir: str,
+        export_dir: str | None = None,
+        strategy: tf.distribute.Strategy | None = None,
+    ) -> None:
+        self.config = config
+        self.model_dir = model_dir
+        self.export_dir = export_dir
+        self.strategy = strategy or distribute.make_strategy(config.strategy)
+        self.chief = distribute.is_chief(self.strategy)
+        task = distribute.task_name(self.strategy)
+        self.prefix = f"[{task}] " if task else ""
+        self.scratch = None if self.chief else tempfile.mkdtemp(prefix="esmm-worker-")
+        self._check_files()
+        self._setup_vocab()
+        keras.utils.set_random_seed(config.seed)
+        self.model, self.optimizer, self.train_step = build_training(
+            config, self.strategy, run_dir.vocab_root(self._vocab_dir)
+        )
+        self.progress = _Progress()
+        self.checkpoint = tf.train.Checkpoint(
+            model=self.model, optimizer=self.optimizer, progress=self.progress
+        )
+        self.manager = tf.train.CheckpointManager(
+            self.checkpoint,
+            run_dir.checkpoint_dir(self._write_dir),
+            max_to_keep=config.keep_checkpoints,
+            step_counter=self.optimizer.iterations,
+        )
+        self.best_manager = tf.train.CheckpointManager(
+            self.checkpoint,
+            run_dir.best_dir(self._write_dir),
+            max_to_keep=1,
+            step_counter=self.optimizer.iterations,
+        )
+        self._restore_or_warm_start()
+        self.predict = evaluation.predict_function(self.model)
+        if self.chief:
+            self.writer = tf.summary.create_file_writer(
+                run_dir.events_dir(model_dir, run_dir.TRAIN_EVENTS)
+            )
+            self.eval_writer = tf.summary.create_file_writer(
+                run_dir.events_dir(model_dir, run_dir.EVAL_EVENTS)
+            )
+        else:
+            self.writer = self.eval_writer = tf.summary.create_noop_writer()
+        self.global_sum = distribute.sum_over_workers(self.strategy)
+        if self.chief and not self.step:
+            write_hparams(model_dir, config)
+        self.per_epoch = steps_per_epoch(config, self.train_files if self.bad_train else None)
+        self.eval_every = config.eval_every_steps or max(1, self.per_epoch // EVALS_PER_EPOCH)
+        self.log_every = config.log_every_steps or max(1, self.per_epoch // LOGS_PER_EPOCH)
+        self.metrics: dict | None = None
+        self.window = _TrainWindow()
+        self.progbar = keras.utils.Progbar(
+            self.per_epoch * config.epochs,
+            verbose=1 if self.chief else 0,
+            stateful_metrics=["loss", "imp/s"],
+        )
+
+    # -- setup ---------------------------------------------------------------
+
+    @property
+    def _write_dir(self) -> str:
+        return self.model_dir if self.chief else self.scratch
+
+    @property
+    def _vocab_dir(self) -> str:
+        return self.model_dir if self.chief else self.scratch
+
+    def _check_files(self) -> None:
+        config = self.config
+        self.train_files = data_layout.shard_files(config.data_dir, "train")
+        self.test_files = data_layout.shard_files(config.data_dir, "test")
+        with shards.naming_corrupt_shards(self.train_files + self.test_files):
+            self.train_files, self.bad_train = shards.usable_shards(
+                self.train_files, config.corrupt_shards
+            )
+            self.test_files, self.bad_test = shards.usable_shards(
+                self.test_files, config.corrupt_shards
+            )
+        distribute.check_train_sharding(self.strategy, self.train_files, config.batch_size)
+
+    def _setup_vocab(self) -> None:
+        """The run's vocabulary copy: from --warm_start_from's run, else the data."""
+        config = self.config
+        source = config.warm_start_from or config.data_dir
+        if config.warm_start_from:
+            run_dir.serving_checkpoint(config.warm_start_from)  # a clear error if none
+            _check_warm_start_config(config, run_dir.load_config(config.warm_start_from))
+        if self.chief:
+            # The chief's copy is every worker's (model_dir is shared storage);
+            # the others copy into their scratch so that they never race it.
+            fingerprint = None
+            if os.path.exists(os.path.join(self.model_dir, config_lib.CONFIG_FILE)):
+                fingerprint = config_lib.load_json(self.model_dir).get("vocab_fingerprint")
+            config_lib.save(config, self.model_dir)  # refuses another configuration
+            copied = run_dir.copy_vocab(source, self.model_dir)
+            if fingerprint and fingerprint != copied:
+                raise TrainingError(
+                    f"{self.model_dir}/vocab does not match the fingerprint in its config.json; "
+                    "the run directory was modified: use a new --model_dir"
+                )
+            config_lib.save(config, self.model_dir, {"vocab_fingerprint": copied})
+        else:
+            run_dir.copy_vocab(source, self.scratch)
+
+    def _restore_or_warm_start(self) -> None:
+        latest = run_dir.latest_checkpoint(self.model_dir)  # every worker: the chief's
+        if latest:
+            self.checkpoint.restore(latest).assert_existing_objects_matched()
+            _log(f"{self.prefix}resumed from {latest} (step {self.step})")
+            return
+        source = self.config.warm_start_from
+        if not source:
+            return
+        path = run_dir.serving_checkpoint(source)
+        status = tf.train.Checkpoint(model=self.model).restore(path)
+        status.assert_existing_objects_matched().expect_partial()
+        missing, total, missing_n, total_n = run_dir.vocab_coverage(
+            self._vocab_dir, self.config.data_dir
+        )
+        _log(
+            f"{self.prefix}warm start from {path}; its vocabulary lacks {missing:,} of the "
+            f"{total:,} distinct train ids of {self.config.data_dir} "
+            f"({missing_n / max(total_n, 1):.2%} of their occurrences): they map to OOV rows"
+        )
+
+    # -- state ---------------------------------------------------------------
+
+    @property
+    def step(self) -> int:
+        return int(self.optimizer.iterations.numpy())
+
+    @property
+    def epoch(self) -> int:
+        return int(self.progress.epoch.numpy())
+
+    @property
+    def stopped(self) -> bool:
+        return bool(self.progress.stopped.numpy())
+
+    @property
+    def done(self) -> bool:
+        return self.stopped or self.epoch >= self.config.epochs
+
+    @property
+    def has_validation(self) -> bool:
+        return self.config.validation_fraction > 0
+
+    # -- training ------------------------------------------------------------
+
+    def _batches(self, epoch: int, skip: int):
+        """Epoch ``epoch``'s train batches from batch ``skip`` on: on one machine
+        the split (without the validation requests) shuffled with seed
+        ``seed + epoch``, until it ends; on a cluster, each worker's files
+        (every num_workers-th) the same way, in batches of batch_size / replicas
+        impressions, repeated so that every worker takes ``per_epoch`` steps."""
+        config = self.config
+        share = (1 - config.validation_fraction) * config.train_fraction
+
+        def make(num_shards: int, shard_index: int, context: tf.distribute.InputContext):
+            dataset = input_pipeline.make_dataset(
+                self.train_files,
+                context.get_per_replica_batch_size(config.batch_size),
+                shuffle=True,
+                seed=config.seed + epoch,
+                shuffle_buffer=config.shuffle_buffer,
+                deterministic=config.deterministic,
+                fraction=share,
+                exclude=config.validation_fraction,
+                num_shards=num_shards,
+                shard_index=shard_index,
+            )
+            if num_shards > 1:  # shards differ in size; the workers take the same steps
+                dataset = dataset.repeat().take(self.per_epoch)
+            return dataset.skip(skip)
+
+        return distribute.distributed_batches(self.strategy, make)
+
+    def train_epoch(self) -> None:
+        """Trains until the end of the current epoch (or an early stop),
+        evaluating, logging and checkpointing on the way."""
+        epoch = self.epoch
+        skipped = int(self.progress.epoch_step.numpy())
+        self.window.reset()
+        for batch in self._batches(epoch, skipped):
+            inputs, labels = distribute.local_value(self.strategy, batch)
+            self._train_step(inputs, labels)
+            self.progress.epoch_step.assign_add(1)
+            step = self.step
+            if step % self.log_every == 0:
+                self._log_train(step)
+            if step % self.eval_every == 0:
+                self._evaluate_during_training()
+                if self.stopped:
+                    break
+            if step % self.config.checkpoint_every_steps == 0:
+                self._save()
+        if not self.stopped:
+            self.progress.epoch.assign(epoch + 1)
+            self.progress.epoch_step.assign(0)
+            if self.window.steps:
+                self._log_train(self.step)
+            if self.step % self.eval_every:  # not evaluated at this step yet
+                self._evaluate_during_training()
+        self._save()
+
+    def _train_step(self, inputs: dict, labels: dict) -> None:
+        loss, outputs = self.train_step(inputs, labels)
+        loss = {k: v.numpy() for k, v in self.global_sum(loss).items()}
+        if not all(np.isfinite(v) for v in loss.values()):
+            raise TrainingError(
+                f"loss is not finite at step {self.step} ({loss}); stopping. The last good "
+                f"checkpoint is kept: {run_dir.latest_checkpoint(self.model_dir) or 'none yet'}"
+            )
+        self.window.update(
+            loss,
+            {k: labels[k].numpy() for k in F.LABEL_KEYS},
+            {k: v.numpy() for k, v in outputs.items()},
+        )
+
+    def _log_train(self, step: int) -> None:
+        rate = _write_train_summaries(self.writer, self.window, self.optimizer, step)
+        mean_loss = self.window.loss_sums["total"] / self.window.steps
+        target = self.progbar.target
+        self.progbar.update(min(step, target - 1), [("loss", mean_loss), ("imp/s", rate)])
+        self.window.reset()
+
+    def _save(self) -> None:
+        paused = time.time()
+        _save_checkpoint(self.manager, self.model, self.step)
+        self.window.start += time.time() - paused  # throughput counts training time only
+
+    def _evaluate_during_training(self) -> None:
+        """Evaluates on the validation split (else a test sample, for monitoring
+        only); with validation, keeps the best checkpoint and decides on early
+        stopping. The decision is shared by every worker (a collective)."""
+        paused = time.time()
+        config = self.config
+        improved = stop = 0.0
+        if self.chief:
+            dataset = eval_dataset(
+                config,
+                files=self.train_files if self.has_validation else self.test_files,
+                validation=self.has_validation,
+                impressions=config.eval_impressions,
+            )
+            metrics = evaluation.evaluate(self.model, dataset, self.predict)
+            _write_eval_summaries(self.eval_writer, metrics, self.step)
+            if self.has_validation:
+                improved, stop = self._early_stopping(metrics)
+        if self.has_validation:
+            decision = self.global_sum(
+                {"improved": tf.constant(improved), "stop": tf.constant(stop)}
+            )
+            improved, stop = float(decision["improved"]), float(decision["stop"])
+            if improved:
+                self.progress.best_step.assign(self.step)
+                self.progress.evals_without_improvement.assign(0)
+            else:
+                self.progress.evals_without_improvement.assign_add(1)
+            if stop:
+                self.progress.stopped.assign(True)
+                _log(
+                    f"\n{self.prefix}early stop at step {self.step}: no better validation "
+                    f"{config.early_stopping_metric} in {config.early_stopping_patience} "
+                    f"evaluations (best {float(self.progress.best_value.numpy()):.4f} at step "
+                    f"{int(self.progress.best_step.numpy())})"
+                )
+            if improved:
+                _save_checkpoint(self.best_manager, self.model, self.step)
+            self._save()  # the early-stopping state, consistent with the best checkpoint
+        self.window.start += time.time() - paused  # throughput counts training time only
+
+    def _early_stopping(self, metrics: dict) -> tuple[float, float]:
+        """(improved, stop) on the chief, from a validation evaluation."""
+        config = self.config
+        value = selection_value(metrics, config.early_stopping_metric)
+        best = float(self.progress.best_value.numpy())
+        if _better(config.early_stopping_metric, value, best):
+            self.progress.best_value.assign(value)
+            return 1.0, 0.0
+        waited = int(self.progress.evals_without_improvement.numpy()) + 1
+        patience = config.early_stopping_patience
+        return 0.0, 1.0 if patience and waited >= patience else 0.0
+
+    # -- the end -------------------------------------------------------------
+
+    def run(self) -> dict:
+        """Trains what is left, then ``finish()``."""
+        if self.step:
+            self.progbar.update(min(self.step, self.progbar.target - 1))
+        while not self.done:
+            self.train_epoch()
+        return self.finish()
+
+    def finish(self) -> dict:
+        """Evaluates the selected model (the best checkpoint on the validation
+        split when there is one, else the last) on the whole test split, writes
+        ``eval_metrics.json`` and exports. A non-chief worker only follows the
+        collectives and returns ``{"step": ...}``."""
+        config = self.config
+        step = self.step
+        self.progbar.update(self.progbar.target, finalize=True) if self.chief else None
+        best = run_dir.best_checkpoint(self._write_dir) if self.has_validation else None
+        if best:
+            tf.train.Checkpoint(model=self.model).restore(best).expect_partial()
+        try:
+            if not self.chief:
+                if self.export_dir:  # as the chief does (saving may take part in collectives)
+                    from esmm_tf.export import export_saved_model
+
+                    export_saved_model(self.model, os.path.join(self.scratch, "export"))
+                _log(f"{self.prefix}done at step {step}; the chief writes {self.model_dir}")
+                _barrier(self.strategy, self.global_sum)
+                return {"step": step}
+            metrics = evaluation.evaluate(
+                self.model, eval_dataset(config, files=self.test_files), self.predict
+            )
+            _write_eval_summaries(self.eval_writer, metrics, step, prefix="test/")
+            title = "test split, " + (
+                f"best checkpoint (step {int(self.progress.best_step.numpy())})"
+                if best
+                else f"after step {step}"
+            )
+            _log("\n" + evaluation.format_table(metrics, title))
+            metrics["step"] = step
+            metrics["checkpoint"] = best or run_dir.latest_checkpoint(self.model_dir)
+            metrics["epochs_trained"] = self.epoch
+            metrics["stopped_early"] = self.stopped
+            if best:
+                metrics["best_step"] = int(self.progress.best_step.numpy())
+                metrics[f"best_validation_{config.early_stopping_metric}"] = float(
+                    self.progress.best_value.numpy()
+                )
+            metrics["skipped_shards"] = [shards.describe(c) for c in self.bad_train + self.bad_test]
+            _write_json(run_dir.eval_file(self.model_dir), metrics)
+            if self.export_dir:
+                from esmm_tf import serving_requests
+                from esmm_tf.export import WARMUP_RECORDS, export_saved_model
+
+                warmup = serving_requests.read_records(self.test_files, WARMUP_RECORDS)
+                path = export_saved_model(self.model, self.export_dir, warmup_records=warmup)
+                metrics["export_path"] = path
+                _log(f"exported SavedModel to {path}")
+            if distribute.is_multi_worker(self.strategy):
+                _barrier(self.strategy, self.global_sum)
+            return metrics
+        finally:
+            if self.scratch:
+                shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+def _check_warm_start_config(config: Config, source: Config) -> None:
+    """The warm-started model must have the source run's variables."""
+    keys = ("model", "embedding_dim", "tower_units", "use_weights")
+    diff = [k for k in keys if getattr(config, k) != getattr(source, k)]
+    if diff:
+        raise ValueError(
+            f"--warm_start_from={config.warm_start_from}: its model differs in "
+            + ", ".join(
+                f"{k} ({getattr(source, k)!r} there, {getattr(config, k)!r} here)" for k in diff
+            )
+        )
+
+
+def _write_json(path: str, obj: dict) -> None:
+    with open(path + ".tmp", "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True)
+    os.replace(path + ".tmp", path)
+
+
 def train_and_evaluate(
     config: Config,
     model_dir: str,
     export_dir: str | None = None,
     strategy: tf.distribute.Strategy | None = None,
 ) -> dict:
-    """Trains (resuming from model_dir's last checkpoint), evaluates, exports.
+    """Trains (resuming from model_dir's last checkpoint), evaluates, exports:
+    ``TrainingRun(...).run()``.
 
-    ``strategy`` defaults to the one ``config.strategy`` names. Under a
-    multi-worker strategy every worker calls this with the same arguments;
-    only the chief writes to ``model_dir`` and ``export_dir`` (which must be
-    shared storage that every worker can read, for resumption).
-
-    Returns the final evaluation metrics (also written to model_dir/eval_metrics.json);
-    a non-chief worker returns only ``{"step": ...}``.
-
-    A truncated or corrupted shard raises ``shards.CorruptShardError`` naming
-    it (or, with ``config.corrupt_shards="skip"``, is left out and listed in
-    the metrics as ``skipped_shards``).
+    Returns the final evaluation metrics (also written to
+    model_dir/eval_metrics.json); a non-chief worker returns only
+    ``{"step": ...}``. A truncated or corrupted shard raises
+    ``shards.CorruptShardError`` naming it (or, with
+    ``config.corrupt_shards="skip"``, is left out and listed in the metrics as
+    ``skipped_shards``).
     """
-    strategy = strategy or distribute.make_strategy(config.strategy)
-    chief = distribute.is_chief(strategy)
-    train_files = data_layout.shard_files(config.data_dir, "train")
-    test_files = data_layout.shard_files(config.data_dir, "test")
-    if chief:
-        config_lib.save(config, model_dir)
-    with shards.naming_corrupt_shards(train_files + test_files):
-        train_files, bad_train = shards.usable_shards(train_files, config.corrupt_shards)
-        test_files, bad_test = shards.usable_shards(test_files, config.corrupt_shards)
-        distribute.check_train_sharding(strategy, train_files, config.records_per_batch)
-        scratch = None if chief else tempfile.mkdtemp(prefix="esmm-worker-")
-        try:
-            return _train_and_evaluate(
-                config,
-                model_dir,
-                export_dir,
-                strategy,
-                chief,
-                scratch,
-                train_files,
-                test_files,
-                bad_train,
-                bad_test,
-            )
-        finally:
-            if scratch:
-                shutil.rmtree(scratch, ignore_errors=True)
-
-
-def _train_and_evaluate(
-    config: Config,
-    model_dir: str,
-    export_dir: str | None,
-    strategy: tf.distribute.Strategy,
-    chief: bool,
-    scratch: str | None,
-    train_files: list[str],
-    test_files: list[str],
-    bad_train: list[shards.ShardCheck],
-    bad_test: list[shards.ShardCheck],
-) -> dict:
-    """train_and_evaluate's body. ``scratch``: a non-chief worker's temporary
-    directory, where it writes what the chief writes to model_dir (saving
-    distributed variables may take part in collective operations)."""
-    task = distribute.task_name(strategy)
-    prefix = f"[{task}] " if task else ""
-    per_epoch = steps_per_epoch(config, train_files if bad_train else None)
-    total_steps = per_epoch * config.epochs
-    keras.utils.set_random_seed(config.seed)
-
-    model, optimizer, train_step = build_training(config, strategy)
-    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
-    manager = tf.train.CheckpointManager(
-        checkpoint,
-        os.path.join(model_dir if chief else scratch, CHECKPOINT_DIR),
-        max_to_keep=config.keep_checkpoints,
-        step_counter=optimizer.iterations,
-    )
-    # Every worker resumes from the chief's checkpoints.
-    latest = latest_checkpoint(model_dir)
-    if latest:
-        checkpoint.restore(latest).assert_existing_objects_matched()
-        _log(f"{prefix}resumed from {latest} (step {int(optimizer.iterations.numpy())})")
-
-    predict = evaluation.predict_function(model)
-    if chief:
-        writer = tf.summary.create_file_writer(os.path.join(model_dir, "train"))
-        eval_writer = tf.summary.create_file_writer(os.path.join(model_dir, "eval"))
-    else:
-        writer = eval_writer = tf.summary.create_noop_writer()
-    multi_worker = distribute.is_multi_worker(strategy)
-    global_sum = distribute.sum_over_workers(strategy)
-
-    step = int(optimizer.iterations.numpy())
-    metrics = None
-    window = _TrainWindow()
-    progbar = keras.utils.Progbar(
-        total_steps, verbose=1 if chief else 0, stateful_metrics=["loss", "imp/s"]
-    )
-    if step:
-        progbar.update(min(step, total_steps))
-    while step < total_steps:
-        epoch = step // per_epoch
-        batches = iter(_train_batches(config, strategy, train_files, epoch, step % per_epoch))
-        while True:
-            try:
-                inputs, labels = distribute.local_value(strategy, next(batches))
-            except StopIteration:
-                raise TrainingError(
-                    f"the train split ended after {step} steps, before the {per_epoch} steps "
-                    f"per epoch that {data_layout.stats_file(config.data_dir)} implies; "
-                    "was the dataset changed after conversion?"
-                ) from None
-            loss, outputs = train_step(inputs, labels)
-            loss = {k: v.numpy() for k, v in global_sum(loss).items()}
-            if not all(np.isfinite(v) for v in loss.values()):
-                raise TrainingError(
-                    f"loss is not finite at step {step + 1} ({loss}); stopping. The last good "
-                    f"checkpoint is kept: {latest_checkpoint(model_dir) or 'none yet'}"
-                )
-            step += 1
-            window.update(
-                loss,
-                {k: labels[k].numpy() for k in F.LABEL_KEYS},
-                {k: v.numpy() for k, v in outputs.items()},
-            )
-            if step % config.log_every_steps == 0 or step == total_steps:
-                rate = _write_train_summaries(writer, window, optimizer, step)
-                mean_loss = window.loss_sums["total"] / window.steps
-                progbar.update(step, [("loss", mean_loss), ("imp/s", rate)])
-                window.reset()
-            if step % config.checkpoint_every_steps == 0:
-                _save_checkpoint(manager, model, step)
-            if step % per_epoch == 0 or step == total_steps:
-                break
-        epoch_done = step // per_epoch
-        if epoch_done % config.eval_every_epochs == 0 or step >= total_steps:
-            _save_checkpoint(manager, model, step)
-            if chief:  # the others go on to the next step's collectives and wait there
-                metrics = evaluation.evaluate(
-                    model, eval_dataset(config, files=test_files), predict
-                )
-                _write_eval_summaries(eval_writer, metrics, step)
-                _log("\n" + evaluation.format_table(metrics, f"eval after epoch {epoch_done}"))
-
-    if not chief:
-        if export_dir:  # as the chief does (saving may take part in collectives), then dropped
-            from esmm_tf.export import export_saved_model
-
-            export_saved_model(model, os.path.join(scratch, "export"))
-        _log(f"{prefix}done at step {step}; the chief writes {model_dir}")
-        _barrier(strategy, global_sum)
-        return {"step": step}
-    if metrics is None:  # nothing left to train: evaluate the restored model
-        metrics = evaluation.evaluate(model, eval_dataset(config, files=test_files), predict)
-    metrics["step"] = step
-    metrics["skipped_shards"] = [shards.describe(c) for c in bad_train + bad_test]
-    with open(os.path.join(model_dir, EVAL_FILE + ".tmp"), "w") as f:
-        json.dump(metrics, f, indent=2, sort_keys=True)
-    os.replace(os.path.join(model_dir, EVAL_FILE + ".tmp"), os.path.join(model_dir, EVAL_FILE))
-    if export_dir:
-        from esmm_tf import serving_requests
-        from esmm_tf.export import WARMUP_RECORDS, export_saved_model
-
-        warmup = serving_requests.read_records(test_files, WARMUP_RECORDS)
-        path = export_saved_model(model, export_dir, warmup_records=warmup)
-        metrics["export_path"] = path
-        _log(f"exported SavedModel to {path}")
-    if multi_worker:
-        _barrier(strategy, global_sum)
-    return metrics
+    run = TrainingRun(config, model_dir, export_dir, strategy)
+    with shards.naming_corrupt_shards(run.train_files + run.test_files):
+        return run.run()
 
 
 def _save_checkpoint(manager: tf.train.CheckpointManager, model, step: int) -> None:
@@ -368,7 +678,7 @@ def _save_checkpoint(manager: tf.train.CheckpointManager, model, step: int) -> N
 
 
 def latest_checkpoint(model_dir: str) -> str | None:
-    return tf.train.latest_checkpoint(os.path.join(model_dir, CHECKPOINT_DIR))
+    return run_dir.latest_checkpoint(model_dir)
 
 
 def _barrier(strategy: tf.distribute.Strategy, global_sum) -> None:
@@ -376,33 +686,6 @@ def _barrier(strategy: tf.distribute.Strategy, global_sum) -> None:
     while the others wait), so that no worker leaves the cluster early."""
     if distribute.is_multi_worker(strategy):
         global_sum({"done": tf.constant(1.0)})
-
-
-def _train_batches(
-    config: Config, strategy: tf.distribute.Strategy, files: list[str], epoch: int, skip: int
-):
-    """Epoch ``epoch``'s train batches from batch ``skip`` on: on one machine the
-    split shuffled with seed ``seed + epoch``; on a cluster, each worker's files
-    (every num_workers-th) the same way, batches of records_per_batch / replicas
-    records, repeated so that every worker has the epoch's steps."""
-
-    def make(num_shards: int, shard_index: int, context: tf.distribute.InputContext):
-        dataset = input_pipeline.make_dataset(
-            files,
-            context.get_per_replica_batch_size(config.records_per_batch),
-            shuffle=True,
-            seed=config.seed + epoch,
-            shuffle_buffer=config.shuffle_buffer,
-            deterministic=config.deterministic,
-            fraction=config.train_fraction,
-            num_shards=num_shards,
-            shard_index=shard_index,
-        )
-        if num_shards > 1:  # shards differ in size; the workers take the same steps
-            dataset = dataset.repeat()
-        return dataset.skip(skip)
-
-    return distribute.distributed_batches(strategy, make)
 
 
 def _write_train_summaries(writer, window: _TrainWindow, optimizer: Adam, step: int) -> float:
@@ -421,13 +704,47 @@ def _write_train_summaries(writer, window: _TrainWindow, optimizer: Adam, step: 
     return rate
 
 
-def _write_eval_summaries(writer, metrics: dict, step: int) -> None:
+def _write_eval_summaries(writer, metrics: dict, step: int, prefix: str = "") -> None:
+    """An evaluation's scalars. The losses use the train summaries' tags
+    (``loss/<head>``: the log loss of that head on the impressions its train
+    loss covers), so one chart compares train and evaluation; calibration
+    charts show the mean prediction beside the observed rate."""
     with writer.as_default(step=step):
         for k in ("ctr_auc", "cvr_auc", "ctcvr_auc", "cvr_auc_entire_space"):
             if k in metrics and not math.isnan(metrics[k]):
-                tf.summary.scalar(f"auc/{k}", metrics[k])
+                tf.summary.scalar(f"{prefix}auc/{k}", metrics[k])
         for head, cal in metrics["calibration"].items():
-            tf.summary.scalar(f"calibration/{head}_mean_pred", cal["observed"]["mean_pred"])
-            tf.summary.scalar(f"log_loss/{head}", cal["observed"]["log_loss"])
-        tf.summary.scalar("impressions_per_second", metrics["impressions_per_second"])
+            observed = cal["observed"]
+            if not math.isnan(observed["log_loss"]):
+                tf.summary.scalar(f"{prefix}loss/{head}", observed["log_loss"])
+            tf.summary.scalar(f"{prefix}calibration/{head}_mean_pred", observed["mean_pred"])
+            tf.summary.scalar(f"{prefix}calibration/{head}_observed", observed["mean_target"])
+        tf.summary.scalar(f"{prefix}impressions_per_second", metrics["impressions_per_second"])
     writer.flush()
+
+
+def write_hparams(model_dir: str, config: Config) -> None:
+    """The run's configuration in TensorBoard: the HParams dashboard (the config
+    fields as hparams; the final test AUCs, ``eval/test/auc/*``, as metrics,
+    so several runs compare in one table) and config.json as text."""
+    from tensorboard.plugins.hparams import api as hp
+
+    values = {}
+    for key, value in dataclasses.asdict(config).items():
+        if isinstance(value, bool | int | float | str):
+            values[key] = value
+        else:
+            values[key] = ",".join(str(v) for v in value)
+    writer = tf.summary.create_file_writer(model_dir)
+    with writer.as_default(step=0):
+        hp.hparams_config(
+            hparams=[hp.HParam(k) for k in sorted(values)],
+            metrics=[
+                hp.Metric(f"test/auc/{k}", group=run_dir.EVAL_EVENTS, display_name=k)
+                for k in ("ctr_auc", "cvr_auc", "ctcvr_auc", "cvr_auc_entire_space")
+            ],
+        )
+        hp.hparams(values, trial_id=os.path.basename(os.path.abspath(model_dir)))
+        tf.summary.text("config", "```\n" + config.to_json() + "```")
+    writer.flush()
+    writer.close()

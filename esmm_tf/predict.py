@@ -1,0 +1,112 @@
+"""Score converted logs: ``python -m esmm_tf.predict (--model_dir=RUN |
+--saved_model=EXPORT/<version>) --data_dir=DATA [--split=test]
+--output=FILE.csv``.
+
+Writes ``sample_id,ctr,cvr,ctcvr`` per impression of the split (in file
+order), streaming, with progress. From a run, the model is rebuilt from its
+config and its own vocabulary and restored from the checkpoint it serves (the
+best on the validation split when it has one, else the last); from an export,
+the SavedModel's ``score_records`` function is used. ``DATA`` may be any
+conversion of any day's logs (e.g. ``data_prep.convert --vocab_from=RUN`` on
+a directory holding only that day's test files): ids the run never saw score
+as its OOV rows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+
+
+def _expected(data_dir: str, split: str) -> int | None:
+    from esmm_tf import data_layout
+
+    try:
+        with open(data_layout.stats_file(data_dir)) as f:
+            return int(json.load(f)["splits"][split]["impressions"])
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def predict(
+    data_dir: str,
+    output: str,
+    model_dir: str | None = None,
+    saved_model: str | None = None,
+    split: str = "test",
+    checkpoint: str = "auto",
+) -> int:
+    """Writes the predictions file; returns the number of impressions scored."""
+    import tensorflow as tf
+
+    from esmm_tf import data_layout, run_dir, scoring, shards
+
+    if bool(model_dir) == bool(saved_model):
+        raise ValueError("give exactly one of --model_dir=RUN and --saved_model=EXPORT/<version>")
+    files = data_layout.shard_files(data_dir, split)
+    if model_dir:
+        _, model, path = run_dir.restore(model_dir, checkpoint)
+        scorer = scoring.records_scorer(model)
+    else:
+        if not os.path.exists(os.path.join(saved_model, "saved_model.pb")):
+            raise FileNotFoundError(
+                f"{saved_model}/saved_model.pb not found: --saved_model takes a version "
+                "directory of an export (EXPORT/<version>)"
+            )
+        loaded = tf.saved_model.load(saved_model)
+        if not hasattr(loaded, "score_records"):
+            raise ValueError(
+                f"{saved_model} has no score_records function (exported by an older "
+                "esmm_tf); re-export it with python -m esmm_tf.export or use --model_dir"
+            )
+        scorer, path = loaded.score_records, saved_model
+    print(f"scoring {data_dir} ({split}) with {path}", file=sys.stderr, flush=True)
+    with shards.naming_corrupt_shards(files):
+        return scoring.write_predictions(scorer, files, output, _expected(data_dir, split))
+
+
+def main(argv) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    from esmm_tf import data_layout
+
+    try:
+        n = predict(
+            FLAGS.data_dir,
+            FLAGS.output,
+            FLAGS.model_dir,
+            FLAGS.saved_model,
+            FLAGS.split,
+            FLAGS.checkpoint,
+        )
+    except (FileNotFoundError, ValueError, data_layout.DatasetError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    print(f"wrote {n:,} predictions to {FLAGS.output}")
+
+
+def define_flags() -> None:
+    from esmm_tf.run_dir import CHECKPOINT_CHOICES
+
+    flags.DEFINE_string("model_dir", None, "A training run (--model_dir of esmm_tf.train).")
+    flags.DEFINE_string("saved_model", None, "Or an export's version directory, EXPORT/<version>.")
+    flags.DEFINE_string("data_dir", None, "Converted data to score (data_prep.convert --out_dir).")
+    flags.DEFINE_enum("split", "test", ["train", "test"], "Split to score.")
+    flags.DEFINE_enum(
+        "checkpoint", "auto", list(CHECKPOINT_CHOICES), "With --model_dir: which checkpoint."
+    )
+    flags.DEFINE_string("output", None, "CSV file to write: sample_id,ctr,cvr,ctcvr.")
+    flags.mark_flags_as_required(["data_dir", "output"])
+
+
+if __name__ == "__main__":
+    from esmm_tf.cli import quiet_tensorflow
+
+    quiet_tensorflow()
+    define_flags()
+    app.run(main)

@@ -1,0 +1,192 @@
+"""A training run's directory: the one owner of its layout.
+
+RUN/config.json          the resolved Config (+ the vocabulary's fingerprint)
+RUN/vocab/<field>.tsv    the vocabulary the run was built with, copied from
+                         the data (or from --warm_start_from's run) when the
+                         run starts; everything that rebuilds the model reads
+                         this copy, never the data's
+RUN/checkpoints/ckpt-N   rolling checkpoints (model, optimizer, progress)
+RUN/best/ckpt-N          the best checkpoint on the validation split (runs
+                         with --validation_fraction > 0)
+RUN/train/, RUN/eval/    TensorBoard event files
+RUN/eval_metrics.json    the final evaluation on the test split
+
+``restore`` rebuilds a run's model from its config and vocabulary and loads
+the checkpoint that evaluation, prediction and export use: the best one when
+the run has one, else the last. So a run can score any conversion of any
+day's logs (ids it never saw map to its OOV rows), and the training data may
+be deleted after training.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+
+from esmm_tf import config as config_lib
+from esmm_tf import data_layout, vocab
+from esmm_tf import features as F
+
+CHECKPOINT_DIR = "checkpoints"
+BEST_DIR = "best"
+EVAL_FILE = "eval_metrics.json"
+TRAIN_EVENTS = "train"
+EVAL_EVENTS = "eval"
+CHECKPOINT_CHOICES = ("auto", "best", "latest")
+
+
+class RunError(FileNotFoundError):
+    """A directory is not (or not yet) a usable training run."""
+
+
+def checkpoint_dir(model_dir: str) -> str:
+    return os.path.join(model_dir, CHECKPOINT_DIR)
+
+
+def best_dir(model_dir: str) -> str:
+    return os.path.join(model_dir, BEST_DIR)
+
+
+def eval_file(model_dir: str) -> str:
+    return os.path.join(model_dir, EVAL_FILE)
+
+
+def events_dir(model_dir: str, which: str) -> str:
+    return os.path.join(model_dir, which)
+
+
+def latest_checkpoint(model_dir: str) -> str | None:
+    import tensorflow as tf
+
+    return tf.train.latest_checkpoint(checkpoint_dir(model_dir))
+
+
+def best_checkpoint(model_dir: str) -> str | None:
+    import tensorflow as tf
+
+    return tf.train.latest_checkpoint(best_dir(model_dir))
+
+
+def serving_checkpoint(model_dir: str, which: str = "auto") -> str:
+    """The checkpoint to evaluate, predict with and export: ``auto`` is the best
+    one when the run has one, else the last."""
+    if which not in CHECKPOINT_CHOICES:
+        raise ValueError(f"--checkpoint={which!r}; choose one of {', '.join(CHECKPOINT_CHOICES)}")
+    best = best_checkpoint(model_dir) if which in ("auto", "best") else None
+    path = best or (latest_checkpoint(model_dir) if which in ("auto", "latest") else None)
+    if not path:
+        where = best_dir(model_dir) if which == "best" else checkpoint_dir(model_dir)
+        raise RunError(
+            f"no checkpoint in {where}: is {model_dir!r} the --model_dir of an esmm_tf.train "
+            "run that has trained (and, for --checkpoint=best, validated)?"
+        )
+    return path
+
+
+# ---------------------------------------------------------------------------
+# The run's vocabulary.
+
+
+def vocab_root(model_dir: str) -> str:
+    """The directory whose ``vocab/<field>.tsv`` files the run's model reads
+    (the run directory itself: the same layout as a converted dataset)."""
+    return model_dir
+
+
+def has_vocab(directory: str) -> bool:
+    return all(os.path.exists(data_layout.vocab_file(directory, f.id)) for f in F.FIELDS)
+
+
+def vocab_fingerprint(directory: str) -> str:
+    """sha256 over the vocabulary files of ``directory`` (a run or a dataset)."""
+    digest = hashlib.sha256()
+    for field in F.FIELDS:
+        with open(data_layout.vocab_file(directory, field.id), "rb") as f:
+            digest.update(field.id.encode() + b"\0")
+            digest.update(hashlib.sha256(f.read()).digest())
+    return digest.hexdigest()
+
+
+def copy_vocab(source: str, model_dir: str) -> str:
+    """Copies ``source``'s vocabulary (a dataset or another run) into the run,
+    atomically (a temporary directory renamed when complete); returns its
+    fingerprint. A run that already has one keeps it."""
+    target = os.path.join(model_dir, data_layout.VOCAB_DIR)
+    if has_vocab(model_dir):
+        return vocab_fingerprint(model_dir)
+    if not has_vocab(source):
+        missing = data_layout.vocab_file(source, F.FIELDS[0].id)
+        vocab.read_vocab(missing)  # the clear error when the first file is missing
+        raise data_layout.DatasetError(
+            f"{source!r} has an incomplete vocabulary under "
+            f"{os.path.join(source, data_layout.VOCAB_DIR)}"
+        )
+    tmp = target + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    for field in F.FIELDS:
+        shutil.copyfile(
+            data_layout.vocab_file(source, field.id), os.path.join(tmp, f"{field.id}.tsv")
+        )
+    shutil.rmtree(target, ignore_errors=True)  # an incomplete copy of a killed run
+    os.rename(tmp, target)
+    return vocab_fingerprint(model_dir)
+
+
+def vocab_coverage(run_vocab: str, data_dir: str) -> tuple[int, int, int, int]:
+    """How much of ``data_dir``'s train vocabulary the run's lacks (those ids map
+    to the run's OOV rows): (distinct ids missing, distinct ids, occurrences
+    missing, occurrences) over all fields; zeros when the data has no
+    vocabulary."""
+    import numpy as np
+
+    missing = total = missing_n = total_n = 0
+    if not has_vocab(data_dir):
+        return 0, 0, 0, 0
+    for field in F.FIELDS:
+        have = vocab.read_vocab(data_layout.vocab_file(run_vocab, field.id))
+        table = np.loadtxt(
+            data_layout.vocab_file(data_dir, field.id), dtype=np.int64, delimiter="\t", ndmin=2
+        )[1:]
+        if not table.size:
+            continue
+        absent = ~np.isin(table[:, 0], have)
+        missing += int(absent.sum())
+        total += int(table.shape[0])
+        missing_n += int(table[absent, 1].sum())
+        total_n += int(table[:, 1].sum())
+    return missing, total, missing_n, total_n
+
+
+# ---------------------------------------------------------------------------
+# Rebuilding a run's model.
+
+
+def load_config(model_dir: str) -> config_lib.Config:
+    return config_lib.load(model_dir)
+
+
+def build_run_model(config: config_lib.Config, model_dir: str):
+    """The (untrained) model of ``config`` on the run's vocabulary."""
+    from esmm_tf.model import build_model
+
+    if not has_vocab(model_dir):
+        raise RunError(
+            f"{model_dir} has no vocabulary copy ({os.path.join(model_dir, 'vocab')}): it was "
+            "written by an older esmm_tf or its training never started; retrain it"
+        )
+    return build_model(config, vocab_root(model_dir))
+
+
+def restore(model_dir: str, which: str = "auto"):
+    """(config, model, checkpoint path): a run's model rebuilt from its
+    config.json and vocabulary copy, restored from ``serving_checkpoint``."""
+    import tensorflow as tf
+
+    config = load_config(model_dir)
+    path = serving_checkpoint(model_dir, which)
+    model = build_run_model(config, model_dir)
+    status = tf.train.Checkpoint(model=model).restore(path)
+    status.assert_existing_objects_matched().expect_partial()  # optimizer slots unused
+    return config, model, path
