@@ -50,7 +50,7 @@ def make_tiny_config(data_dir: str, **overrides):
         data_dir=data_dir,
         embedding_dim=4,
         tower_units=(16, 8),
-        records_per_batch=8,
+        batch_size=64,
         epochs=1,
         deterministic=True,
         checkpoint_every_steps=10,

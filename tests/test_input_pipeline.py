@@ -133,7 +133,7 @@ def small_config(data_dir: str, **overrides) -> Config:
         data_dir=data_dir,
         embedding_dim=4,
         tower_units=(16, 8),
-        records_per_batch=8,
+        batch_size=64,
         deterministic=True,
         seed=3,
     )
@@ -230,6 +230,76 @@ def test_make_dataset_shuffle_is_seeded(tiny_data_dir):
     first = order(1)
     np.testing.assert_array_equal(first, order(1))
     assert not np.array_equal(first, order(2))
+
+
+def _greedy(sizes: list[int], batch_size: int) -> list[list[int]]:
+    """The reference packing: whole records, in order, while they fit."""
+    batches, current, total = [], [], 0
+    for i, n in enumerate(sizes):
+        if current and total + n > batch_size:
+            batches.append(current)
+            current, total = [], 0
+        current.append(i)
+        total += n
+    return batches + ([current] if current else [])
+
+
+def _fake_record(index: int, impressions: int, key: int | None = None) -> bytes:
+    feature = {
+        F.CLICK: tf.train.Feature(int64_list=tf.train.Int64List(value=[0] * impressions)),
+        F.SAMPLE_ID: tf.train.Feature(int64_list=tf.train.Int64List(value=[index] * impressions)),
+    }
+    if key is not None:
+        feature[F.GROUP_KEY] = tf.train.Feature(int64_list=tf.train.Int64List(value=[key]))
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_pack_records_is_greedy_over_whole_records(seed, monkeypatch):
+    """Any record sizes, batch size and chunking: the batches are the greedy
+    packing of whole records (a record larger than the batch alone)."""
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(1, 80, int(rng.integers(1, 700))).tolist()
+    batch_size = int(rng.integers(1, 200))
+    monkeypatch.setattr(input_pipeline, "CHUNK_RECORDS", int(rng.integers(1, 64)))
+    records = [_fake_record(i, n) for i, n in enumerate(sizes)]
+    packed = input_pipeline.pack_records(tf.data.Dataset.from_tensor_slices(records), batch_size)
+    got = [
+        [
+            tf.train.Example.FromString(r).features.feature[F.SAMPLE_ID].int64_list.value[0]
+            for r in b
+        ]
+        for b in packed.as_numpy_iterator()
+    ]
+    assert got == _greedy(sizes, batch_size)
+
+
+def test_pack_records_of_an_empty_stream_is_empty():
+    empty = tf.data.Dataset.from_tensor_slices(tf.constant([], tf.string))
+    assert list(input_pipeline.pack_records(empty, 10)) == []
+
+
+def test_key_filters_split_requests_disjointly():
+    """Validation [0, v) and training [v, 1) take every record exactly once,
+    and all records of a request (one key) go to the same side."""
+    keys = np.random.default_rng(0).integers(0, 1 << 62, 400)
+    records = [_fake_record(i, 1 + i % 3, int(keys[i // 2])) for i in range(800)]
+    _, record_keys = input_pipeline.record_heads(tf.constant(records))
+    validation = input_pipeline.key_filter(0.2)(record_keys).numpy()
+    train = input_pipeline.key_filter(0.8, exclude=0.2)(record_keys).numpy()
+    assert not np.any(validation & train) and np.all(validation | train)
+    assert 0.1 < validation.mean() < 0.3
+    np.testing.assert_array_equal(validation[0::2], validation[1::2])  # by request
+
+
+def test_make_dataset_batches_hold_at_most_batch_size_impressions(tiny_data_dir):
+    files = data_layout.shard_files(tiny_data_dir, "train")
+    sizes = []
+    for inputs, labels in input_pipeline.make_dataset(files, 50, shuffle=True, seed=1):
+        sizes.append((labels[F.CLICK].shape[0], int(tf.reduce_max(inputs[F.GROUP_INDEX])) + 1))
+    for impressions, records in sizes:
+        assert impressions <= 50 or records == 1
+    assert np.mean([n for n, _ in sizes[:-1]]) > 35  # packed, not one record per step
 
 
 def test_make_dataset_without_files_is_an_error():

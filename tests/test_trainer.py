@@ -43,6 +43,8 @@ def assert_metrics_close(a: dict, b: dict, atol: float) -> None:
             assert_metrics_close(a[key], b[key], atol)
         elif isinstance(a[key], float) and math.isnan(a[key]):
             assert math.isnan(b[key]), key
+        elif not isinstance(a[key], int | float):
+            assert a[key] == b[key], key
         else:
             assert a[key] == pytest.approx(b[key], abs=atol, rel=0), key
 
@@ -59,6 +61,25 @@ def events(model_dir: str, sub: str) -> dict[str, dict[int, float]]:
     return out
 
 
+def epoch_steps(config: Config, epoch: int) -> int:
+    """Steps of epoch ``epoch``: the batches of the train split shuffled with
+    seed ``seed + epoch`` (counted by the input pipeline itself)."""
+    from esmm_tf import data_layout, input_pipeline
+
+    files = data_layout.shard_files(config.data_dir, "train")
+    return sum(
+        1
+        for _ in input_pipeline.make_dataset(
+            files,
+            config.batch_size,
+            shuffle=True,
+            seed=config.seed + epoch,
+            shuffle_buffer=config.shuffle_buffer,
+            deterministic=True,
+        )
+    )
+
+
 def checkpoint_numbers(model_dir: str) -> list[int]:
     state = tf.train.get_checkpoint_state(os.path.join(model_dir, trainer.CHECKPOINT_DIR))
     return sorted(int(p.rsplit("-", 1)[1]) for p in state.all_model_checkpoint_paths)
@@ -73,7 +94,7 @@ def expected_checkpoints(config: Config, epoch_ends: list[int]) -> list[int]:
 
 
 def restored_iterations(config: Config, checkpoint_path: str):
-    model = build_model(config)
+    model = build_model(config, os.path.dirname(os.path.dirname(checkpoint_path)))
     optimizer = trainer.make_optimizer(config)
     optimizer.build(model.trainable_variables)
     tf.train.Checkpoint(model=model, optimizer=optimizer).restore(
@@ -134,10 +155,11 @@ def test_base_run_uses_tiny_config(base_run, tiny_config):
 
 def test_run_writes_config_checkpoints_and_metrics(base_run):
     config, model_dir, metrics = base_run
-    per_epoch = trainer.steps_per_epoch(config)
+    per_epoch = epoch_steps(config, 0)
     with open(os.path.join(config.data_dir, "stats.json")) as f:
-        records = json.load(f)["splits"]["train"]["records"]
-    assert per_epoch == math.ceil(records / config.records_per_batch)
+        impressions = json.load(f)["splits"]["train"]["impressions"]
+    # Steps hold whole records of at most batch_size impressions.
+    assert math.ceil(impressions / config.batch_size) <= per_epoch < 2 * impressions / 64
     assert per_epoch > 15  # the interruption and NaN tests stop inside epoch 1
     assert config_lib.load(model_dir) == config
     with open(os.path.join(model_dir, config_lib.CONFIG_FILE)) as f:
@@ -187,7 +209,7 @@ def test_tensorboard_summaries(base_run):
         "learning_rate",
     ):
         assert tag in train, tag
-    per_epoch = trainer.steps_per_epoch(config)
+    per_epoch = epoch_steps(config, 0)
     every = config.log_every_steps
     assert sorted(train["loss/total"]) == sorted({*range(every, per_epoch + 1, every), per_epoch})
     for step, total in train["loss/total"].items():
@@ -196,12 +218,19 @@ def test_tensorboard_summaries(base_run):
         assert value == pytest.approx(config.learning_rate)
 
     evals = events(model_dir, "eval")
-    for tag in ("auc/ctr_auc", "auc/cvr_auc", "auc/ctcvr_auc", "auc/cvr_auc_entire_space"):
-        assert evals[tag] == {per_epoch: pytest.approx(metrics[tag.split("/")[1]], abs=1e-6)}
-    assert "impressions_per_second" in evals
-    assert evals["log_loss/ctr"][per_epoch] == pytest.approx(
+    # The final evaluation on the whole test split...
+    for key in ("ctr_auc", "cvr_auc", "ctcvr_auc", "cvr_auc_entire_space"):
+        assert evals[f"test/auc/{key}"] == {per_epoch: pytest.approx(metrics[key], abs=1e-6)}
+    assert evals["test/loss/ctr"][per_epoch] == pytest.approx(
         metrics["calibration"]["ctr"]["observed"]["log_loss"], abs=1e-6
     )
+    # ... and about ten evaluations during the epoch, under the train losses' tags.
+    every_eval = trainer.steps_per_epoch(config) // trainer.EVALS_PER_EPOCH
+    assert sorted(evals["auc/ctr_auc"])[:3] == [every_eval, 2 * every_eval, 3 * every_eval]
+    assert len(evals["auc/ctr_auc"]) >= trainer.EVALS_PER_EPOCH
+    for tag in ("loss/ctr", "loss/ctcvr", "calibration/ctr_mean_pred", "calibration/ctr_observed"):
+        assert len(evals[tag]) == len(evals["auc/ctr_auc"]), tag
+    assert "impressions_per_second" in evals
 
 
 def test_two_fresh_runs_are_identical(base_run, tmp_path):
@@ -212,16 +241,16 @@ def test_two_fresh_runs_are_identical(base_run, tmp_path):
 
 def test_resume_continues_from_the_checkpoint(resumed_run, base_run):
     config, model_dir, metrics, steps_trained = resumed_run
-    per_epoch = trainer.steps_per_epoch(config)
-    assert steps_trained == per_epoch  # epoch 1 was not trained again
-    assert metrics["step"] == 2 * per_epoch
+    first, second = epoch_steps(config, 0), epoch_steps(config, 1)
+    assert steps_trained == second  # epoch 1 was not trained again
+    assert metrics["step"] == first + second
     with open(os.path.join(model_dir, trainer.EVAL_FILE)) as f:
-        assert json.load(f)["step"] == 2 * per_epoch
-    assert checkpoint_numbers(model_dir) == expected_checkpoints(config, [per_epoch, 2 * per_epoch])
+        assert json.load(f)["step"] == first + second
+    assert checkpoint_numbers(model_dir) == expected_checkpoints(config, [first, first + second])
     latest = tf.train.latest_checkpoint(os.path.join(model_dir, trainer.CHECKPOINT_DIR))
     iterations, _ = restored_iterations(config, latest)
-    assert iterations == 2 * per_epoch
-    assert sorted(events(model_dir, "eval")["auc/ctr_auc"]) == [per_epoch, 2 * per_epoch]
+    assert iterations == first + second
+    assert sorted(events(model_dir, "eval")["test/auc/ctr_auc"]) == [first, first + second]
     assert config_lib.load(model_dir).epochs == 2
     # Training on changed the model.
     assert metrics["ctr_auc"] != base_run[2]["ctr_auc"]
@@ -242,9 +271,9 @@ def test_interrupted_run_ends_like_an_uninterrupted_one(
     counter = _Counter().install(monkeypatch)
     metrics = trainer.train_and_evaluate(config, model_dir)
     assert "ckpt-10 (step 10)" in capsys.readouterr().err
-    per_epoch = trainer.steps_per_epoch(config)
-    assert counter.calls == 2 * per_epoch - 10
-    assert metrics["step"] == 2 * per_epoch
+    total = epoch_steps(config, 0) + epoch_steps(config, 1)
+    assert counter.calls == total - 10
+    assert metrics["step"] == total
     # The same model as one epoch + one resumed epoch without a crash.
     assert_metrics_close(metrics, resumed_run[2], atol=1e-6)
 
@@ -297,7 +326,9 @@ def test_train_step_fast_path_matches_the_tf_function(tiny_config):
     from esmm_tf import data_layout, input_pipeline
 
     files = data_layout.shard_files(tiny_config.data_dir, "train")
-    batches = list(input_pipeline.make_dataset(files, 8, shuffle=False, deterministic=True).take(4))
+    batches = list(
+        input_pipeline.make_dataset(files, 64, shuffle=False, deterministic=True).take(4)
+    )
     runs = []
     for fast in (True, False):
         keras.utils.set_random_seed(tiny_config.seed)

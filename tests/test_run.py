@@ -1,0 +1,283 @@
+"""A run and the workflow around it: the run owns its vocabulary (any
+conversion scores, the data may go), validation + early stopping + the best
+checkpoint (kept across a crash), warm start, and predict."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from esmm_tf import config as config_lib
+from esmm_tf import run_dir, trainer
+from esmm_tf.evaluate import evaluate_model_dir
+from esmm_tf.metrics import AucAccumulator
+from tests.conftest import make_tiny_config
+
+AUC_KEYS = ("ctr_auc", "cvr_auc", "ctcvr_auc", "cvr_auc_entire_space")
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_data_dir, tmp_path_factory):
+    """A run trained on a copy of the tiny dataset: (config, model_dir, metrics)."""
+    data = os.path.join(str(tmp_path_factory.mktemp("owned")), "data")
+    shutil.copytree(tiny_data_dir, data)
+    config = make_tiny_config(data)
+    model_dir = str(tmp_path_factory.mktemp("run"))
+    return config, model_dir, trainer.train_and_evaluate(config, model_dir)
+
+
+def test_the_run_keeps_its_vocabulary_with_a_fingerprint(trained):
+    config, model_dir, _ = trained
+    assert run_dir.has_vocab(model_dir)
+    saved = config_lib.load_json(model_dir)
+    assert saved["vocab_fingerprint"] == run_dir.vocab_fingerprint(config.data_dir)
+    assert saved["vocab_fingerprint"] == run_dir.vocab_fingerprint(model_dir)
+
+
+def test_another_conversion_of_the_same_logs_scores_the_same(trained, tiny_raw_dir, tmp_path):
+    """Conversion B of the same raw rows with another --min_count (other
+    vocabulary sizes): identical metrics, since the run maps raw ids with its
+    own vocabulary."""
+    from data_prep.convert import ConvertConfig, convert
+
+    config, model_dir, metrics = trained
+    other = str(tmp_path / "other")
+    convert(ConvertConfig(raw_dir=tiny_raw_dir, out_dir=other, min_count=3, workers=1))
+    assert run_dir.vocab_fingerprint(other) != run_dir.vocab_fingerprint(config.data_dir)
+    again = evaluate_model_dir(model_dir, other)
+    for key in AUC_KEYS:
+        assert again[key] == pytest.approx(metrics[key], abs=1e-9), key
+
+
+def test_evaluate_predict_and_export_work_after_the_data_is_gone(trained, tiny_data_dir, tmp_path):
+    from esmm_tf.export import export_model_dir
+    from esmm_tf.predict import predict
+
+    config, model_dir, metrics = trained
+    moved = str(tmp_path / "moved")
+    shutil.move(config.data_dir, moved)
+    try:
+        path = export_model_dir(model_dir, str(tmp_path / "export"))
+        assert os.path.exists(os.path.join(path, "saved_model.pb"))
+        again = evaluate_model_dir(model_dir, tiny_data_dir)
+        assert again["ctr_auc"] == pytest.approx(metrics["ctr_auc"], abs=1e-9)
+        out = str(tmp_path / "pred.csv")
+        assert predict(tiny_data_dir, out, saved_model=path) == metrics["impressions"]
+    finally:
+        shutil.move(moved, config.data_dir)
+
+
+def _read_predictions(path: str) -> dict[int, tuple[float, float, float]]:
+    with open(path) as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["sample_id", "ctr", "cvr", "ctcvr"]
+    return {int(r[0]): tuple(float(x) for x in r[1:]) for r in rows[1:]}
+
+
+def test_predict_file_gives_evaluates_aucs(trained, tmp_path):
+    """AUCs computed from the predictions file (joined with the labels by
+    sample_id) equal evaluate's; the run and its export write the same file."""
+    import tensorflow as tf
+
+    from esmm_tf import data_layout, input_pipeline
+    from esmm_tf.export import export_model_dir
+    from esmm_tf.predict import predict
+
+    config, model_dir, metrics = trained
+    from_run = str(tmp_path / "run.csv")
+    n = predict(config.data_dir, from_run, model_dir=model_dir)
+    assert n == metrics["impressions"]
+    export = export_model_dir(model_dir, str(tmp_path / "export"), warmup=0)
+    from_export = str(tmp_path / "export.csv")
+    predict(config.data_dir, from_export, saved_model=export)
+    with open(from_run) as a, open(from_export) as b:
+        assert a.read() == b.read()
+
+    scores = _read_predictions(from_run)
+    labels = {}
+    files = data_layout.shard_files(config.data_dir, "test")
+    for _, y in input_pipeline.make_dataset(files, 512, shuffle=False, with_ground_truth=True):
+        columns = (y["sample_id"].numpy(), y["click"].numpy(), y["conversion"].numpy())
+        for sid, c, v in zip(*columns, strict=True):
+            labels[int(sid)] = (c, v)
+    assert set(labels) == set(scores)
+    ids = sorted(labels)
+    click = np.array([labels[i][0] for i in ids])
+    conversion = np.array([labels[i][1] for i in ids])
+    pred = np.array([scores[i] for i in ids])
+    ctr, cvr, ctcvr = AucAccumulator(), AucAccumulator(), AucAccumulator()
+    ctr.update(click, pred[:, 0])
+    cvr.update(conversion, pred[:, 1], mask=click > 0)
+    ctcvr.update(click * conversion, pred[:, 2])
+    # The file keeps 7 significant digits: AUCs agree to rounding.
+    assert ctr.result() == pytest.approx(metrics["ctr_auc"], abs=2e-4)
+    assert cvr.result() == pytest.approx(metrics["cvr_auc"], abs=2e-4)
+    assert ctcvr.result() == pytest.approx(metrics["ctcvr_auc"], abs=2e-4)
+    del tf
+
+
+def test_predict_needs_exactly_one_model(trained, tmp_path):
+    from esmm_tf.predict import predict
+
+    config, model_dir, _ = trained
+    with pytest.raises(ValueError, match="exactly one"):
+        predict(config.data_dir, str(tmp_path / "p.csv"))
+    with pytest.raises(FileNotFoundError, match="saved_model.pb"):
+        predict(config.data_dir, str(tmp_path / "p.csv"), saved_model=str(tmp_path))
+    assert not os.path.exists(tmp_path / "p.csv")
+
+
+def test_an_old_run_directory_gets_a_clear_message(trained, tmp_path):
+    _, model_dir, _ = trained
+    old = str(tmp_path / "old")
+    os.makedirs(old)
+    values = config_lib.load_json(model_dir)
+    values["records_per_batch"] = 32
+    with open(os.path.join(old, config_lib.CONFIG_FILE), "w") as f:
+        json.dump(values, f)
+    with pytest.raises(ValueError, match="records_per_batch=32.*--batch_size"):
+        evaluate_model_dir(old)
+
+
+# ------------------------------------------------------ validation, early stop
+
+
+def _early_config(data_dir: str, **overrides):
+    values = dict(
+        validation_fraction=0.3,
+        early_stopping_patience=2,
+        early_stopping_metric="ctr_auc",
+        eval_every_steps=3,
+        epochs=40,
+        learning_rate=0.05,
+    )
+    values.update(overrides)
+    return make_tiny_config(data_dir, **values)
+
+
+def test_validation_split_is_never_trained_on(tiny_data_dir):
+    """Training and validation take disjoint requests that cover the split."""
+    from esmm_tf import data_layout, input_pipeline
+
+    config = _early_config(tiny_data_dir)
+    files = data_layout.shard_files(tiny_data_dir, "train")
+
+    def ids(**kw):
+        ds = input_pipeline.make_dataset(files, 64, shuffle=False, **kw)
+        return np.concatenate([y["sample_id"].numpy() for _, y in ds])
+
+    train = ids(fraction=1 - config.validation_fraction, exclude=config.validation_fraction)
+    validation = ids(fraction=config.validation_fraction)
+    everything = ids()
+    assert not set(train) & set(validation)
+    assert sorted(np.concatenate([train, validation])) == sorted(everything)
+    assert 0.15 < validation.size / everything.size < 0.45
+
+
+@pytest.fixture(scope="module")
+def early_stopped(tiny_data_dir, tmp_path_factory):
+    config = _early_config(tiny_data_dir)
+    model_dir = str(tmp_path_factory.mktemp("early"))
+    return config, model_dir, trainer.train_and_evaluate(config, model_dir)
+
+
+def test_early_stopping_keeps_the_best_checkpoint(early_stopped):
+    config, model_dir, metrics = early_stopped
+    assert metrics["stopped_early"]
+    assert metrics["epochs_trained"] < config.epochs
+    best = run_dir.best_checkpoint(model_dir)
+    assert best and best.endswith(f"ckpt-{metrics['best_step']}")
+    assert metrics["checkpoint"] == best
+    assert metrics["best_step"] < metrics["step"]
+    # The stop came `patience` evaluations (each at most 3 steps apart) after the best.
+    assert 0 < metrics["step"] - metrics["best_step"] <= config.early_stopping_patience * 3
+    # evaluate/predict/export use the best checkpoint by default.
+    again = evaluate_model_dir(model_dir)
+    assert again["checkpoint"] == best
+    assert again["ctr_auc"] == pytest.approx(metrics["ctr_auc"], abs=1e-9)
+    latest = evaluate_model_dir(model_dir, checkpoint="latest")
+    assert latest["checkpoint"] == run_dir.latest_checkpoint(model_dir) != best
+
+
+def test_a_stopped_run_stays_stopped(early_stopped):
+    config, model_dir, metrics = early_stopped
+    again = trainer.train_and_evaluate(config, model_dir)
+    assert again["step"] == metrics["step"]
+    assert again["best_step"] == metrics["best_step"]
+
+
+@pytest.mark.slow
+def test_a_crash_keeps_the_early_stopping_state(early_stopped, tmp_path, monkeypatch):
+    """Killed mid-run and resumed: the same stop, best step and metrics as the
+    uninterrupted run (deterministic input)."""
+    config, _, metrics = early_stopped
+    model_dir = str(tmp_path / "run")
+
+    class Crash(Exception):
+        pass
+
+    calls = {"n": 0}
+    original = trainer.TrainingRun._evaluate_during_training
+
+    def crash_on_the_third_eval(run):
+        original(run)
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise Crash()
+
+    monkeypatch.setattr(trainer.TrainingRun, "_evaluate_during_training", crash_on_the_third_eval)
+    with pytest.raises(Crash):
+        trainer.train_and_evaluate(config, model_dir)
+    monkeypatch.undo()
+    resumed = trainer.train_and_evaluate(config, model_dir)
+    assert resumed["step"] == metrics["step"]
+    assert resumed["best_step"] == metrics["best_step"]
+    for key in AUC_KEYS:
+        assert resumed[key] == pytest.approx(metrics[key], abs=1e-6), key
+
+
+def test_early_stopping_needs_a_validation_split(tiny_data_dir):
+    with pytest.raises(ValueError, match="validation split"):
+        make_tiny_config(tiny_data_dir, early_stopping_patience=2)
+
+
+# ------------------------------------------------------------- warm start
+
+
+def test_warm_start_starts_from_the_other_runs_model_and_vocabulary(
+    trained, tiny_raw_dir, tmp_path, capsys
+):
+    """A new run warm-started from `trained` on another conversion (min_count=3)
+    takes its vocabulary and weights: with a negligible learning rate it scores
+    as the old run does, and the log counts the ids that map to OOV."""
+    from data_prep.convert import ConvertConfig, convert
+
+    config, source, metrics = trained
+    other = str(tmp_path / "other")
+    convert(ConvertConfig(raw_dir=tiny_raw_dir, out_dir=other, min_count=3, workers=1))
+    warm = dataclasses.replace(config, data_dir=other, warm_start_from=source, learning_rate=1e-12)
+    model_dir = str(tmp_path / "warm")
+    capsys.readouterr()
+    result = trainer.train_and_evaluate(warm, model_dir)
+    err = capsys.readouterr().err
+    assert "warm start from" in err and "map to OOV rows" in err
+    assert run_dir.vocab_fingerprint(model_dir) == run_dir.vocab_fingerprint(source)
+    for key in ("ctr_auc", "ctcvr_auc"):
+        assert result[key] == pytest.approx(metrics[key], abs=1e-3), key
+    cold = trainer.train_and_evaluate(
+        dataclasses.replace(warm, warm_start_from=""), str(tmp_path / "cold")
+    )
+    assert cold["ctr_auc"] != pytest.approx(metrics["ctr_auc"], abs=1e-3)
+
+
+def test_warm_start_refuses_another_architecture(trained, tmp_path):
+    config, source, _ = trained
+    other = dataclasses.replace(config, warm_start_from=source, embedding_dim=8)
+    with pytest.raises(ValueError, match="embedding_dim"):
+        trainer.train_and_evaluate(other, str(tmp_path / "run"))
