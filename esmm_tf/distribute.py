@@ -161,7 +161,7 @@ def check_train_sharding(strategy: tf.distribute.Strategy, files: list[str], bat
     replicas = strategy.num_replicas_in_sync
     if batch % replicas:
         raise ClusterConfigError(
-            f"--records_per_batch={batch} is the global batch and must be a multiple of "
+            f"--batch_size={batch} is the global batch (impressions) and must be a multiple of "
             f"the {replicas} replicas"
         )
     if not is_multi_worker(strategy):

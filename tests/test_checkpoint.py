@@ -28,7 +28,7 @@ def test_checkpoint_holds_every_variable_and_restores_predictions(tiny_config, t
     assert len(stored) == len(model.trainable_variables)
 
     files = data_layout.shard_files(tiny_config.data_dir, "test")
-    inputs, _ = next(iter(input_pipeline.make_dataset(files, 8, shuffle=False)))
+    inputs, _ = next(iter(input_pipeline.make_dataset(files, 64, shuffle=False)))
     expected = model(inputs)
     fresh = build_model(tiny_config)
     status = tf.train.Checkpoint(model=fresh).restore(path)

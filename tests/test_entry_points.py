@@ -11,7 +11,7 @@ import sys
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SMALL = ["--embedding_dim=4", "--tower_units=16,8", "--records_per_batch=8"]
+SMALL = ["--embedding_dim=4", "--tower_units=16,8", "--batch_size=64"]
 
 
 def run(module: str, *args: str, timeout: int = 60) -> subprocess.CompletedProcess:

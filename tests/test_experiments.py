@@ -8,7 +8,7 @@ import json
 from experiments import runner
 from tests.entry import run_ok
 
-TINY = "--embedding_dim=4,--tower_units=16,--records_per_batch=16,--log_every_steps=5"
+TINY = "--embedding_dim=4,--tower_units=16,--batch_size=128,--log_every_steps=5"
 
 
 def _run(args, timeout=900):

@@ -45,9 +45,9 @@ def model(tiny_data_dir):
     optimizer = trainer.make_optimizer(config)
     optimizer.build(model.trainable_variables)
     files = data_layout.shard_files(tiny_data_dir, "test")
-    for inputs, labels in input_pipeline.make_dataset(
-        files, config.records_per_batch, shuffle=False
-    ).take(3):
+    for inputs, labels in input_pipeline.make_dataset(files, config.batch_size, shuffle=False).take(
+        3
+    ):
         with tf.GradientTape() as tape:
             out = model(inputs, training=True)
             loss = losses.esmm_loss(

@@ -98,7 +98,7 @@ def test_kill_9_during_training_then_rerun(tiny_data_dir, tmp_path):
     model_dir = tmp_path / "run"
     args = [
         *_train_args(tiny_data_dir, model_dir),
-        "--records_per_batch=2",
+        "--batch_size=16",
         "--epochs=3",
         "--checkpoint_every_steps=40",
         "--log_every_steps=40",

@@ -42,7 +42,7 @@ def model(config):
 def batches(config):
     """Three real batches (inputs, labels) of the test split."""
     files = data_layout.shard_files(config.data_dir, "test")
-    return list(input_pipeline.make_dataset(files, config.records_per_batch, shuffle=False).take(3))
+    return list(input_pipeline.make_dataset(files, config.batch_size, shuffle=False).take(3))
 
 
 @pytest.fixture(scope="module")
