@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -236,6 +239,63 @@ def test_train_steps_with_the_penalty(tiny_data_dir, lazy):
         assert changed >= touched
 
 
+_MIRRORED_SCRIPT = """
+import sys
+
+import numpy as np
+import tensorflow as tf
+
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+
+from esmm_tf import data_layout, input_pipeline, regularization  # noqa: E402
+from esmm_tf import features as F  # noqa: E402
+from esmm_tf.config import Config  # noqa: E402
+from esmm_tf.model import build_model  # noqa: E402
+
+config = Config(data_dir=sys.argv[1], embedding_dim=4, tower_units=(8,), embedding_l2=1e-3,
+                tower_l2=1e-2)
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+with strategy.scope():
+    model = build_model(config)
+files = data_layout.shard_files(config.data_dir, "train")
+batches = [b[0] for b in input_pipeline.make_dataset(files, 4, shuffle=False).take(2)]
+sizes = [float(b[F.GROUP_INDEX].shape[0]) for b in batches]
+one = [float(regularization.penalty(model, b, config)) for b in batches]
+towers = float(regularization.penalty(model, batches[0], Config(**{**config.__dict__,
+                                                                     "embedding_l2": 0.0})))
+embeddings = [p - towers for p in one]
+want = (sizes[0] * embeddings[0] + sizes[1] * embeddings[1]) / sum(sizes) + towers
+inputs = strategy.experimental_distribute_values_from_function(
+    lambda context: batches[context.replica_id_in_sync_group]
+)
+per_replica = strategy.run(
+    tf.function(lambda x: regularization.penalty(model, x, config)), args=(inputs,)
+)
+got = float(strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None))
+np.testing.assert_allclose(got, want, rtol=1e-5)
+print("MIRRORED_OK", got, want)
+"""
+
+
+def test_replicas_penalties_add_up_to_the_global_batchs(tiny_data_dir, tmp_path):
+    """Two CPU replicas, a batch each: their penalties sum to the penalty of
+    the two batches as one (embedding terms weighted by batch size, the tower
+    term once)."""
+    script = tmp_path / "mirrored.py"
+    script.write_text(_MIRRORED_SCRIPT)
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.run(
+        [sys.executable, str(script), tiny_data_dir],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert "MIRRORED_OK" in proc.stdout, proc.stderr[-3000:]
+
+
 # ---------------------------------------------------------------- dropout
 
 
@@ -263,12 +323,22 @@ def test_dropout_only_at_training_time(tiny_data_dir, batch):
     assert np.any(first != want[F.CTR].numpy()) and np.any(first != second)
 
 
-def test_exported_model_is_unaffected_by_dropout(tiny_data_dir, tmp_path):
+def test_exported_model_is_unaffected_by_dropout(tiny_data_dir, tmp_path, batch):
+    """Also: the counts the embedding penalty caches are not saved."""
     records = read_records(tiny_data_dir, "test", 3)
     plain = build_model(small_config(tiny_data_dir))
     randomize_embeddings(plain, seed=6)
-    dropped = build_model(small_config(tiny_data_dir, dropout=0.5))
+    config = small_config(tiny_data_dir, dropout=0.5, embedding_l2=1e-3)
+    dropped = build_model(config)
     copy_weights(plain, dropped)
+    saved = {}
+    for name, model in (("plain", plain), ("dropped", dropped)):
+        path = tf.train.Checkpoint(model=model).save(str(tmp_path / name / "ckpt"))
+        saved[name] = tf.train.list_variables(path)
+    assert float(regularization.penalty(dropped, batch[0], config)) > 0  # caches the counts
+    path = tf.train.Checkpoint(model=dropped).save(str(tmp_path / "after" / "ckpt"))
+    after = tf.train.list_variables(path)
+    assert after == saved["dropped"] == saved["plain"]
     version_dir = export_saved_model(dropped, str(tmp_path / "export"))
     serve = tf.saved_model.load(version_dir).signatures["serving_default"]
     examples = [e for r in records for e in impression_examples(r)]
