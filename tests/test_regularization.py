@@ -1,5 +1,6 @@
-"""esmm_tf.regularization and tower dropout: the penalties and their gradients
-by hand, sparsity under lazy and dense Adam, dropout at training time only."""
+"""esmm_tf.regularization, tower dropout and esmm_tf.schedules: the penalties
+and their gradients by hand, sparsity under lazy and dense Adam, dropout at
+training time only, the per-epoch learning-rate decay."""
 
 from __future__ import annotations
 
@@ -13,11 +14,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from esmm_tf import data_layout, input_pipeline, objectives, regularization, trainer
+from esmm_tf import data_layout, input_pipeline, objectives, regularization, schedules, trainer
 from esmm_tf import features as F
 from esmm_tf.embedding import FieldEmbeddings
 from esmm_tf.export import SIGNATURE_INPUT, export_saved_model
 from esmm_tf.model import build_model
+from esmm_tf.optimizer import Adam
 from esmm_tf.serving_requests import impression_examples
 from esmm_tf.towers import Tower
 from tests.test_input_pipeline import (
@@ -348,8 +350,27 @@ def test_exported_model_is_unaffected_by_dropout(tiny_data_dir, tmp_path, batch)
         np.testing.assert_allclose(got[key].numpy(), want[key].numpy(), rtol=0, atol=1e-6)
 
 
+# ---------------------------------------------------------------- learning rate
+
+
+def test_learning_rate_decays_after_each_epoch(tiny_data_dir):
+    assert schedules.learning_rate(small_config(tiny_data_dir), 10) == 1e-3
+    config = small_config(tiny_data_dir, learning_rate_decay=0.5)
+    optimizer = Adam(schedules.learning_rate(config, 10))
+    for step, want in ((0, 1e-3), (9, 1e-3), (10, 5e-4), (19, 5e-4), (25, 2.5e-4)):
+        optimizer.iterations.assign(step)  # as restored from a checkpoint
+        np.testing.assert_allclose(float(optimizer.learning_rate_value()), want, rtol=1e-6)
+
+
 @pytest.mark.parametrize(
-    "field, value", [("embedding_l2", -1e-5), ("tower_l2", float("nan")), ("dropout", 1.0)]
+    "field, value",
+    [
+        ("embedding_l2", -1e-5),
+        ("tower_l2", float("nan")),
+        ("dropout", 1.0),
+        ("learning_rate_decay", 0.0),
+        ("learning_rate_decay", 1.5),
+    ],
 )
 def test_bad_values_are_refused(tiny_data_dir, field, value):
     with pytest.raises(ValueError, match=f"--{field}"):
