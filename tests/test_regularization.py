@@ -181,6 +181,25 @@ def test_the_vocabulary_counts_impressions(tiny_data_dir):
     assert layer.train_counts()[1] == stats["splits"]["train"]["impressions"]
 
 
+def test_an_epoch_of_penalties_is_the_whole_table_l2(tiny_data_dir):
+    """With the weights fixed, the batches' penalties of one pass over the
+    train split, each weighted by its share |B| / N of the impressions, add
+    up to λ · Σ ||w||² over every row with train occurrences: the batch counts
+    are in the vocabulary's unit (user-side ids once per impression)."""
+    model = build_model(small_config(tiny_data_dir))
+    randomize_embeddings(model, seed=2)
+    layer = next(x for x in model.layers if isinstance(x, FieldEmbeddings))
+    counts, train_impressions = layer.train_counts()
+    files = data_layout.shard_files(tiny_data_dir, "train")
+    got = 0.0
+    for inputs, _ in input_pipeline.make_dataset(files, 32, shuffle=False):
+        share = inputs[F.GROUP_INDEX].shape[0] / train_impressions
+        got += share * float(regularization.embedding_penalty(layer, inputs, 0.01))
+    table = layer.embeddings.numpy()
+    want = 0.01 * np.sum(table[counts.numpy() > 0] ** 2)
+    np.testing.assert_allclose(got, want, rtol=1e-4)
+
+
 def test_penalty_sums_the_terms_of_every_layer(tiny_data_dir, batch):
     inputs, _ = batch
     config = small_config(tiny_data_dir, model="esmm_ns", embedding_l2=1e-4, tower_l2=1e-3)
