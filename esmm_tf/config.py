@@ -53,6 +53,20 @@ class Config:
     lazy_adam: bool = _f(
         True, "Update only the embedding rows a batch touches (False: exact dense Adam)."
     )
+    # Regularization (esmm_tf/regularization.py).
+    embedding_l2: float = _f(
+        0.0,
+        "Mini-batch-aware L2 on embeddings (DIN): each step penalises only the rows the batch "
+        "read, scaled by batch / train frequency of their ids; in expectation the same as "
+        "this * sum of squares of every table added to the loss. 0: off.",
+    )
+    tower_l2: float = _f(
+        0.0, "L2 on the towers' kernels: this * sum of their squares added to the loss. 0: off."
+    )
+    dropout: float = _f(0.0, "Dropout rate on the towers' hidden layers (training only). 0: off.")
+    learning_rate_decay: float = _f(
+        1.0, "Multiply the learning rate by this after every epoch (esmm_tf/schedules.py). 1: off."
+    )
     # Baselines (esmm_tf/objectives.py).
     aman_negative_rate: float = _f(
         0.1, "AMAN: probability that an unclicked impression is a CVR negative."
@@ -167,6 +181,15 @@ class Config:
             )
         if self.learning_rate <= 0:
             raise ValueError(f"--learning_rate must be positive, got {self.learning_rate}")
+        for name in ("embedding_l2", "tower_l2"):
+            if not getattr(self, name) >= 0:  # also refuses NaN
+                raise ValueError(f"--{name} must be >= 0, got {getattr(self, name)}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"--dropout must be in [0, 1), got {self.dropout}")
+        if not 0 < self.learning_rate_decay <= 1:
+            raise ValueError(
+                f"--learning_rate_decay must be in (0, 1], got {self.learning_rate_decay}"
+            )
         if not 0 < self.train_fraction <= 1:
             raise ValueError(f"--train_fraction must be in (0, 1], got {self.train_fraction}")
         if not 0 <= self.aman_negative_rate <= 1:

@@ -24,6 +24,7 @@ train step, see benchmarks/RESULTS.md).
 from __future__ import annotations
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from esmm_tf import data_layout, vocab
@@ -126,6 +127,57 @@ class FieldEmbeddings(keras.layers.Layer):
         start, n = self.rows(field)
         return self.embeddings.value[start : start + n]
 
+    def _lookup(self, field: F.Field, inputs: dict) -> tf.Tensor:
+        """Rows in ``embeddings`` (int64) of the field's ids in ``inputs``."""
+        return self.table(field).lookup(inputs[field.ids_input]) + self.rows(field)[0]
+
+    def touched_rows(self, inputs: dict) -> tuple[tf.Tensor, tf.Tensor]:
+        """``(rows, impressions)``: the distinct rows of ``embeddings`` that the
+        batch ``inputs`` reads (int32), and for each the number of impressions
+        holding its id, counted as the vocabulary counts train ids (a user-side
+        id once per impression of its group; an id listed twice in a row,
+        twice). No gradient flows through either."""
+        group_index = inputs[F.GROUP_INDEX]
+        num_groups = tf.maximum(tf.reduce_max(group_index) + 1, 0)
+        group_sizes = tf.math.unsorted_segment_sum(
+            tf.ones_like(group_index, tf.float32), group_index, num_groups
+        )
+        rows, impressions = [], []
+        for field in self.fields:
+            rows.append(self._lookup(field, inputs))
+            if field.user_side:
+                impressions.append(tf.gather(group_sizes, inputs[field.rows_input]))
+            else:
+                impressions.append(tf.ones(tf.shape(rows[-1]), tf.float32))
+        unique, position = tf.unique(tf.cast(tf.concat(rows, 0), tf.int32))
+        impressions = tf.math.unsorted_segment_sum(
+            tf.concat(impressions, 0), position, tf.shape(unique)[0]
+        )
+        return unique, impressions
+
+    def train_counts(self) -> tuple[tf.Tensor, float]:
+        """``(counts, impressions)``: float32 [rows of ``embeddings``], each
+        row's train count from the vocabulary files of ``data_dir``, and the
+        number of train impressions they were counted over: the largest total
+        count of a single-valued field (exact when one such field, e.g. the
+        user id, is present in every impression; a lower bound otherwise).
+        Read once, on first use (an eager tensor, captured by the functions
+        that use it)."""
+        cached = self.__dict__.get("_train_counts_cache")
+        if cached is None:
+            parts, impressions = [], 0
+            for field in self.fields:
+                counts = vocab.read_counts(data_layout.vocab_file(self.data_dir, field.id))
+                parts.append(counts)
+                if not field.multi:
+                    impressions = max(impressions, int(counts.sum()))
+            with tf.init_scope():
+                counts = tf.constant(np.concatenate(parts).astype(np.float32))
+            cached = (counts, float(impressions))
+            # Not a tracked attribute: not part of checkpoints or SavedModels.
+            self.__dict__["_train_counts_cache"] = cached
+        return cached
+
     def _side(self, fields, inputs: dict, num_rows, first_segment):
         """Table rows, segment ids and weights (None: all 1) of the ids of
         ``fields``; field k's ids pooled over ``num_rows`` rows go to segment
@@ -134,7 +186,7 @@ class FieldEmbeddings(keras.layers.Layer):
         weighted = self.use_weights and any(f.weighted for f in fields)
         for k, field in enumerate(fields):
             ids = inputs[field.ids_input]
-            rows.append(self.table(field).lookup(ids) + self.rows(field)[0])
+            rows.append(self._lookup(field, inputs))
             segments.append(inputs[field.rows_input] * len(fields) + (first_segment + k))
             if weighted:
                 if field.weighted:

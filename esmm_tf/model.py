@@ -99,7 +99,8 @@ def build_model(config: Config, vocab_root: str | None = None) -> keras.Model:
         )
         second_input = (*second, group_index)
     second = objectives.second_head(config.model)
-    ctr_logit = tower(config.tower_units, "ctr_tower", seed + 100)(ctr_input)
-    second_logit = tower(config.tower_units, f"{second}_tower", seed + 200)(second_input)
+    dropout = config.dropout
+    ctr_logit = tower(config.tower_units, "ctr_tower", seed + 100, dropout)(ctr_input)
+    second_logit = tower(config.tower_units, f"{second}_tower", seed + 200, dropout)(second_input)
     outputs = Heads(second, name="heads")(ctr_logit, second_logit)
     return keras.Model(inputs, outputs, name=config.model)

@@ -13,6 +13,12 @@ class Tower(keras.layers.Layer):
     sigmoid logit is the same model. Each tower gets its own initializer
     seeds, so two towers never start identical.
 
+    ``dropout``: the rate of dropout on each hidden layer's output (after the
+    ReLU), applied only when called with ``training=True``; the exported model
+    (``training=False``) computes the same function without it. Masks come
+    from TensorFlow's seeded random ops (``keras.utils.set_random_seed``):
+    a fresh run is reproducible, a resumed one draws new masks.
+
     Called on one [impressions, width] tensor, or on ``(user, item,
     group_index)``: the user-side columns once per group [groups, user
     width], the others per impression [impressions, item width] and each
@@ -24,10 +30,11 @@ class Tower(keras.layers.Layer):
     user side) that is about half the tower's multiply-adds.
     """
 
-    def __init__(self, units: tuple[int, ...], seed: int = 0, **kwargs):
+    def __init__(self, units: tuple[int, ...], seed: int = 0, dropout: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         self.units = tuple(units)
         self.seed = seed
+        self.dropout = float(dropout)
         # Plain attributes: tf.train.Checkpoint follows them.
         for i, n in enumerate(self.units):
             dense = keras.layers.Dense(
@@ -44,6 +51,11 @@ class Tower(keras.layers.Layer):
         )
 
     @property
+    def kernels(self) -> list:
+        """The Dense layers' kernels (the variables ``--tower_l2`` penalises)."""
+        return [layer.kernel for layer in self.layers]
+
+    @property
     def layers(self) -> list[keras.layers.Dense]:
         """The Dense layers, first to last (the logit)."""
         return [getattr(self, f"hidden{i}") for i in range(len(self.units))] + [self.logit]
@@ -57,7 +69,13 @@ class Tower(keras.layers.Layer):
             layer.build((None, width))
             width = layer.units
 
-    def call(self, inputs):
+    def _dropout(self, h, i: int, training):
+        """Dropout after hidden layer ``i``, at training time only."""
+        if not training or self.dropout == 0:
+            return h
+        return tf.nn.dropout(h, rate=self.dropout, seed=self.seed + 1000 + i)
+
+    def call(self, inputs, training=None):
         first, *rest = self.layers
         if isinstance(inputs, (tuple, list)):
             user, item, group_index = inputs
@@ -68,8 +86,8 @@ class Tower(keras.layers.Layer):
             h = first.activation(tf.nn.bias_add(h, first.bias.value))
         else:
             h = first(inputs)
-        for layer in rest:
-            h = layer(h)
+        for i, layer in enumerate(rest):
+            h = layer(self._dropout(h, i, training))
         return h
 
     def compute_output_shape(self, input_shape):
@@ -78,9 +96,14 @@ class Tower(keras.layers.Layer):
         return (input_shape[0], 1)
 
     def get_config(self):
-        return {**super().get_config(), "units": self.units, "seed": self.seed}
+        return {
+            **super().get_config(),
+            "units": self.units,
+            "seed": self.seed,
+            "dropout": self.dropout,
+        }
 
 
-def tower(units: tuple[int, ...], name: str, seed: int) -> Tower:
+def tower(units: tuple[int, ...], name: str, seed: int, dropout: float = 0.0) -> Tower:
     """A ``Tower`` named ``name`` (its layers ``<name>_hidden<i>``, ``<name>_logit``)."""
-    return Tower(units, seed, name=name)
+    return Tower(units, seed, dropout, name=name)

@@ -52,6 +52,14 @@ def read_vocab(path: str) -> np.ndarray:
     return ids[1:]
 
 
+def read_counts(path: str) -> np.ndarray:
+    """The train counts of a vocabulary file, one per embedding row (OOV row
+    first): ``counts[k]`` is the number of train occurrences of row k's id
+    (user-side ids count once per impression of their group)."""
+    read_vocab(path)  # the clear errors
+    return np.loadtxt(path, dtype=np.int64, usecols=1, ndmin=1, delimiter="\t")
+
+
 def vocab_size(path: str) -> int:
     """Number of ids in a vocabulary file, OOV row excluded (a line count)."""
     if not os.path.exists(path):
