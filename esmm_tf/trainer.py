@@ -44,7 +44,9 @@ from esmm_tf import (
     evaluation,
     input_pipeline,
     objectives,
+    regularization,
     run_dir,
+    schedules,
     shards,
 )
 from esmm_tf import features as F
@@ -95,9 +97,11 @@ def steps_per_epoch(config: Config, files: list[str] | None = None) -> int:
     return max(1, math.ceil(train_impressions(config, files) / config.batch_size))
 
 
-def make_optimizer(config: Config) -> Adam:
+def make_optimizer(config: Config, steps_per_epoch: int = 1) -> Adam:
+    """Adam with the config's learning rate (decayed by ``learning_rate_decay``
+    every ``steps_per_epoch`` steps, see esmm_tf/schedules.py)."""
     return Adam(
-        config.learning_rate,
+        schedules.learning_rate(config, steps_per_epoch),
         beta_1=config.beta_1,
         beta_2=config.beta_2,
         epsilon=config.epsilon,
@@ -157,15 +161,20 @@ class _TrainWindow:
 
 
 def build_training(
-    config: Config, strategy: tf.distribute.Strategy | None = None, vocab_root: str | None = None
+    config: Config,
+    strategy: tf.distribute.Strategy | None = None,
+    vocab_root: str | None = None,
+    steps_per_epoch: int = 1,
 ):
     """The model (on the vocabulary under ``vocab_root``, default the data's),
     its optimizer (built) and the train step, a tf.function traced once for any
-    batch: ``train_step(inputs, labels) -> (losses, outputs)``."""
+    batch: ``train_step(inputs, labels) -> (losses, outputs)``. The losses are
+    the objective's terms, ``total`` (the data loss) and ``regularization``
+    (esmm_tf/regularization.py); the gradient is of their sum."""
     strategy = strategy or tf.distribute.get_strategy()
     with strategy.scope():
         model = build_model(config, vocab_root)
-        optimizer = make_optimizer(config)
+        optimizer = make_optimizer(config, steps_per_epoch)
         optimizer.build(model.trainable_variables)
     variables = model.trainable_variables
 
@@ -173,7 +182,9 @@ def build_training(
         with tf.GradientTape() as tape:
             outputs = model(inputs, training=True)
             loss = objectives.loss(config, labels, outputs)
-        grads = tape.gradient(loss["total"], variables)
+            loss["regularization"] = regularization.penalty(model, inputs, config)
+            objective = loss["total"] + loss["regularization"]
+        grads = tape.gradient(objective, variables)
         optimizer.apply_gradients(zip(grads, variables, strict=True))
         return loss, {k: outputs[k] for k in F.OUTPUT_KEYS}
 
@@ -285,8 +296,9 @@ class TrainingRun:
         self._check_files()
         self._setup_vocab()
         keras.utils.set_random_seed(config.seed)
+        self.per_epoch = steps_per_epoch(config, self.train_files if self.bad_train else None)
         self.model, self.optimizer, self.train_step = build_training(
-            config, self.strategy, run_dir.vocab_root(self._vocab_dir)
+            config, self.strategy, run_dir.vocab_root(self._vocab_dir), self.per_epoch
         )
         self.progress = _Progress()
         self.checkpoint = tf.train.Checkpoint(
@@ -318,7 +330,6 @@ class TrainingRun:
         self.global_sum = distribute.sum_over_workers(self.strategy)
         if self.chief and not self.step:
             write_hparams(model_dir, config)
-        self.per_epoch = steps_per_epoch(config, self.train_files if self.bad_train else None)
         self.eval_every = config.eval_every_steps or max(1, self.per_epoch // EVALS_PER_EPOCH)
         self.log_every = config.log_every_steps or max(1, self.per_epoch // LOGS_PER_EPOCH)
         self.metrics: dict | None = None
