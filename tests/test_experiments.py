@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from experiments import runner
+from esmm_tf import registry
 from tests.entry import run_ok
 
 TINY = "--embedding_dim=4,--tower_units=16,--records_per_batch=16,--log_every_steps=5"
@@ -27,9 +27,10 @@ def test_table2_every_model_then_resume(tiny_data_dir, tmp_path):
     _run(args)
     table = (out / "table2.md").read_text()
     result = json.loads((out / "table2.json").read_text())
-    assert list(result["summaries"]) == list(runner.MODELS)
-    for model in runner.MODELS:
-        assert runner.DISPLAY[model] in table
+    assert list(result["summaries"]) == list(registry.MODELS)
+    assert {"escm2_ipw", "escm2_dr"} <= set(registry.MODELS)  # beyond the paper
+    for model in registry.MODELS:
+        assert f"| {registry.get(model).display} |" in table
         s = result["summaries"][model]
         for key in ("cvr_auc", "ctcvr_auc", "ctr_auc", "cvr_auc_entire_space"):
             assert 0 <= s[key][0] <= 100
