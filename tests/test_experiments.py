@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from esmm_tf import registry
 from tests.entry import run_ok
 
@@ -15,6 +17,7 @@ def _run(args, timeout=900):
     return run_ok(args, timeout)
 
 
+@pytest.mark.slow
 def test_table2_every_model_then_resume(tiny_data_dir, tmp_path):
     out = tmp_path / "results"
     args = [
@@ -44,6 +47,7 @@ def test_table2_every_model_then_resume(tiny_data_dir, tmp_path):
     assert "seed 0:" not in again.stderr  # train_once logs only runs it trained
 
 
+@pytest.mark.slow
 def test_figure2_writes_plot_and_numbers(tiny_data_dir, tmp_path):
     out = tmp_path / "results"
     _run(
