@@ -8,8 +8,10 @@ import dataclasses
 import json
 import os
 
+from esmm_tf import registry
+
 CONFIG_FILE = "config.json"
-MODELS = ("esmm", "esmm_ns", "base", "aman", "oversampling", "unbias", "division")
+MODELS = registry.MODELS  # one spec per model: esmm_tf/registry.py
 CORRUPT_SHARD_POLICIES = ("fail", "skip")  # see esmm_tf/shards.py
 STRATEGIES = ("default", "multi_worker_mirrored", "parameter_server")
 # Validation metrics for early stopping; log_loss is minimised, the AUCs maximised.
@@ -39,7 +41,7 @@ def _f(default, help_text: str):
 class Config:
     data_dir: str = _f("", "Converted dataset (the --out_dir of data_prep.convert).")
     model: str = _f(
-        "esmm", f"Model to train: one of {', '.join(MODELS)} (see esmm_tf/objectives.py)."
+        "esmm", f"Model to train: one of {', '.join(MODELS)} (see esmm_tf/registry.py)."
     )
     # Model.
     embedding_dim: int = _f(18, "Embedding dimension per field (paper: 18).")
@@ -74,6 +76,14 @@ class Config:
     oversampling_k: float = _f(5.0, "OVERSAMPLING: weight (copies) of converted impressions.")
     unbias_min_ctr: float = _f(
         0.01, "UNBIAS: a clicked impression is kept with probability min(1, this / pCTR)."
+    )
+    # ESCM² (esmm_tf/escm2.py): L = L_CTR + λ_c·L_CVR + λ_g·L_CTCVR.
+    escm2_cvr_weight: float = _f(
+        0.5, "ESCM²: λ_c, weight of the counterfactual CVR term (the authors advise 0.1-1)."
+    )
+    escm2_ctcvr_weight: float = _f(0.5, "ESCM²: λ_g, weight of the CTCVR term.")
+    escm2_max_ips_weight: float = _f(
+        15.0, "ESCM²: largest inverse propensity 1/pCTR (pCTR is clipped below at 1/this)."
     )
     # Data.
     train_fraction: float = _f(
@@ -205,6 +215,13 @@ class Config:
             raise ValueError(f"--oversampling_k must be >= 1, got {self.oversampling_k}")
         if not 0 < self.unbias_min_ctr <= 1:
             raise ValueError(f"--unbias_min_ctr must be in (0, 1], got {self.unbias_min_ctr}")
+        for name in ("escm2_cvr_weight", "escm2_ctcvr_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"--{name} must be >= 0, got {getattr(self, name)}")
+        if self.escm2_max_ips_weight < 1:
+            raise ValueError(
+                f"--escm2_max_ips_weight must be >= 1, got {self.escm2_max_ips_weight}"
+            )
         if not self.tower_units or min(self.tower_units) <= 0:
             raise ValueError(f"--tower_units must be positive integers, got {self.tower_units}")
 

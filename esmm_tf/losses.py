@@ -11,7 +11,10 @@ its own.
 Reduction: each term is the MEAN over the impressions of the batch (or over
 ``global_batch_size`` under a distribution strategy). The paper writes sums;
 a mean differs only by a constant factor (the batch size), i.e. a learning-rate
-scale, and keeps the loss comparable across batch sizes.
+scale, and keeps the loss comparable across batch sizes. (``esmm_loss`` is the
+self-contained form; the training objectives, ``esmm_tf/objectives.py``, take
+the elementwise terms and average them with ``esmm_tf.averaging.mean``, the
+replica-aware rule every model shares.)
 
 Numerics: everything is computed in log space from the logits, never as
 log(p1 * p2) on rounded probabilities:
@@ -28,7 +31,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-__all__ = ["bce_with_logits", "ctcvr_log_probs", "esmm_loss"]
+__all__ = ["bce_with_logits", "ctcvr_bce", "ctcvr_log_probs", "esmm_loss"]
 
 
 def _as_logits(logits: tf.Tensor) -> tf.Tensor:
@@ -90,6 +93,25 @@ def ctcvr_log_probs(ctr_logit: tf.Tensor, cvr_logit: tf.Tensor) -> tuple[tf.Tens
     return log_p, log_1mp
 
 
+def ctcvr_bce(
+    click: tf.Tensor, conversion: tf.Tensor, ctr_logit: tf.Tensor, cvr_logit: tf.Tensor
+) -> tf.Tensor:
+    """Elementwise BCE(click * conversion, pCTR * pCVR), in log space.
+
+    Args:
+      click, conversion: 0/1 labels, shape [n] (a conversion without a click
+        is a CTCVR negative).
+      ctr_logit, cvr_logit: the towers' logits a, b, shape [n].
+
+    Returns:
+      Per-impression losses, shape [n], finite for any finite logits.
+    """
+    a = _as_logits(ctr_logit)
+    label = _as_labels(click, a, "click") * _as_labels(conversion, a, "conversion")
+    log_p, log_1mp = ctcvr_log_probs(a, cvr_logit)
+    return -(label * log_p + (1.0 - label) * log_1mp)
+
+
 def _mean(
     per_example: tf.Tensor,
     sample_weight: tf.Tensor | None,
@@ -136,10 +158,6 @@ def esmm_loss(
     """
     a = _as_logits(ctr_logit)
     click = _as_labels(click, a, "click")
-    ctcvr_label = click * _as_labels(conversion, a, "conversion")
-    log_p, log_1mp = ctcvr_log_probs(a, cvr_logit)
     ctr = _mean(bce_with_logits(click, a), sample_weight, global_batch_size)
-    ctcvr = _mean(
-        -(ctcvr_label * log_p + (1.0 - ctcvr_label) * log_1mp), sample_weight, global_batch_size
-    )
+    ctcvr = _mean(ctcvr_bce(click, conversion, a, cvr_logit), sample_weight, global_batch_size)
     return {"total": ctr + ctcvr, "ctr": ctr, "ctcvr": ctcvr}

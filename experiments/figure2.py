@@ -20,11 +20,12 @@ import time
 
 from absl import app, flags
 
+from esmm_tf import registry
 from experiments import runner
 
 flags.DEFINE_string("data_dir", None, "Converted dataset.")
 flags.DEFINE_list("rates", ["0.01", "0.05", "0.1", "0.2", "0.5", "1.0"], "Training fractions.")
-flags.DEFINE_list("models", list(runner.MODELS), "Models (lines).")
+flags.DEFINE_list("models", list(registry.MODELS), "Models (lines).")
 flags.DEFINE_integer("runs", 1, "Seeds per point.")
 flags.DEFINE_string("out_dir", os.path.join(runner.ROOT, "experiments", "results"), "Output.")
 flags.DEFINE_list("extra_flags", [], "Flags passed to every training run.")
@@ -49,7 +50,7 @@ def plot(result: dict, path: str) -> None:
                 [100 * r for r in rates],
                 [points[str(r)][metric][0] for r in rates],
                 marker="o",
-                label=runner.DISPLAY.get(model, model),
+                label=registry.get(model).display,
             )
         ax.set_xscale("log")
         ax.set_xlabel("training set sampling rate (%)")

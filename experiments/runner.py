@@ -14,27 +14,8 @@ import numpy as np
 
 from esmm_tf import trainer
 
+# Models, display names and the paper's numbers: esmm_tf/registry.py.
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MODELS = ("base", "aman", "oversampling", "unbias", "division", "esmm_ns", "esmm")
-DISPLAY = {
-    "base": "BASE",
-    "aman": "AMAN",
-    "oversampling": "OVERSAMPLING",
-    "unbias": "UNBIAS",
-    "division": "DIVISION",
-    "esmm_ns": "ESMM-NS",
-    "esmm": "ESMM",
-}
-# Ma et al. 2018, Table 2 (public Ali-CCP, AUC %, mean ± std over 10 runs).
-PAPER_TABLE2 = {
-    "base": ((66.00, 0.37), (62.07, 0.45)),
-    "aman": ((65.21, 0.59), (63.53, 0.57)),
-    "oversampling": ((67.18, 0.32), (63.05, 0.48)),
-    "unbias": ((66.65, 0.28), (63.56, 0.70)),
-    "division": ((67.56, 0.48), (63.62, 0.09)),
-    "esmm_ns": ((68.25, 0.44), (64.44, 0.62)),
-    "esmm": ((68.56, 0.37), (65.32, 0.49)),
-}
 
 
 def log(message: str) -> None:

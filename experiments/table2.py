@@ -22,11 +22,12 @@ import time
 
 from absl import app, flags
 
+from esmm_tf import registry
 from experiments import runner
 
 flags.DEFINE_string("data_dir", None, "Converted dataset.")
 flags.DEFINE_integer("runs", 5, "Seeds per model.")
-flags.DEFINE_list("models", list(runner.MODELS), "Models (rows), in order.")
+flags.DEFINE_list("models", list(registry.MODELS), "Models (rows), in order.")
 flags.DEFINE_string("out_dir", os.path.join(runner.ROOT, "experiments", "results"), "Output.")
 flags.DEFINE_list("extra_flags", [], "Flags passed to every training run.")
 flags.mark_flag_as_required("data_dir")
@@ -42,11 +43,12 @@ def build_table(summaries: dict[str, dict]) -> str:
         sep += "---|---|"
     lines = [head, sep]
     for model, s in summaries.items():
-        paper = runner.PAPER_TABLE2.get(model)
-        paper_cvr = runner.fmt(paper[0]) if paper else "n/a"
-        paper_ctcvr = runner.fmt(paper[1]) if paper else "n/a"
+        spec = registry.get(model)
+        paper = spec.paper_table2
+        paper_cvr = runner.fmt(paper.cvr) if paper else "n/a"
+        paper_ctcvr = runner.fmt(paper.ctcvr) if paper else "n/a"
         row = (
-            f"| {runner.DISPLAY.get(model, model)} | {runner.fmt(s['cvr_auc'])} | "
+            f"| {spec.display} | {runner.fmt(s['cvr_auc'])} | "
             f"{runner.fmt(s['ctcvr_auc'])} | {paper_cvr} | {paper_ctcvr} | "
             f"{runner.fmt(s['ctr_auc'])} |"
         )
@@ -89,7 +91,8 @@ def run_table(
     )
     text = (
         f"# Table 2 on {data_dir}\n\nAUC in %, mean ± std over {runs} runs (seeds 0..{runs - 1}); "
-        "the paper's columns are its public Ali-CCP results (10 runs).\n\n"
+        "the paper's columns are its public Ali-CCP results (10 runs; n/a for the models "
+        "beyond the ESMM paper, e.g. ESCM²).\n\n"
         f"{table}\n\nMade by `{command}` ({time.time() - start:.0f} s for this invocation; "
         "finished runs are reused).\n"
     )

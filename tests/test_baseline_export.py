@@ -15,7 +15,7 @@ from esmm_tf.model import build_model
 from esmm_tf.serving_requests import impression_examples, read_records
 
 
-@pytest.mark.parametrize("model_name", ["base", "division", "esmm_ns"])
+@pytest.mark.parametrize("model_name", ["base", "division", "esmm_ns", "escm2_dr"])
 def test_baselines_export_the_same_signature(model_name, tiny_config, tmp_path):
     config = dataclasses.replace(tiny_config, model=model_name)
     model = build_model(config)

@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from esmm_tf import features as F
-from esmm_tf import objectives
+from esmm_tf import losses, objectives, registry
 from esmm_tf.config import Config
 from esmm_tf.model import Heads
 
@@ -34,7 +34,7 @@ SECOND_LOGITS = [1.5, 0.2, -0.7, 0.1]
 
 
 def _outputs(model: str) -> dict:
-    second = objectives.second_head(model)
+    second = registry.get(model).second_head
     return Heads(second)(tf.constant(CTR_LOGITS)[:, None], tf.constant(SECOND_LOGITS)[:, None])
 
 
@@ -124,6 +124,25 @@ def test_esmm_objective_is_the_esmm_loss():
 @pytest.mark.parametrize("model", ["base", "division", "esmm"])
 def test_empty_batch_gives_zero_loss(model):
     labels = {k: v[:0] for k, v in LABELS.items()}
-    out = Heads(objectives.second_head(model))(tf.zeros([0, 1]), tf.zeros([0, 1]))
+    out = Heads(registry.get(model).second_head)(tf.zeros([0, 1]), tf.zeros([0, 1]))
     loss = objectives.loss(_config(model), labels, out)
     assert all(float(v) == 0.0 for v in loss.values())
+
+
+@pytest.mark.parametrize("model", ["esmm", "esmm_ns"])
+def test_esmm_objective_equals_losses_esmm_loss(model):
+    """The objective (averaging.mean of the elementwise terms) and the
+    self-contained losses.esmm_loss agree."""
+    out = _outputs(model)
+    loss = objectives.loss(_config(model), LABELS, out)
+    ref = losses.esmm_loss(
+        LABELS[F.CLICK], LABELS[F.CONVERSION], tf.constant(CTR_LOGITS), tf.constant(SECOND_LOGITS)
+    )
+    assert sorted(loss) == ["ctcvr", "ctr", "total"]
+    for k in ref:
+        assert float(loss[k]) == pytest.approx(float(ref[k]), rel=1e-6)
+
+
+def test_cvr_sample_weights_refuses_models_without_click_sampling():
+    with pytest.raises(ValueError, match="not a click-sampled model"):
+        objectives.cvr_sample_weights(_config("esmm"), LABELS, tf.zeros(4))

@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from esmm_tf import config as config_lib
 from esmm_tf import features as F
-from esmm_tf import losses, trainer
+from esmm_tf import objectives, trainer
 from esmm_tf.config import Config
 from esmm_tf.model import build_model
 from tests.conftest import make_tiny_config
@@ -284,7 +284,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
     config = tiny(tiny_data_dir, checkpoint_every_steps=2)
     model_dir = str(tmp_path / "run")
     calls = tf.Variable(0, dtype=tf.int64, trainable=False)
-    real_loss = losses.esmm_loss
+    real_loss = objectives.loss
 
     def nan_from_step_5(*args, **kwargs):
         loss = real_loss(*args, **kwargs)
@@ -292,7 +292,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
         poison = tf.where(calls >= 5, tf.constant(float("nan")), tf.constant(1.0))
         return {k: v * poison for k, v in loss.items()}  # NaN loss and gradients
 
-    monkeypatch.setattr(losses, "esmm_loss", nan_from_step_5)
+    monkeypatch.setattr(objectives, "loss", nan_from_step_5)
     with pytest.raises(trainer.TrainingError, match=r"not finite at step 5\b") as error:
         trainer.train_and_evaluate(config, model_dir)
     assert "ckpt-4" in str(error.value)
