@@ -55,12 +55,12 @@ def padded_copy(data_dir: str, root: str, rows: int) -> str:
 
 
 def make_step(data_dir: str, variant: str, l2: float):
-    """The trainer's step (trainer.build_training's step_fn) plus the variant's
+    """The trainer's step (training_run.build_training's step_fn) plus the variant's
     penalty, as a tf.function over the batch signature."""
     import keras
     import tensorflow as tf
 
-    from esmm_tf import input_pipeline, objectives, regularization, trainer
+    from esmm_tf import input_pipeline, objectives, regularization, training_run
     from esmm_tf.config import Config
     from esmm_tf.embedding import FieldEmbeddings
     from esmm_tf.model import build_model
@@ -68,7 +68,7 @@ def make_step(data_dir: str, variant: str, l2: float):
     config = Config(data_dir=data_dir, embedding_l2=l2 if variant == "minibatch" else 0.0)
     keras.utils.set_random_seed(0)
     model = build_model(config)
-    optimizer = trainer.make_optimizer(config)
+    optimizer = training_run.make_optimizer(config)
     optimizer.build(model.trainable_variables)
     variables = model.trainable_variables
     tables = [x.embeddings for x in model.layers if isinstance(x, FieldEmbeddings)]

@@ -8,7 +8,7 @@ process run unless noted:
 1. input pipeline alone: ``input_pipeline.make_dataset(train, 1024, shuffle=True)``
    iterated once, impressions/s (counted by ``group_index`` lengths);
 2. training with the paper's architecture (Config defaults): the trainer's
-   step (``trainer.build_training``: build_model, lazy Adam, objectives.loss,
+   step (``training_run.build_training``: build_model, lazy Adam, objectives.loss,
    a ``tf.function`` under the default strategy), iterating the
    real shuffled dataset and syncing on the loss every step like the trainer;
    also with the trainer's per-step bookkeeping (labels/outputs to numpy, train
@@ -18,7 +18,7 @@ process run unless noted:
 4. vocabulary scaling: the same step on the same pre-materialised batches with
    the dataset's vocabularies and with field 205 padded to ~10M rows (ids that
    never occur), both in one subprocess, alternating blocks of steps;
-5. evaluation: ``evaluation.evaluate(model, trainer.eval_dataset(config))``
+5. evaluation: ``evaluation.evaluate(model, training_run.eval_dataset(config))``
    over the test split;
 6. peak RSS of that subprocess (``RUSAGE_CHILDREN``);
 7. where a step's time goes: ``--profile_steps`` steps of 2's step on the
@@ -100,10 +100,10 @@ def _trainer(config):
     """The trainer's own pieces: model, optimizer (built), and its train step."""
     import keras
 
-    from esmm_tf import trainer
+    from esmm_tf import training_run
 
     keras.utils.set_random_seed(config.seed)
-    return trainer.build_training(config)
+    return training_run.build_training(config)
 
 
 def _sync(loss) -> None:
@@ -132,7 +132,7 @@ def _impressions(batch) -> int:
 
 def _run_steps(train_step, batches, steps: int, window=None) -> tuple[float, int]:
     """Seconds and impressions for ``steps`` steps over the iterator ``batches``,
-    syncing on the loss each step; with ``window`` (a trainer._TrainWindow) also
+    syncing on the loss each step; with ``window`` (a training_run._TrainWindow) also
     the trainer's per-step bookkeeping and its AUCs at the end."""
     from esmm_tf import features as F
 
@@ -211,7 +211,7 @@ def measure_parse_cpu(data_dir: str, n: int = 64) -> dict:
 
 
 def measure_training(config, batches: list, steps: int, warmup: int) -> tuple[dict, object]:
-    from esmm_tf import data_layout, input_pipeline, trainer
+    from esmm_tf import data_layout, input_pipeline, training_run
 
     model, _, train_step = _trainer(config)
     files = data_layout.shard_files(config.data_dir, "train")
@@ -230,7 +230,7 @@ def measure_training(config, batches: list, steps: int, warmup: int) -> tuple[di
     it = dataset(1)
     for _ in range(warmup):
         next(it)
-    seconds, impressions = _run_steps(train_step, it, steps, trainer._TrainWindow())
+    seconds, impressions = _run_steps(train_step, it, steps, training_run._TrainWindow())
     out["bookkeeping"] = {"seconds": seconds, "impressions": impressions}
 
     # (c) pure compute: pre-materialised batches.
@@ -289,10 +289,10 @@ def measure_ceiling(batch: int = 1024, seconds: float = 3.0) -> dict:
 
 
 def measure_eval(model, config, max_batches: int) -> dict:
-    from esmm_tf import evaluation, trainer
+    from esmm_tf import evaluation, training_run
 
     predict = evaluation.predict_function(model)
-    ds = trainer.eval_dataset(config)
+    ds = training_run.eval_dataset(config)
     if max_batches:
         ds = ds.take(max_batches)
     metrics = evaluation.evaluate(model, ds, predict)
@@ -302,7 +302,7 @@ def measure_eval(model, config, max_batches: int) -> dict:
         "ctr_auc": metrics["ctr_auc"],
     }
     # Breakdown on the first batches: the eval dataset alone, then + predict.
-    head = trainer.eval_dataset(config).take(PARTS_BATCHES)
+    head = training_run.eval_dataset(config).take(PARTS_BATCHES)
     for name, run_predict in (("eval_input", False), ("eval_predict", True)):
         impressions = 0
         t0 = time.perf_counter()

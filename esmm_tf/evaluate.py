@@ -33,12 +33,12 @@ def restore_model(model_dir: str, data_dir: str | None = None, checkpoint: str =
 def evaluate_model_dir(
     model_dir: str, data_dir: str | None = None, split: str = "test", checkpoint: str = "auto"
 ) -> dict:
-    from esmm_tf import data_layout, evaluation, shards, trainer
+    from esmm_tf import data_layout, evaluation, shards, training_run
 
     config, model, path = restore_model(model_dir, data_dir, checkpoint)
     files = data_layout.shard_files(config.data_dir, split)
     with shards.naming_corrupt_shards(files):
-        metrics = evaluation.evaluate(model, trainer.eval_dataset(config, split, files))
+        metrics = evaluation.evaluate(model, training_run.eval_dataset(config, split, files))
     metrics["checkpoint"] = path
     metrics["model"] = config.model
     metrics["data_dir"] = config.data_dir

@@ -54,15 +54,20 @@ def config_from_flags(flag_values: flags.FlagValues = FLAGS) -> Config:
 def main(argv) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    from esmm_tf import data_layout, distribute, trainer
+    from esmm_tf import data_layout, distribute, training_run
 
     try:
         config = config_from_flags()
         strategy = distribute.make_strategy(config.strategy)  # before any TensorFlow op
-        trainer.train_and_evaluate(
+        training_run.train_and_evaluate(
             config, FLAGS.model_dir, export_dir=FLAGS.export_dir, strategy=strategy
         )
-    except (ValueError, FileNotFoundError, data_layout.DatasetError, trainer.TrainingError) as e:
+    except (
+        ValueError,
+        FileNotFoundError,
+        data_layout.DatasetError,
+        training_run.TrainingError,
+    ) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
 

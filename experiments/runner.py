@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from esmm_tf import trainer
+from esmm_tf import training_run
 
 # Models, display names and the paper's numbers: esmm_tf/registry.py.
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -32,7 +32,7 @@ def train_once(
 ) -> dict:
     """``python -m esmm_tf.train --flagfile=experiments/<model>.flags ...`` unless
     ``run_dir`` already holds its final metrics; returns them."""
-    metrics_path = os.path.join(run_dir, trainer.EVAL_FILE)
+    metrics_path = os.path.join(run_dir, training_run.EVAL_FILE)
     if os.path.exists(metrics_path):
         with open(metrics_path) as f:
             return json.load(f)

@@ -9,14 +9,14 @@ from __future__ import annotations
 import numpy as np
 from absl import app, flags
 
-from esmm_tf import train, trainer
+from esmm_tf import train, training_run
 
 flags.DEFINE_string("weights_out", None, "Where to save this worker's final variables (.npz).")
 
 
 def main(argv) -> None:
     built = []
-    build_training, barrier = trainer.build_training, trainer._barrier
+    build_training, barrier = training_run.build_training, training_run._barrier
 
     def capture(*args, **kwargs):
         built.append(build_training(*args, **kwargs))
@@ -30,7 +30,7 @@ def main(argv) -> None:
         np.savez(flags.FLAGS.weights_out, **arrays)
         return barrier(*args, **kwargs)
 
-    trainer.build_training, trainer._barrier = capture, save_then_barrier
+    training_run.build_training, training_run._barrier = capture, save_then_barrier
     train.main(argv)
 
 

@@ -131,9 +131,9 @@ def test_same_output_as_convert_with_bad_rows(tiny_raw_dir, tmp_path):
     assert not os.path.exists(f"{tmp_path}/beam.beam-partial")
 
     # What training needs: shards, vocabularies and the record count in stats.json.
-    from esmm_tf import trainer
+    from esmm_tf import training_run
 
-    assert trainer.steps_per_epoch(make_tiny_config(str(tmp_path / "beam"))) > 0
+    assert training_run.steps_per_epoch(make_tiny_config(str(tmp_path / "beam"))) > 0
     for field in F.FIELDS:
         assert vocab.read_vocab(data_layout.vocab_file(str(tmp_path / "beam"), field.id)).size
 

@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 from esmm_tf import config as config_lib
-from esmm_tf import data_layout, escm2, input_pipeline, objectives, trainer
+from esmm_tf import data_layout, escm2, input_pipeline, objectives, training_run
 from esmm_tf import features as F
 from esmm_tf.config import Config
 from esmm_tf.model import CTR_LOGIT, CVR_LOGIT, IMPUTED_ERROR, Heads, build_model
@@ -170,8 +170,8 @@ def test_escm2_models_share_embeddings_and_only_dr_has_an_imputation_tower(tiny_
 @pytest.mark.parametrize("model", ["escm2_ipw", "escm2_dr"])
 def test_tiny_training_run(model, tiny_config, tmp_path):
     config = dataclasses.replace(tiny_config, model=model)
-    metrics = trainer.train_and_evaluate(config, str(tmp_path / "run"))
-    assert metrics["step"] == trainer.steps_per_epoch(config)
+    metrics = training_run.train_and_evaluate(config, str(tmp_path / "run"))
+    assert metrics["step"] == training_run.steps_per_epoch(config)
     for key in ("ctr_auc", "cvr_auc", "ctcvr_auc"):
         assert 0 <= metrics[key] <= 1 and not math.isnan(metrics[key])
     assert config_lib.load(str(tmp_path / "run")).model == model

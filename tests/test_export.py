@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from esmm_tf import data_layout, input_pipeline, losses, trainer
+from esmm_tf import data_layout, input_pipeline, losses, training_run
 from esmm_tf import features as F
 from esmm_tf.export import (
     DEFAULT_SIGNATURE,
@@ -42,7 +42,7 @@ def model(tiny_data_dir):
     config = small_config(tiny_data_dir)
     model = build_model(config)
     randomize_embeddings(model, seed=3, scale=0.5)
-    optimizer = trainer.make_optimizer(config)
+    optimizer = training_run.make_optimizer(config)
     optimizer.build(model.trainable_variables)
     files = data_layout.shard_files(tiny_data_dir, "test")
     for inputs, labels in input_pipeline.make_dataset(files, config.batch_size, shuffle=False).take(

@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 
 from data_prep.tfrecord import TFRecordWriter
-from esmm_tf import data_layout, shards, trainer
+from esmm_tf import data_layout, shards, training_run
 from esmm_tf.evaluate import evaluate_model_dir, restore_model
 from tests.conftest import make_tiny_config
 from tests.entry import ENV, ROOT
@@ -58,7 +58,7 @@ def test_truncated_shard_stops_training_with_its_name(data_dir, tmp_path):
     bad = data_layout.shard_files(data_dir, "train")[1]
     truncate(bad)
     with pytest.raises(shards.CorruptShardError) as error:
-        trainer.train_and_evaluate(make_tiny_config(data_dir), str(tmp_path / "run"))
+        training_run.train_and_evaluate(make_tiny_config(data_dir), str(tmp_path / "run"))
     message = str(error.value)
     assert bad in message and "truncated record at" in message
     assert "--corrupt_shards=skip" in message
@@ -70,7 +70,7 @@ def test_skip_leaves_bad_shards_out_and_counts_them(data_dir, tmp_path):
     flip_a_byte(bad)
     config = make_tiny_config(data_dir, corrupt_shards="skip")
     model_dir = str(tmp_path / "run")
-    metrics = trainer.train_and_evaluate(config, model_dir)
+    metrics = training_run.train_and_evaluate(config, model_dir)
     assert len(metrics["skipped_shards"]) == 1
     assert metrics["skipped_shards"][0].startswith(f"{bad}: corrupted record at")
     from esmm_tf import input_pipeline
@@ -132,10 +132,10 @@ def poison_weights(path: str, value: float) -> int:
 def test_absurd_weight_stops_training_and_keeps_the_last_good_checkpoint(data_dir, tmp_path, value):
     config = make_tiny_config(data_dir, checkpoint_every_steps=1)
     model_dir = str(tmp_path / "run")
-    per_epoch = trainer.train_and_evaluate(config, model_dir)["step"]  # one clean epoch
+    per_epoch = training_run.train_and_evaluate(config, model_dir)["step"]  # one clean epoch
     assert poison_weights(data_layout.shard_files(data_dir, "train")[0], value) > 0
-    with pytest.raises(trainer.TrainingError, match="not finite") as error:
-        trainer.train_and_evaluate(dataclasses.replace(config, epochs=2), model_dir)
+    with pytest.raises(training_run.TrainingError, match="not finite") as error:
+        training_run.train_and_evaluate(dataclasses.replace(config, epochs=2), model_dir)
     assert "last good checkpoint is kept" in str(error.value)
     _, model, latest = restore_model(model_dir)
     assert latest in str(error.value)

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from esmm_tf import distribute, trainer
+from esmm_tf import distribute, training_run
 from esmm_tf.export import SIGNATURE_INPUT
 from esmm_tf.model import build_model
 from esmm_tf.serving_requests import impression_examples
@@ -112,7 +112,7 @@ def test_two_workers_train_identically_and_only_the_chief_writes(tiny_data_dir, 
         "--log_every_steps=50",
         "--eval_every_steps=1000",
     ]
-    per_epoch = trainer.steps_per_epoch(config)
+    per_epoch = training_run.steps_per_epoch(config)
     assert per_epoch >= 100
 
     first = run_workers([*args, "--epochs=2"], tmp_path, "first")
@@ -153,9 +153,9 @@ def test_two_workers_train_identically_and_only_the_chief_writes(tiny_data_dir, 
 
     # The final checkpoint holds the workers' variables ...
     model = build_model(config, str(model_dir))
-    optimizer = trainer.make_optimizer(config)
+    optimizer = training_run.make_optimizer(config)
     optimizer.build(model.trainable_variables)
-    latest = trainer.latest_checkpoint(str(model_dir))
+    latest = training_run.latest_checkpoint(str(model_dir))
     assert latest.endswith(f"ckpt-{3 * per_epoch}")
     tf.train.Checkpoint(model=model, optimizer=optimizer).restore(
         latest

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from esmm_tf import data_layout, input_pipeline, objectives, regularization, schedules, trainer
+from esmm_tf import data_layout, input_pipeline, objectives, regularization, schedules, training_run
 from esmm_tf import features as F
 from esmm_tf.embedding import FieldEmbeddings
 from esmm_tf.export import SIGNATURE_INPUT, export_saved_model
@@ -225,7 +225,7 @@ def test_train_steps_with_the_penalty(tiny_data_dir, lazy):
         tiny_data_dir, embedding_l2=1e-3, tower_l2=1e-4, dropout=0.2, lazy_adam=lazy
     )
     model = build_model(config)
-    optimizer = trainer.make_optimizer(config)
+    optimizer = training_run.make_optimizer(config)
     optimizer.build(model.trainable_variables)
     variables = model.trainable_variables
     embeddings = next(x for x in model.layers if isinstance(x, FieldEmbeddings))

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from esmm_tf import config as config_lib
-from esmm_tf import run_dir, trainer
+from esmm_tf import run_dir, training_run
 from esmm_tf.evaluate import evaluate_model_dir
 from esmm_tf.metrics import AucAccumulator
 from tests.conftest import make_tiny_config
@@ -29,7 +29,7 @@ def trained(tiny_data_dir, tmp_path_factory):
     shutil.copytree(tiny_data_dir, data)
     config = make_tiny_config(data)
     model_dir = str(tmp_path_factory.mktemp("run"))
-    return config, model_dir, trainer.train_and_evaluate(config, model_dir)
+    return config, model_dir, training_run.train_and_evaluate(config, model_dir)
 
 
 def test_the_run_keeps_its_vocabulary_with_a_fingerprint(trained):
@@ -184,7 +184,7 @@ def test_validation_split_is_never_trained_on(tiny_data_dir):
 def early_stopped(tiny_data_dir, tmp_path_factory):
     config = _early_config(tiny_data_dir)
     model_dir = str(tmp_path_factory.mktemp("early"))
-    return config, model_dir, trainer.train_and_evaluate(config, model_dir)
+    return config, model_dir, training_run.train_and_evaluate(config, model_dir)
 
 
 def test_early_stopping_keeps_the_best_checkpoint(early_stopped):
@@ -207,7 +207,7 @@ def test_early_stopping_keeps_the_best_checkpoint(early_stopped):
 
 def test_a_stopped_run_stays_stopped(early_stopped):
     config, model_dir, metrics = early_stopped
-    again = trainer.train_and_evaluate(config, model_dir)
+    again = training_run.train_and_evaluate(config, model_dir)
     assert again["step"] == metrics["step"]
     assert again["best_step"] == metrics["best_step"]
 
@@ -223,7 +223,7 @@ def test_a_crash_keeps_the_early_stopping_state(early_stopped, tmp_path, monkeyp
         pass
 
     calls = {"n": 0}
-    original = trainer.TrainingRun._evaluate_during_training
+    original = training_run.TrainingRun._evaluate_during_training
 
     def crash_on_the_third_eval(run):
         original(run)
@@ -231,11 +231,13 @@ def test_a_crash_keeps_the_early_stopping_state(early_stopped, tmp_path, monkeyp
         if calls["n"] == 3:
             raise Crash()
 
-    monkeypatch.setattr(trainer.TrainingRun, "_evaluate_during_training", crash_on_the_third_eval)
+    monkeypatch.setattr(
+        training_run.TrainingRun, "_evaluate_during_training", crash_on_the_third_eval
+    )
     with pytest.raises(Crash):
-        trainer.train_and_evaluate(config, model_dir)
+        training_run.train_and_evaluate(config, model_dir)
     monkeypatch.undo()
-    resumed = trainer.train_and_evaluate(config, model_dir)
+    resumed = training_run.train_and_evaluate(config, model_dir)
     assert resumed["step"] == metrics["step"]
     assert resumed["best_step"] == metrics["best_step"]
     for key in AUC_KEYS:
@@ -264,13 +266,13 @@ def test_warm_start_starts_from_the_other_runs_model_and_vocabulary(
     warm = dataclasses.replace(config, data_dir=other, warm_start_from=source, learning_rate=1e-12)
     model_dir = str(tmp_path / "warm")
     capsys.readouterr()
-    result = trainer.train_and_evaluate(warm, model_dir)
+    result = training_run.train_and_evaluate(warm, model_dir)
     err = capsys.readouterr().err
     assert "warm start from" in err and "map to OOV rows" in err
     assert run_dir.vocab_fingerprint(model_dir) == run_dir.vocab_fingerprint(source)
     for key in ("ctr_auc", "ctcvr_auc"):
         assert result[key] == pytest.approx(metrics[key], abs=1e-3), key
-    cold = trainer.train_and_evaluate(
+    cold = training_run.train_and_evaluate(
         dataclasses.replace(warm, warm_start_from=""), str(tmp_path / "cold")
     )
     assert cold["ctr_auc"] != pytest.approx(metrics["ctr_auc"], abs=1e-3)
@@ -280,4 +282,4 @@ def test_warm_start_refuses_another_architecture(trained, tmp_path):
     config, source, _ = trained
     other = dataclasses.replace(config, warm_start_from=source, embedding_dim=8)
     with pytest.raises(ValueError, match="embedding_dim"):
-        trainer.train_and_evaluate(other, str(tmp_path / "run"))
+        training_run.train_and_evaluate(other, str(tmp_path / "run"))

@@ -1,4 +1,4 @@
-"""esmm_tf.trainer.train_and_evaluate: outputs, summaries, resumption,
+"""esmm_tf.training_run.train_and_evaluate: outputs, summaries, resumption,
 determinism, non-finite losses and configuration changes."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from esmm_tf import config as config_lib
 from esmm_tf import features as F
-from esmm_tf import objectives, trainer
+from esmm_tf import objectives, training_run
 from esmm_tf.config import Config
 from esmm_tf.model import build_model
 from tests.conftest import make_tiny_config
@@ -81,7 +81,7 @@ def epoch_steps(config: Config, epoch: int) -> int:
 
 
 def checkpoint_numbers(model_dir: str) -> list[int]:
-    state = tf.train.get_checkpoint_state(os.path.join(model_dir, trainer.CHECKPOINT_DIR))
+    state = tf.train.get_checkpoint_state(os.path.join(model_dir, training_run.CHECKPOINT_DIR))
     return sorted(int(p.rsplit("-", 1)[1]) for p in state.all_model_checkpoint_paths)
 
 
@@ -95,7 +95,7 @@ def expected_checkpoints(config: Config, epoch_ends: list[int]) -> list[int]:
 
 def restored_iterations(config: Config, checkpoint_path: str):
     model = build_model(config, os.path.dirname(os.path.dirname(checkpoint_path)))
-    optimizer = trainer.make_optimizer(config)
+    optimizer = training_run.make_optimizer(config)
     optimizer.build(model.trainable_variables)
     tf.train.Checkpoint(model=model, optimizer=optimizer).restore(
         checkpoint_path
@@ -112,7 +112,7 @@ class _Counter:
     def __init__(self, stop_after: int | None = None):
         self.calls = 0
         self.stop_after = stop_after
-        self.original = trainer._TrainWindow.update
+        self.original = training_run._TrainWindow.update
 
     def install(self, monkeypatch) -> _Counter:
         counter = self
@@ -123,7 +123,7 @@ class _Counter:
             if counter.stop_after is not None and counter.calls >= counter.stop_after:
                 raise _Counter.Interrupted(f"simulated crash after {counter.calls} steps")
 
-        monkeypatch.setattr(trainer._TrainWindow, "update", update)
+        monkeypatch.setattr(training_run._TrainWindow, "update", update)
         return self
 
 
@@ -132,7 +132,7 @@ def base_run(tiny_data_dir, tmp_path_factory):
     """One epoch of the tiny config: (config, model_dir, returned metrics)."""
     config = tiny(tiny_data_dir)
     model_dir = str(tmp_path_factory.mktemp("base_run"))
-    metrics = trainer.train_and_evaluate(config, model_dir)
+    metrics = training_run.train_and_evaluate(config, model_dir)
     return config, model_dir, metrics
 
 
@@ -145,7 +145,7 @@ def resumed_run(base_run, tmp_path_factory):
     counter = _Counter()
     with pytest.MonkeyPatch.context() as mp:
         counter.install(mp)
-        metrics = trainer.train_and_evaluate(dataclasses.replace(config, epochs=2), model_dir)
+        metrics = training_run.train_and_evaluate(dataclasses.replace(config, epochs=2), model_dir)
     return dataclasses.replace(config, epochs=2), model_dir, metrics, counter.calls
 
 
@@ -166,12 +166,12 @@ def test_run_writes_config_checkpoints_and_metrics(base_run):
         assert json.load(f)["embedding_dim"] == 4
     # Every checkpoint_every_steps and at the end of the epoch.
     assert checkpoint_numbers(model_dir) == expected_checkpoints(config, [per_epoch])
-    latest = tf.train.latest_checkpoint(os.path.join(model_dir, trainer.CHECKPOINT_DIR))
+    latest = tf.train.latest_checkpoint(os.path.join(model_dir, training_run.CHECKPOINT_DIR))
     assert latest.endswith(f"ckpt-{per_epoch}")
     iterations, _ = restored_iterations(config, latest)
     assert iterations == per_epoch
     assert metrics["step"] == per_epoch
-    with open(os.path.join(model_dir, trainer.EVAL_FILE)) as f:
+    with open(os.path.join(model_dir, training_run.EVAL_FILE)) as f:
         saved = json.load(f)
     assert_metrics_close(saved, metrics, atol=0)
 
@@ -225,9 +225,9 @@ def test_tensorboard_summaries(base_run):
         metrics["calibration"]["ctr"]["observed"]["log_loss"], abs=1e-6
     )
     # ... and about ten evaluations during the epoch, under the train losses' tags.
-    every_eval = trainer.steps_per_epoch(config) // trainer.EVALS_PER_EPOCH
+    every_eval = training_run.steps_per_epoch(config) // training_run.EVALS_PER_EPOCH
     assert sorted(evals["auc/ctr_auc"])[:3] == [every_eval, 2 * every_eval, 3 * every_eval]
-    assert len(evals["auc/ctr_auc"]) >= trainer.EVALS_PER_EPOCH
+    assert len(evals["auc/ctr_auc"]) >= training_run.EVALS_PER_EPOCH
     for tag in ("loss/ctr", "loss/ctcvr", "calibration/ctr_mean_pred", "calibration/ctr_observed"):
         assert len(evals[tag]) == len(evals["auc/ctr_auc"]), tag
     assert "impressions_per_second" in evals
@@ -235,7 +235,7 @@ def test_tensorboard_summaries(base_run):
 
 def test_two_fresh_runs_are_identical(base_run, tmp_path):
     config, _, metrics = base_run
-    again = trainer.train_and_evaluate(config, str(tmp_path / "run"))
+    again = training_run.train_and_evaluate(config, str(tmp_path / "run"))
     assert_metrics_close(again, metrics, atol=0)
 
 
@@ -244,10 +244,10 @@ def test_resume_continues_from_the_checkpoint(resumed_run, base_run):
     first, second = epoch_steps(config, 0), epoch_steps(config, 1)
     assert steps_trained == second  # epoch 1 was not trained again
     assert metrics["step"] == first + second
-    with open(os.path.join(model_dir, trainer.EVAL_FILE)) as f:
+    with open(os.path.join(model_dir, training_run.EVAL_FILE)) as f:
         assert json.load(f)["step"] == first + second
     assert checkpoint_numbers(model_dir) == expected_checkpoints(config, [first, first + second])
-    latest = tf.train.latest_checkpoint(os.path.join(model_dir, trainer.CHECKPOINT_DIR))
+    latest = tf.train.latest_checkpoint(os.path.join(model_dir, training_run.CHECKPOINT_DIR))
     iterations, _ = restored_iterations(config, latest)
     assert iterations == first + second
     assert sorted(events(model_dir, "eval")["test/auc/ctr_auc"]) == [first, first + second]
@@ -263,13 +263,13 @@ def test_interrupted_run_ends_like_an_uninterrupted_one(
     model_dir = str(tmp_path / "run")
     counter = _Counter(stop_after=15).install(monkeypatch)
     with pytest.raises(_Counter.Interrupted):
-        trainer.train_and_evaluate(config, model_dir)
+        training_run.train_and_evaluate(config, model_dir)
     assert checkpoint_numbers(model_dir) == [10]
     monkeypatch.undo()
 
     capsys.readouterr()
     counter = _Counter().install(monkeypatch)
-    metrics = trainer.train_and_evaluate(config, model_dir)
+    metrics = training_run.train_and_evaluate(config, model_dir)
     assert "ckpt-10 (step 10)" in capsys.readouterr().err
     total = epoch_steps(config, 0) + epoch_steps(config, 1)
     assert counter.calls == total - 10
@@ -293,12 +293,12 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
         return {k: v * poison for k, v in loss.items()}  # NaN loss and gradients
 
     monkeypatch.setattr(objectives, "loss", nan_from_step_5)
-    with pytest.raises(trainer.TrainingError, match=r"not finite at step 5\b") as error:
-        trainer.train_and_evaluate(config, model_dir)
+    with pytest.raises(training_run.TrainingError, match=r"not finite at step 5\b") as error:
+        training_run.train_and_evaluate(config, model_dir)
     assert "ckpt-4" in str(error.value)
     assert checkpoint_numbers(model_dir) == [2, 4]
-    assert not os.path.exists(os.path.join(model_dir, trainer.EVAL_FILE))
-    latest = tf.train.latest_checkpoint(os.path.join(model_dir, trainer.CHECKPOINT_DIR))
+    assert not os.path.exists(os.path.join(model_dir, training_run.EVAL_FILE))
+    latest = tf.train.latest_checkpoint(os.path.join(model_dir, training_run.CHECKPOINT_DIR))
     iterations, model = restored_iterations(config, latest)
     assert iterations == 4
     assert all(np.isfinite(v.numpy()).all() for v in model.trainable_variables)
@@ -313,9 +313,9 @@ def test_other_model_config_in_the_same_model_dir_is_refused(base_run, tmp_path,
     os.makedirs(model_dir)
     shutil.copy(os.path.join(base_dir, config_lib.CONFIG_FILE), model_dir)
     with pytest.raises(ValueError, match=next(iter(change))):
-        trainer.train_and_evaluate(dataclasses.replace(config, **change), model_dir)
+        training_run.train_and_evaluate(dataclasses.replace(config, **change), model_dir)
     assert config_lib.load(model_dir) == config  # not overwritten
-    assert not os.path.exists(os.path.join(model_dir, trainer.CHECKPOINT_DIR))
+    assert not os.path.exists(os.path.join(model_dir, training_run.CHECKPOINT_DIR))
 
 
 def test_train_step_fast_path_matches_the_tf_function(tiny_config):
@@ -332,7 +332,7 @@ def test_train_step_fast_path_matches_the_tf_function(tiny_config):
     runs = []
     for fast in (True, False):
         keras.utils.set_random_seed(tiny_config.seed)
-        model, _, step = trainer.build_training(tiny_config)
+        model, _, step = training_run.build_training(tiny_config)
         if fast:
             assert step._flat(*batches[0]) is not None  # the fast path is taken
         call = step if fast else step.function
