@@ -88,6 +88,18 @@ def test_train_split_only_builds_the_vocabulary(tiny_raw_dir, tiny_data_dir, tmp
             data_layout.vocab_file(str(tmp_path / "out"), field.id),
         )
 
+    # With --vocab_from, train ids are not counted: the given vocabulary is kept.
+    other = tmp_path / "other_vocab"
+    shutil.copytree(os.path.join(tiny_data_dir, data_layout.VOCAB_DIR), other / "vocab")
+    with open(data_layout.vocab_file(str(other), "205"), "w") as f:
+        f.write("-1\t0\n42\t7\n")
+    stats = _convert(raw_dir, tmp_path / "reused", vocab_from=str(other))
+    _same_files(
+        data_layout.vocab_file(str(other), "205"),
+        data_layout.vocab_file(str(tmp_path / "reused"), "205"),
+    )
+    assert stats["fields"]["205"] == {"vocab_size": 1}
+
 
 def test_missing_splits_and_vocabularies(tiny_raw_dir, tmp_path):
     (tmp_path / "empty").mkdir()
