@@ -10,7 +10,7 @@ The pipeline (data_prep/beam/pipeline.py) parses with ``data_prep.raw``, joins
 by ``common_feature_index`` with a GroupByKey, builds records with
 ``data_prep.records`` and counts vocabularies with a combiner. Its shards are
 the converter's partitions (``crc32(index) % num_shards``), its groups cut as
-the converter cuts them, so with the same ``--num_shards`` every shard, every
+the converter cuts them (every row of an index, whatever the row order), so with the same ``--num_shards`` every shard, every
 vocabulary and the stats' counts equal ``data_prep.convert``'s.
 
 The pipeline writes under ``<out_dir>.beam-partial``; this driver then checks
@@ -81,16 +81,26 @@ def _find(raw_dir: str, stem: str, required: bool = True) -> str | None:
 
 
 def _inputs(raw_dir: str) -> dict[str, dict[str, str | None]]:
+    """The raw files of each split present (as ``data_prep.convert`` finds them)."""
     if FileSystems.get_scheme(raw_dir) is None and not os.path.isdir(raw_dir):
         raise raw.RawInputError(f"raw dir {raw_dir!r} does not exist")
-    return {
-        split: {
-            "skeleton": _find(raw_dir, f"sample_skeleton_{split}"),
-            "common": _find(raw_dir, f"common_features_{split}"),
+    inputs = {}
+    for split in data_layout.SPLITS:
+        skeleton, common = f"sample_skeleton_{split}", f"common_features_{split}"
+        if not any(_find(raw_dir, stem, required=False) for stem in (skeleton, common)):
+            continue
+        inputs[split] = {
+            "skeleton": _find(raw_dir, skeleton),
+            "common": _find(raw_dir, common),
             "ground_truth": _find(raw_dir, f"ground_truth_{split}", required=False),
         }
-        for split in data_layout.SPLITS
-    }
+    if not inputs:
+        raise raw.RawInputError(
+            f"{raw_dir} holds no split: expected sample_skeleton_<split>.csv and "
+            "common_features_<split>.csv (or .csv.gz) for train, test or both "
+            "(see README: 'Real Ali-CCP data')"
+        )
+    return inputs
 
 
 def _num_shards(config: BeamConvertConfig, skeleton: str) -> int:
@@ -117,7 +127,7 @@ def _fingerprint(config: BeamConvertConfig, inputs: dict, shards: dict[str, int]
         "min_count": config.min_count,
         "max_group_size": config.max_group_size,
         "keep_conversion_without_click": config.keep_conversion_without_click,
-        "format_version": 1,
+        "format_version": convert_lib.FORMAT_VERSION,
     }
 
 
@@ -171,10 +181,12 @@ def _publish(work_dir: str, out_dir: str) -> None:
 
 def _finish(config, plan, inputs, fingerprint, start) -> dict:
     merged = _read_json(pipeline.meta_path(plan.work_dir, "stats.json"))
-    fields = _read_json(pipeline.meta_path(plan.work_dir, "fields.json"))
+    fields = {}  # no train split: no vocabulary, as data_prep.convert
+    if "train" in plan.inputs:
+        fields = _read_json(pipeline.meta_path(plan.work_dir, "fields.json"))
     _remove(os.path.join(plan.work_dir, pipeline.META_DIR))
     split_stats = {}
-    for split in data_layout.SPLITS:
+    for split in plan.inputs:
         s, fatal = S.finalize(S.merge_into(S.new_delta(), merged.get(split, S.new_delta())))
         if fatal:
             raise ConvertError(fatal[0])

@@ -2,6 +2,7 @@
 
     python -m data_prep.convert --raw_dir=RAW --out_dir=DATA [--min_count=N]
         [--max_bad_fraction=F] [--max_group_size=256] [--num_shards=0] [--workers=0]
+        [--vocab_from=DATA_OR_RUN_DIR]
 
 How it streams with bounded memory (a partitioned hash join):
 
@@ -11,13 +12,18 @@ How it streams with bounded memory (a partitioned hash join):
    along). P is chosen so that one partition of common_features fits the
    memory budget.
 2. *Join and write*: each partition is one task (tasks run on ``--workers``
-   processes): load its common_features rows into a dict, stream its
-   skeleton rows, group consecutive rows of the same index (at most
-   ``--max_group_size`` impressions per record) and write one TFRecord shard.
-   Train tasks also count ids per field.
-3. *Finish*: merge the counts into vocabularies (train only), write
-   ``stats.json``, and rename the work directory ``<out_dir>.partial`` to
-   ``<out_dir>``.
+   processes): load its common_features rows into a dict, read its skeleton
+   rows grouped by index whatever their order (``data_prep.grouping``: an
+   index of 16 bytes a line, then the lines in group order), cut each index's
+   rows into records of at most ``--max_group_size`` impressions (in file
+   order; records in order of their index's first row) and write one
+   TFRecord shard. Train tasks also count ids per field.
+3. *Finish*: merge the counts into vocabularies (train only; or copy those of
+   ``--vocab_from``), write ``stats.json``, and rename the work directory
+   ``<out_dir>.partial`` to ``<out_dir>``.
+
+A raw directory may hold one split only (e.g. new logs to score: test files
+only); the output then holds that split only.
 
 Every task writes under a temporary name and renames when complete, so an
 interrupted run resumes where it stopped (same inputs and options), and
@@ -28,6 +34,7 @@ input gives byte-identical shards, whatever the number of workers.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import multiprocessing
@@ -41,7 +48,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from data_prep import raw
+from data_prep import grouping, raw
 from data_prep.counting import IdCounter, merge_counts
 from data_prep.records import build_example
 from data_prep.tfrecord import TFRecordWriter
@@ -52,6 +59,8 @@ _EXAMPLES_PER_KIND = 5
 _PROGRESS_SECONDS = 5.0
 _SHARD_TARGET_BYTES = 256 << 20
 _GZIP_RATIO = 4  # rough uncompressed/compressed size of the raw csv
+_SAMPLE_BYTES = 1 << 20  # read from a skeleton file to estimate its line count
+FORMAT_VERSION = 2  # of the output (2: every row of an index grouped, whatever the order)
 
 
 class ConvertError(Exception):
@@ -70,6 +79,7 @@ class ConvertConfig:
     memory_budget_mb: int = 128  # raw common_features MB per partition (held by one worker)
     keep_conversion_without_click: bool = False
     overwrite: bool = False
+    vocab_from: str | None = None  # a data dir or run dir whose vocab/ to reuse
 
 
 def log(message: str) -> None:
@@ -91,14 +101,18 @@ def _new_stats() -> dict:
         "bad_rows": {},
         "bad_examples": {},
         "ignored_features": {},
+        "record_sizes": {},  # impressions per record -> records (grouping.add_size)
     }
 
 
 def _bad(stats: dict, kind: str, path: str, lineno: int, message: str) -> None:
+    """Counts a bad row; examples are the first by file and line, whatever the
+    order rows are processed in (kept as ``[path, line, message]`` until merged)."""
     stats["bad_rows"][kind] = stats["bad_rows"].get(kind, 0) + 1
     examples = stats["bad_examples"].setdefault(kind, [])
-    if len(examples) < _EXAMPLES_PER_KIND:
-        examples.append(f"{path}:{lineno}: {message}")
+    examples.append([path, lineno, message])
+    if len(examples) > 2 * _EXAMPLES_PER_KIND:
+        examples[:] = sorted(examples)[:_EXAMPLES_PER_KIND]
 
 
 def _merge_stats(parts: list[dict]) -> dict:
@@ -110,12 +124,16 @@ def _merge_stats(parts: list[dict]) -> dict:
         for kind, n in part["bad_rows"].items():
             total["bad_rows"][kind] = total["bad_rows"].get(kind, 0) + n
         for kind, examples in part["bad_examples"].items():
-            merged = total["bad_examples"].setdefault(kind, [])
-            merged.extend(examples[: _EXAMPLES_PER_KIND - len(merged)])
+            total["bad_examples"].setdefault(kind, []).extend(tuple(e) for e in examples)
         for field, n in part["ignored_features"].items():
             total["ignored_features"][field] = total["ignored_features"].get(field, 0) + n
+        grouping.merge_sizes(total["record_sizes"], part["record_sizes"])
     total["bad_rows"] = dict(sorted(total["bad_rows"].items()))
-    total["bad_examples"] = {k: sorted(v) for k, v in sorted(total["bad_examples"].items())}
+    # The first examples by file and line, as "path:line: message", sorted.
+    total["bad_examples"] = {
+        kind: sorted(f"{p}:{n}: {m}" for p, n, m in sorted(v)[:_EXAMPLES_PER_KIND])
+        for kind, v in sorted(total["bad_examples"].items())
+    }
     return total
 
 
@@ -172,8 +190,18 @@ def _ground_truth_lines(path: str) -> Iterator[bytes]:
 def _read_partition(path: str) -> Iterator[tuple[int, bool, bytes, bytes]]:
     with open(path, "rb", buffering=1 << 20) as f:
         for line in f:
-            lineno, has_newline, gt, content = line[:-1].split(b"\t", 3)
-            yield int(lineno), has_newline == b"1", gt, content
+            yield _partition_fields(line[:-1])
+
+
+def _partition_fields(line: bytes) -> tuple[int, bool, bytes, bytes]:
+    """(line number, ends with newline, ground truth, content) of a partition line."""
+    lineno, has_newline, gt, content = line.split(b"\t", 3)
+    return int(lineno), has_newline == b"1", gt, content
+
+
+def _skeleton_key(line: bytes) -> bytes:
+    """The common_feature_index column of a skeleton partition line (raw, unparsed)."""
+    return _partition_key(line.split(b"\t", 3)[3], 3)
 
 
 # ---------------------------------------------------------------------------
@@ -239,15 +267,16 @@ def _join_task(task: _JoinTask) -> dict:
 
     counters = {f.id: IdCounter() for f in F.FIELDS} if task.count_ids else None
     tmp_shard = task.shard_path + ".tmp"
-    group_cfi, group_rows, group_gt = None, [], []
+    group_user, group_rows, group_gt = None, [], []
 
     def flush() -> None:
         if not group_rows:
             return
-        user = users[group_cfi]
+        user = group_user
         gt = group_gt if task.ground_truth_path else None
         writer.write(build_example(user, group_rows, gt))
         stats["records"] += 1
+        grouping.add_size(stats["record_sizes"], len(group_rows))
         stats["impressions"] += len(group_rows)
         stats["clicks"] += sum(r.click for r in group_rows)
         stats["conversions"] += sum(r.conversion for r in group_rows)
@@ -258,8 +287,16 @@ def _join_task(task: _JoinTask) -> dict:
                 ids = [i for r in group_rows for i in r.features.ids[k]]
                 counters[field.id].add(np.array(ids, np.int64))
 
+    # Every row of an index, wherever it is in the file: rows in group order
+    # (indices by first appearance, each one's rows in file order).
+    skeleton_rows = grouping.lines_by_group(task.partition("skeleton"), _skeleton_key)
+    current_group = -1
     with TFRecordWriter(tmp_shard) as writer:
-        for lineno, has_newline, gt_line, content in _read_partition(task.partition("skeleton")):
+        for group, line in skeleton_rows:
+            if group != current_group:
+                flush()
+                current_group, group_rows, group_gt = group, [], []
+            lineno, has_newline, gt_line, content = _partition_fields(line)
             stats["rows_read"] += 1
             try:
                 row = raw.parse_skeleton_row(content)
@@ -297,9 +334,10 @@ def _join_task(task: _JoinTask) -> dict:
                 )
                 continue
             _count_ignored(stats, row.features)
-            if row.common_feature_index != group_cfi or len(group_rows) >= task.max_group_size:
+            if len(group_rows) >= task.max_group_size:
                 flush()
-                group_cfi, group_rows, group_gt = row.common_feature_index, [], []
+                group_rows, group_gt = [], []
+            group_user = user
             group_rows.append(row)
             group_gt.append(gt_row)
         flush()
@@ -355,16 +393,27 @@ def _load_json(path: str):
 
 
 def _inputs(raw_dir: str) -> dict[str, dict[str, str | None]]:
+    """The raw files of each split present in ``raw_dir`` (a split is present
+    when either of its two required files is; then both must be)."""
     if not os.path.isdir(raw_dir):
         raise raw.RawInputError(f"raw dir {raw_dir!r} does not exist")
-    return {
-        split: {
-            "skeleton": raw.find_raw_file(raw_dir, f"sample_skeleton_{split}"),
-            "common": raw.find_raw_file(raw_dir, f"common_features_{split}"),
+    inputs = {}
+    for split in data_layout.SPLITS:
+        skeleton, common = f"sample_skeleton_{split}", f"common_features_{split}"
+        if not any(raw.find_raw_file(raw_dir, s, required=False) for s in (skeleton, common)):
+            continue
+        inputs[split] = {
+            "skeleton": raw.find_raw_file(raw_dir, skeleton),
+            "common": raw.find_raw_file(raw_dir, common),
             "ground_truth": raw.find_raw_file(raw_dir, f"ground_truth_{split}", required=False),
         }
-        for split in data_layout.SPLITS
-    }
+    if not inputs:
+        raise raw.RawInputError(
+            f"{raw_dir} holds no split: expected sample_skeleton_<split>.csv and "
+            "common_features_<split>.csv (or .csv.gz) for train, test or both "
+            "(see README: 'Real Ali-CCP data')"
+        )
+    return inputs
 
 
 def _raw_bytes(path: str) -> int:
@@ -372,12 +421,25 @@ def _raw_bytes(path: str) -> int:
     return size * _GZIP_RATIO if path.endswith(".gz") else size
 
 
+def _estimated_lines(path: str) -> int:
+    """Lines of a raw file, estimated from the mean length of its first lines."""
+    with raw.open_raw(path) as f:
+        sample = f.read(_SAMPLE_BYTES)
+    lines = max(sample.count(b"\n"), 1)
+    return math.ceil(_raw_bytes(path) * lines / max(len(sample), 1))
+
+
 def _num_parts(config: ConvertConfig, files: dict[str, str | None], workers: int) -> int:
+    """Partitions of a split: each one's common_features rows and its skeleton
+    line index (``grouping.BYTES_PER_LINE`` a line) fit ``--memory_budget_mb``,
+    and a shard holds about ``_SHARD_TARGET_BYTES`` of raw skeleton rows."""
     if config.num_shards > 0:
         return config.num_shards
+    budget = config.memory_budget_mb << 20
     by_skeleton = math.ceil(_raw_bytes(files["skeleton"]) / _SHARD_TARGET_BYTES)
-    by_memory = math.ceil(_raw_bytes(files["common"]) / (config.memory_budget_mb << 20))
-    return max(workers, by_skeleton, by_memory)
+    by_memory = math.ceil(_raw_bytes(files["common"]) / budget)
+    by_index = math.ceil(_estimated_lines(files["skeleton"]) * grouping.BYTES_PER_LINE / budget)
+    return max(workers, by_skeleton, by_memory, by_index)
 
 
 def _fingerprint(config: ConvertConfig, inputs: dict, parts: dict[str, int]) -> dict:
@@ -387,14 +449,37 @@ def _fingerprint(config: ConvertConfig, inputs: dict, parts: dict[str, int]) -> 
             if path:
                 st = os.stat(path)
                 files[os.path.basename(path)] = [st.st_size, int(st.st_mtime)]
-    return {
+    fingerprint = {
         "files": files,
         "partitions": parts,
         "min_count": config.min_count,
         "max_group_size": config.max_group_size,
         "keep_conversion_without_click": config.keep_conversion_without_click,
-        "format_version": 1,
+        "format_version": FORMAT_VERSION,
     }
+    if config.vocab_from:
+        fingerprint["vocab_from"] = vocab_fingerprint(config.vocab_from)
+    return fingerprint
+
+
+def vocab_fingerprint(vocab_from: str) -> dict[str, str]:
+    """sha256 of every field's vocabulary file under ``vocab_from`` (a converted
+    data dir or a training run dir: both keep ``vocab/<field>.tsv``); a
+    ConvertError names the first one missing."""
+    out = {}
+    for field in F.FIELDS:
+        path = data_layout.vocab_file(vocab_from, field.id)
+        if not os.path.isfile(path):
+            raise ConvertError(
+                f"--vocab_from={vocab_from}: {path} not found (expected a converted data "
+                "dir or a training run dir, holding vocab/<field>.tsv for every field)"
+            )
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        out[field.id] = digest.hexdigest()
+    return out
 
 
 def _prepare_work_dir(work_dir: str, fingerprint: dict) -> None:
@@ -405,7 +490,7 @@ def _prepare_work_dir(work_dir: str, fingerprint: dict) -> None:
             return
         log(f"discarding {work_dir}: it was made from other inputs or options")
         shutil.rmtree(work_dir)
-    for sub in ("parts", "tasks", *data_layout.SPLITS):
+    for sub in ("parts", "tasks", *fingerprint["partitions"]):  # the splits present
         os.makedirs(os.path.join(work_dir, sub), exist_ok=True)
     _atomic_json(path, fingerprint)
 
@@ -424,7 +509,7 @@ def convert(config: ConvertConfig) -> dict:
     out_dir = os.path.normpath(config.out_dir)
     work_dir = out_dir + ".partial"
     workers = config.workers or os.cpu_count() or 1
-    parts = {split: _num_parts(config, inputs[split], workers) for split in data_layout.SPLITS}
+    parts = {split: _num_parts(config, files, workers) for split, files in inputs.items()}
     fingerprint = _fingerprint(config, inputs, parts)
 
     if os.path.exists(out_dir):
@@ -445,7 +530,7 @@ def convert(config: ConvertConfig) -> dict:
     try:
         # Stage 1: partition.
         partition_tasks = []
-        for split in data_layout.SPLITS:
+        for split in inputs:
             for kind, column in (("skeleton", 3), ("common", 0)):
                 prefix = os.path.join(work_dir, "parts", f"{split}-{kind}")
                 if os.path.exists(prefix + ".done"):
@@ -468,11 +553,11 @@ def convert(config: ConvertConfig) -> dict:
                 skeleton_path=inputs[split]["skeleton"],
                 common_path=inputs[split]["common"],
                 ground_truth_path=inputs[split]["ground_truth"],
-                count_ids=split == "train",
+                count_ids=split == "train" and not config.vocab_from,
                 max_group_size=config.max_group_size,
                 keep_conversion_without_click=config.keep_conversion_without_click,
             )
-            for split in data_layout.SPLITS
+            for split in inputs
             for p in range(parts[split])
         ]
         todo = [t for t in join_tasks if not os.path.exists(t.stats_path)]
@@ -505,6 +590,7 @@ def summarize_split(split: str, s: dict, shards: int, config) -> dict:
     s["cvr"] = s["conversions"] / max(s["clicks"], 1)
     s["ctcvr"] = s["conversions"] / max(s["impressions"], 1)
     s["shards"] = shards
+    s["impressions_per_record"] = grouping.size_summary(s.pop("record_sizes"))
     s["conversion_without_click_kept"] = config.keep_conversion_without_click
     if s["impressions"] == 0:
         raise ConvertError(
@@ -529,10 +615,11 @@ def dataset_stats(config, split_stats, fields, inputs, raw_bytes, fingerprint, s
     impressions = sum(s["impressions"] for s in split_stats.values())
     return {
         "splits": split_stats,
-        "fields": {field.id: fields[field.id] for field in F.FIELDS},
+        "fields": {field.id: fields[field.id] for field in F.FIELDS if field.id in fields},
+        "vocab_from": getattr(config, "vocab_from", None),
         "min_count": config.min_count,
         "max_group_size": config.max_group_size,
-        "has_ground_truth": all(inputs[s]["ground_truth"] for s in data_layout.SPLITS),
+        "has_ground_truth": all(files["ground_truth"] for files in inputs.values()),
         "seconds": round(seconds, 2),
         "impressions_per_second": round(impressions / seconds, 1),
         "raw_mb_per_second": round(raw_bytes / 2**20 / seconds, 2),
@@ -546,13 +633,26 @@ def dataset_stats(config, split_stats, fields, inputs, raw_bytes, fingerprint, s
 
 def _finish(config, join_tasks, inputs, work_dir, fingerprint, start) -> dict:
     split_stats = {}
-    for split in data_layout.SPLITS:
+    for split in inputs:
         per_task = [_load_json(t.stats_path) for t in join_tasks if t.split == split]
         split_stats[split] = summarize_split(split, _merge_stats(per_task), len(per_task), config)
 
-    # Vocabularies from the train split only.
-    vocab_dir = os.path.join(work_dir, data_layout.VOCAB_DIR)
-    os.makedirs(vocab_dir, exist_ok=True)
+    if config.vocab_from:
+        fields = _copy_vocab(config.vocab_from, work_dir, fingerprint["vocab_from"])
+    elif "train" in inputs:
+        fields = _build_vocab(config, join_tasks, work_dir)
+    else:
+        fields = {}  # test only: no vocabulary (a trained run owns its own)
+
+    raw_bytes = sum(os.path.getsize(p) for files in inputs.values() for p in files.values() if p)
+    stats = dataset_stats(config, split_stats, fields, inputs, raw_bytes, fingerprint, start)
+    _atomic_json(data_layout.stats_file(work_dir), stats)
+    return stats
+
+
+def _build_vocab(config, join_tasks, work_dir) -> dict:
+    """Vocabularies from the train split's id counts."""
+    os.makedirs(os.path.join(work_dir, data_layout.VOCAB_DIR), exist_ok=True)
     counts = [np.load(t.counts_path) for t in join_tasks if t.count_ids]
     fields = {}
     for field in F.FIELDS:
@@ -561,11 +661,21 @@ def _finish(config, join_tasks, inputs, work_dir, fingerprint, start) -> dict:
             data_layout.vocab_file(work_dir, field.id), ids, n, config.min_count
         )
         fields[field.id] = {"distinct_ids": int(ids.size), "vocab_size": size}
+    return fields
 
-    raw_bytes = sum(os.path.getsize(p) for files in inputs.values() for p in files.values() if p)
-    stats = dataset_stats(config, split_stats, fields, inputs, raw_bytes, fingerprint, start)
-    _atomic_json(data_layout.stats_file(work_dir), stats)
-    return stats
+
+def _copy_vocab(vocab_from: str, work_dir: str, digests: dict[str, str]) -> dict:
+    """Copies ``vocab_from``'s vocabularies (checked against the fingerprint's digests)."""
+    if vocab_fingerprint(vocab_from) != digests:
+        raise ConvertError(f"--vocab_from={vocab_from}: vocabulary files changed during the run")
+    os.makedirs(os.path.join(work_dir, data_layout.VOCAB_DIR), exist_ok=True)
+    fields = {}
+    for field in F.FIELDS:
+        dst = data_layout.vocab_file(work_dir, field.id)
+        shutil.copyfile(data_layout.vocab_file(vocab_from, field.id), dst + ".tmp")
+        os.replace(dst + ".tmp", dst)
+        fields[field.id] = {"vocab_size": vocab.vocab_size(dst)}
+    return fields
 
 
 def _max_rss_mb(who) -> float:
@@ -593,10 +703,14 @@ def swap_into_place(work_dir: str, out_dir: str) -> None:
 
 def _print_summary(stats: dict, out_dir: str) -> None:
     log(f"\nwrote {out_dir}")
-    log(f"{'split':<6} {'impressions':>12} {'records':>9} {'CTR':>7} {'CVR':>7} {'bad rows':>9}")
+    log(
+        f"{'split':<6} {'impressions':>12} {'records':>9} {'imp/rec':>7} {'CTR':>7} {'CVR':>7} "
+        f"{'bad rows':>9}"
+    )
     for split, s in stats["splits"].items():
         log(
-            f"{split:<6} {s['impressions']:>12,} {s['records']:>9,} {s['ctr']:>7.4f} "
+            f"{split:<6} {s['impressions']:>12,} {s['records']:>9,} "
+            f"{s['impressions_per_record']['mean']:>7.1f} {s['ctr']:>7.4f} "
             f"{s['cvr']:>7.4f} {s['bad_rows_total']:>9,}"
         )
     log(
@@ -626,6 +740,7 @@ def main(argv) -> None:
         memory_budget_mb=FLAGS.memory_budget_mb,
         keep_conversion_without_click=FLAGS.keep_conversion_without_click,
         overwrite=FLAGS.overwrite,
+        vocab_from=FLAGS.vocab_from,
     )
     try:
         convert(config)
@@ -656,6 +771,12 @@ def _define_flags() -> None:
         "Keep rows with conversion=1 and click=0 (dropped and counted by default).",
     )
     flags.DEFINE_bool("overwrite", d.overwrite, "Replace an existing out_dir.")
+    flags.DEFINE_string(
+        "vocab_from",
+        d.vocab_from,
+        "Reuse the vocabularies of this converted data dir or training run dir "
+        "(its vocab/<field>.tsv) instead of building them from train.",
+    )
     flags.mark_flags_as_required(["raw_dir", "out_dir"])
 
 

@@ -3,7 +3,13 @@
 <data_dir>/train/part-00000-of-00008.tfrecord ...  grouped tf.train.Examples
 <data_dir>/test/part-00000-of-00008.tfrecord ...
 <data_dir>/vocab/<field>.tsv    "raw_id<TAB>train_count", most frequent first
-<data_dir>/stats.json           counts, rates, bad rows, throughput
+<data_dir>/stats.json           counts, rates, records per split, bad rows, throughput
+
+A conversion of raw logs holding one split has only that split's directory
+(and its entry in stats.json). ``vocab/`` is built from the train split, or
+copied from another directory with the same ``vocab/<field>.tsv`` layout
+(``data_prep.convert --vocab_from``: a data dir or a training run dir); a
+conversion of test logs alone without ``--vocab_from`` has no ``vocab/``.
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ from the same raw rows; the Tianchi archives work as the manual download."""
 
 from __future__ import annotations
 
+import collections
 import gzip
 import io
 import os
@@ -47,8 +48,9 @@ SMALL_SYNTHETIC = ali_ccp.AliCcpConfig(
 
 def expected_examples(raw_dir: str, split: str, ground_truth: bool = False) -> dict[int, dict]:
     """The examples of a split from the raw files, by the parser alone (no
-    converter): consecutive impressions of one user context (at most 256), rows
-    with conversion but no click left out. Keyed by the first sample_id."""
+    converter): every impression of one user context wherever it is in the file,
+    in file order, at most 256 an example; rows with conversion but no click
+    left out. Keyed by the first sample_id."""
     users: dict[bytes, raw.FeatureArrays] = {}
     for _, line, _ in raw.read_lines(raw.find_raw_file(raw_dir, f"common_features_{split}")):
         cfi, feats = raw.parse_common_row(line)
@@ -61,19 +63,15 @@ def expected_examples(raw_dir: str, split: str, ground_truth: bool = False) -> d
     if ground_truth:
         path = raw.find_raw_file(raw_dir, f"ground_truth_{split}")
         truth = [raw.parse_ground_truth_row(line) for _, line, _ in raw.read_lines(path)]
-    groups: list[list] = []
+    by_index: dict[bytes, list] = {}
     for row, gt in zip(rows, truth, strict=True):
-        if row.conversion and not row.click:
-            continue
-        last = groups[-1] if groups else None
-        if (
-            last
-            and last[0][0].common_feature_index == row.common_feature_index
-            and len(last) < MAX_GROUP_SIZE
-        ):
-            last.append((row, gt))
-        else:
-            groups.append([(row, gt)])
+        if not (row.conversion and not row.click):
+            by_index.setdefault(row.common_feature_index, []).append((row, gt))
+    groups = [
+        impressions[i : i + MAX_GROUP_SIZE]
+        for impressions in by_index.values()
+        for i in range(0, len(impressions), MAX_GROUP_SIZE)
+    ]
 
     out = {}
     for group in groups:
@@ -137,14 +135,15 @@ def assert_examples_match(builder, raw_dir: str, ground_truth: bool = False) -> 
 
 
 def count_groups(raw_dir: str, split: str) -> int:
-    """Runs of consecutive skeleton rows with the same common_feature_index."""
-    n, last = 0, None
+    """Examples of a split: the rows of each common_feature_index, wherever they
+    are, cut into pieces of at most 256 (conversions without click left out)."""
+    rows: collections.Counter = collections.Counter()
     path = raw.find_raw_file(raw_dir, f"sample_skeleton_{split}")
     for _, line, _ in raw.read_lines(path):
-        cfi = line.split(b",", 4)[3]
-        n += cfi != last
-        last = cfi
-    return n
+        _, click, conversion, cfi = line.split(b",", 4)[:4]
+        if not (conversion == b"1" and click == b"0"):
+            rows[cfi] += 1
+    return sum(-(-n // MAX_GROUP_SIZE) for n in rows.values())
 
 
 class AliCcpFullTest(tfds.testing.DatasetBuilderTestCase):
@@ -156,10 +155,10 @@ class AliCcpFullTest(tfds.testing.DatasetBuilderTestCase):
     # The check that builders use tf.io.gfile (for cloud storage) mocks
     # numpy.load everywhere; data_prep.convert works on local files only.
     MOCK_OUT_FORBIDDEN_OS_FUNCTIONS = False
-    # train: 21 user contexts, plus a row of the first one appended after the
-    # others (an example of its own; the row after it, a conversion without a
-    # click, is dropped); test: 23 user contexts.
-    SPLITS = {"train": 22, "test": 23}
+    # train: 21 user contexts (plus a row of the first one appended after the
+    # others: it joins the first context's example; the row after it, a
+    # conversion without a click, is dropped); test: 23 user contexts.
+    SPLITS = {"train": 21, "test": 23}
 
 
 class AliCcpSyntheticTest(tfds.testing.DatasetBuilderTestCase):
@@ -172,8 +171,7 @@ class AliCcpSyntheticTest(tfds.testing.DatasetBuilderTestCase):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        # The synthetic generator writes each user context's impressions
-        # consecutively, so every run of equal indices is one example.
+        # One example per user context (none holds 256 impressions).
         with tempfile.TemporaryDirectory() as tmp:
             synthetic_lib.generate(SMALL_SYNTHETIC.synthetic, tmp)
             cls.SPLITS = {split: count_groups(tmp, split) for split in ("train", "test")}

@@ -7,19 +7,22 @@ row bytes):
    join the ground truth to the skeleton by [split, line] where there is one.
 2. Parse and validate every row with ``data_prep.raw`` (bad rows, conversions
    without click, the ground truth's sample ids are counted here); each valid
-   row goes out light and heavy, keyed by [split, common_feature_index].
-3. Join (light) [split, index]: the index's first common_features row is the
-   user row (a later valid one is a duplicate); skeleton rows of an index
-   without a valid user row are bad. Kept rows go to their shard.
-4. Group (light) [split, shard]: the shard's kept rows in file order are cut
-   into groups exactly as ``data_prep.convert`` cuts them (a new group when the
-   index changes or the group holds ``max_group_size`` impressions).
-5. Build (heavy) [split, index]: CoGroupByKey of the index's user row, its
+   row goes out light and heavy, keyed by [split, common_feature_index]; a
+   skeleton row left out goes out light only, as a marker of where its index
+   (its raw fourth column) first appears.
+3. Join and group (light) [split, index]: the index's first common_features
+   row is the user row (a later valid one is a duplicate); skeleton rows of an
+   index without a valid user row are bad. The index's kept rows, in file
+   order, are cut into groups of at most ``max_group_size`` impressions, as
+   ``data_prep.convert`` cuts them, whatever the order of the rows.
+4. Build (heavy) [split, index]: CoGroupByKey of the index's user row, its
    skeleton rows and its groups -> one ``records.build_example`` per group;
    train ids are counted for the vocabularies.
-6. Write [split, shard]: the shard's records in file order of their first
-   impression -> one TFRecord file (every shard, empty ones too).
-7. Vocabularies: ``CombinePerKey(sum)`` over [field, id] -> one file per field
+5. Write [split, shard]: the shard's records in ``data_prep.convert``'s order
+   (by the line where their index first appears among the skeleton rows, then
+   in order within the index) -> one TFRecord file (every shard, empty ones
+   too).
+6. Vocabularies: ``CombinePerKey(sum)`` over [field, id] -> one file per field
    by ``esmm_tf.vocab.write_vocab``. Stats: ``CombinePerKey(MergeStats)`` over
    [split].
 
@@ -42,7 +45,7 @@ import numpy as np
 from apache_beam import pvalue
 from apache_beam.io.filesystems import FileSystems
 
-from data_prep import raw
+from data_prep import grouping, raw
 from data_prep.beam import stats as S
 from data_prep.beam.lines import ReadNumberedLines
 from data_prep.convert import _count_ignored, _partition_key
@@ -52,6 +55,7 @@ from esmm_tf import data_layout, vocab
 from esmm_tf import features as F
 
 HEAVY = "heavy"
+SEEN = "f"  # a skeleton row left out: only where its index first appears matters
 META_DIR = "_beam"  # the pipeline's results for the driver, under the work dir
 
 
@@ -138,13 +142,16 @@ class _Parse(S.StatsDoFn):
             row = raw.parse_skeleton_row(content)
         except raw.BadRow as e:
             self.bad(split, raw.classify(e, has_newline), path, lineno, str(e))
+            yield (split, _partition_key(content, 3)), (SEEN, lineno)
             return
+        key = (split, row.common_feature_index)
         if plan.has_ground_truth(split):
             gt_path = plan.path(split, "ground_truth")
             try:
                 gt_row = raw.parse_ground_truth_row(truth)
             except raw.BadRow as e:
                 self.bad(split, e.kind, gt_path, lineno, str(e))
+                yield key, (SEEN, lineno)
                 return
             if gt_row.sample_id != row.sample_id:
                 message = (
@@ -157,19 +164,20 @@ class _Parse(S.StatsDoFn):
         if row.conversion and not row.click:
             self.delta(split)["conversion_without_click"] += 1
             if not plan.keep_conversion_without_click:
+                yield key, (SEEN, lineno)
                 return
-        key = (split, row.common_feature_index)
         yield key, ("s", lineno)
         yield pvalue.TaggedOutput(HEAVY, (key, ("s", lineno, content, truth)))
 
 
 # ---------------------------------------------------------------------------
-# 3. Join the line numbers of one index.
+# 3. Join the line numbers of one index and cut its groups.
 
 
 class _JoinIndex(S.StatsDoFn):
     def process(self, item, plan: Plan):
         (split, cfi), values = item
+        values = list(values)
         common = sorted((v for v in values if v[0] == "c"), key=lambda v: v[1])
         skeleton = sorted(v[1] for v in values if v[0] == "s")
         common_path = plan.path(split, "common")
@@ -183,7 +191,10 @@ class _JoinIndex(S.StatsDoFn):
             for field, n in common[0][2].items():
                 delta_ignored[field] = delta_ignored.get(field, 0) + n
             if skeleton:
-                yield (split, plan.shard_of(split, cfi)), (cfi, common[0][1], skeleton)
+                first = min(v[1] for v in values if v[0] in ("s", SEEN))
+                size = plan.max_group_size
+                sizes = [len(skeleton[i : i + size]) for i in range(0, len(skeleton), size)]
+                yield (split, cfi), ("g", common[0][1], first, sizes)
         else:
             kind = raw.BAD_COMMON_ROW if common else raw.UNKNOWN_COMMON_FEATURE_INDEX
             reason = "refers to a bad row of " if common else "is not in "
@@ -193,27 +204,7 @@ class _JoinIndex(S.StatsDoFn):
 
 
 # ---------------------------------------------------------------------------
-# 4. Cut a shard's kept rows into groups, as data_prep.convert does.
-
-
-def _groups(item, max_group_size: int):
-    (split, _), indexes = item
-    indexes = list(indexes)
-    rows = sorted((lineno, k) for k, (_, _, lines) in enumerate(indexes) for lineno in lines)
-    groups: list[list[list[int]]] = [[] for _ in indexes]  # per index: [first line, size]
-    current, size = -1, 0
-    for lineno, k in rows:
-        if k != current or size >= max_group_size:
-            groups[k].append([lineno, 0])
-            current, size = k, 0
-        groups[k][-1][1] += 1
-        size += 1
-    for (cfi, user_line, _), index_groups in zip(indexes, groups, strict=True):
-        yield (split, cfi), ("g", user_line, [tuple(g) for g in index_groups])
-
-
-# ---------------------------------------------------------------------------
-# 5. Build the records of one index.
+# 4. Build the records of one index.
 
 
 class _Build(S.StatsDoFn):
@@ -231,24 +222,25 @@ class _Build(S.StatsDoFn):
             yield from self._records(split, cfi, plan_groups, skeleton, common, plan)
 
     def _records(self, split, cfi, plan_groups, skeleton, common, plan: Plan):
-        _, user_line, groups = plan_groups
+        _, user_line, first, groups = plan_groups
         _, feats = raw.parse_common_row(common[user_line])
         user = raw.PackedFeatures.pack(feats)
         skeleton.sort(key=lambda v: v[1])
-        if sum(size for _, size in groups) != len(skeleton):
+        if sum(groups) != len(skeleton):
             raise AssertionError(f"{split} {cfi!r}: groups do not cover the kept rows")
         has_truth = plan.has_ground_truth(split)
         shard = plan.shard_of(split, cfi)
         delta = self.delta(split)
         counts: collections.Counter | None = collections.Counter() if split == "train" else None
         start = 0
-        for first_line, size in groups:
+        for k, size in enumerate(groups):
             group = skeleton[start : start + size]
             start += size
             rows = [raw.parse_skeleton_row(v[2]) for v in group]
             truth = [raw.parse_ground_truth_row(v[3]) for v in group] if has_truth else None
-            yield (split, shard), (first_line, build_example(user, rows, truth))
+            yield (split, shard), ((first, k), build_example(user, rows, truth))
             delta["records"] += 1
+            grouping.add_size(delta["record_sizes"], len(rows))
             delta["impressions"] += len(rows)
             delta["clicks"] += sum(r.click for r in rows)
             delta["conversions"] += sum(r.conversion for r in rows)
@@ -266,7 +258,7 @@ class _Build(S.StatsDoFn):
 
 
 # ---------------------------------------------------------------------------
-# 6-7. Write shards, vocabularies and the results for the driver.
+# 5-6. Write shards, vocabularies and the results for the driver.
 
 
 def _write_shard(item, plan: Plan) -> None:
@@ -330,13 +322,8 @@ def build(p: beam.Pipeline, plan: Plan) -> None:
         | "ByIndex" >> beam.GroupByKey()
         | "JoinIndex" >> beam.ParDo(_JoinIndex(), plan).with_outputs(S.STATS, main="kept")
     )
-    groups = (
-        joined.kept
-        | "ByShard" >> beam.GroupByKey()
-        | "Groups" >> beam.FlatMap(_groups, plan.max_group_size)
-    )
     built = (
-        (parsed[HEAVY], groups)
+        (parsed[HEAVY], joined.kept)
         | "HeavyAndGroups" >> beam.Flatten()
         | "ByIndexHeavy" >> beam.GroupByKey()
         | "Build" >> beam.ParDo(_Build(), plan).with_outputs(S.STATS, "ids", main="ex")
@@ -350,20 +337,21 @@ def build(p: beam.Pipeline, plan: Plan) -> None:
         | "WriteShards" >> beam.Map(_write_shard, plan)
     )
 
-    every_field = [(field.id, None) for field in F.FIELDS]
-    _ = (
-        (
-            built.ids
-            | "CountIds" >> beam.CombinePerKey(sum)
-            | "ByField" >> beam.Map(lambda kv: (kv[0][0], (kv[0][1], kv[1]))),
-            p | "EveryField" >> beam.Create(every_field),
+    if "train" in plan.inputs:  # vocabularies from train only (none without it)
+        every_field = [(field.id, None) for field in F.FIELDS]
+        _ = (
+            (
+                built.ids
+                | "CountIds" >> beam.CombinePerKey(sum)
+                | "ByField" >> beam.Map(lambda kv: (kv[0][0], (kv[0][1], kv[1]))),
+                p | "EveryField" >> beam.Create(every_field),
+            )
+            | "FieldIds" >> beam.Flatten()
+            | "GroupField" >> beam.GroupByKey()
+            | "WriteVocab" >> beam.Map(_write_vocab, plan)
+            | "FieldsToList" >> beam.combiners.ToList()
+            | "WriteFields" >> beam.Map(_write_json, meta_path(plan.work_dir, "fields.json"))
         )
-        | "FieldIds" >> beam.Flatten()
-        | "GroupField" >> beam.GroupByKey()
-        | "WriteVocab" >> beam.Map(_write_vocab, plan)
-        | "FieldsToList" >> beam.combiners.ToList()
-        | "WriteFields" >> beam.Map(_write_json, meta_path(plan.work_dir, "fields.json"))
-    )
 
     _ = (
         (paired[S.STATS], parsed[S.STATS], joined[S.STATS], built[S.STATS])

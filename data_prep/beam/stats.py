@@ -16,7 +16,7 @@ from apache_beam import pvalue
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import GlobalWindows
 
-from data_prep import convert
+from data_prep import convert, grouping
 
 STATS = "stats"  # the tag of the stats side output
 _KEEP = convert._EXAMPLES_PER_KIND
@@ -55,6 +55,7 @@ def merge_into(total: dict, delta: dict) -> dict:
         total["bad_examples"][kind] = _keep_first(merged)
     for field, n in delta["ignored_features"].items():
         total["ignored_features"][field] = total["ignored_features"].get(field, 0) + n
+    grouping.merge_sizes(total["record_sizes"], delta["record_sizes"])
     total["fatal"] = _keep_first(total["fatal"] + list(delta["fatal"]))
     return total
 

@@ -5,7 +5,8 @@ The raw rows go through the repository's own pipeline: ``data_prep.convert``
 their common-feature rows into grouped TFRecords in a temporary directory, with
 bounded memory (a partitioned hash join; see that module), and this builder
 re-encodes those records as TFDS examples. One TFDS example is one converter
-record: a user-context group of consecutive impressions. See README.md here.
+record: a user context with its impressions (at most 256), wherever they are in
+the raw files. See README.md here.
 """
 
 from __future__ import annotations

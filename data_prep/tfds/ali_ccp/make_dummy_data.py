@@ -6,7 +6,7 @@ Small synthetic logs (data_prep.synthetic, without its ground-truth files, as
 Tianchi has none), plus rows that exercise the builder's edge cases:
 
 * train: a row of the first user context appended at the end (not consecutive
-  with its context, so it forms an example of its own) and a row with
+  with its context: it still joins that context's example) and a row with
   ``conversion=1, click=0`` (dropped, as the converter does);
 * test: the files are gzipped (``.csv.gz``; written with mtime 0, so the
   bytes are reproducible).

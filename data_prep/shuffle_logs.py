@@ -1,0 +1,198 @@
+"""A copy of raw Ali-CCP logs with the skeleton rows in random order.
+
+    python -m data_prep.shuffle_logs --raw_dir=IN --out_dir=OUT [--seed=0] [--bucket_mb=64]
+
+Logs written in time order interleave the rows of many concurrent requests;
+this makes such logs from ones that keep a request's rows together (as the
+public Ali-CCP files and ``data_prep.synthetic`` do), for tests and benchmarks.
+
+For each split, ``sample_skeleton_<split>.csv(.gz)`` is shuffled, and
+``ground_truth_<split>.csv(.gz)`` (when present) with it, so that line *n* of
+both still describe the same impression. Every other file of ``IN`` (the
+``common_features`` files, ``synthetic_config.json``...) is copied as it is.
+Output files keep their input's name and compression.
+
+Memory stays bounded: rows are first scattered to random bucket files of about
+``--bucket_mb`` each, then each bucket is shuffled in memory and appended to
+the output (a uniformly random permutation of the rows, reproducible from
+``--seed`` and ``--bucket_mb``). Every output line ends with a newline (a final line without one
+gets it). Files are written under a temporary name and renamed when complete.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import math
+import os
+import shutil
+import sys
+import tempfile
+
+import numpy as np
+
+from data_prep import raw
+
+SPLITS = ("train", "test")
+_CHUNK_LINES = 1 << 16
+
+
+@dataclasses.dataclass(frozen=True)
+class ShuffleConfig:
+    raw_dir: str
+    out_dir: str
+    seed: int = 0
+    bucket_bytes: int = 64 << 20  # raw (uncompressed) bytes of one in-memory bucket
+
+
+def _open_out(path: str):
+    if path.endswith(".gz"):
+        return gzip.GzipFile(filename="", mode="wb", fileobj=open(path, "wb"), mtime=0)  # noqa: SIM115
+    return open(path, "wb", buffering=1 << 20)  # noqa: SIM115
+
+
+def _write_closed(path: str):
+    """Writer of ``path`` (gzip when it ends in .gz), under a temporary name."""
+    return _open_out(path + ".tmp" + (".gz" if path.endswith(".gz") else ""))
+
+
+def _finish(path: str) -> None:
+    os.replace(path + ".tmp" + (".gz" if path.endswith(".gz") else ""), path)
+
+
+def _lines(path: str):
+    with raw.open_raw(path) as f:
+        for line in f:
+            yield line if line.endswith(b"\n") else line + b"\n"
+
+
+def _shuffle_split(
+    skeleton: str, truth: str | None, out_dir: str, rng: np.random.Generator, bucket_bytes: int
+) -> int:
+    """Writes the shuffled skeleton (and ground truth); returns the number of rows."""
+    size = os.path.getsize(skeleton) * (4 if skeleton.endswith(".gz") else 1)
+    if truth:
+        size += os.path.getsize(truth) * (4 if truth.endswith(".gz") else 1)
+    buckets = max(1, math.ceil(size / bucket_bytes))
+    n = 0
+    with tempfile.TemporaryDirectory(prefix=".shuffle-", dir=out_dir) as tmp:
+        names = [os.path.join(tmp, f"{b:05d}") for b in range(buckets)]
+        outs = [open(name, "wb", buffering=1 << 16) for name in names]  # noqa: SIM115
+        try:
+            sk_lines = _lines(skeleton)
+            gt_lines = _lines(truth) if truth else None
+            chunk: list[tuple[bytes, bytes]] = []
+
+            def scatter() -> None:
+                for (sk, gt), b in zip(chunk, rng.integers(buckets, size=len(chunk)), strict=True):
+                    # One bucket line: the skeleton row, then its ground-truth row.
+                    outs[b].write(sk)
+                    outs[b].write(gt)
+                chunk.clear()
+
+            for sk in sk_lines:
+                gt = b""
+                if gt_lines is not None:
+                    gt = next(gt_lines, None)
+                    if gt is None:
+                        raise raw.RawInputError(f"{truth} has fewer rows than {skeleton}")
+                chunk.append((sk, gt))
+                n += 1
+                if len(chunk) >= _CHUNK_LINES:
+                    scatter()
+            scatter()
+            if gt_lines is not None and next(gt_lines, None) is not None:
+                raise raw.RawInputError(f"{truth} has more rows than {skeleton}")
+        finally:
+            for out in outs:
+                out.close()
+
+        sk_path = os.path.join(out_dir, os.path.basename(skeleton))
+        gt_path = os.path.join(out_dir, os.path.basename(truth)) if truth else None
+        sk_out = _write_closed(sk_path)
+        gt_out = _write_closed(gt_path) if gt_path else None
+        try:
+            for name in names:
+                with open(name, "rb") as f:
+                    lines = f.read().split(b"\n")[:-1]  # every line ended with one
+                os.remove(name)
+                step = 2 if gt_out is not None else 1
+                for i in rng.permutation(len(lines) // step):
+                    sk_out.write(lines[step * i] + b"\n")
+                    if gt_out is not None:
+                        gt_out.write(lines[step * i + 1] + b"\n")
+        finally:
+            sk_out.close()
+            if gt_out is not None:
+                gt_out.close()
+        _finish(sk_path)
+        if gt_path:
+            _finish(gt_path)
+    return n
+
+
+def shuffle_logs(config: ShuffleConfig) -> dict[str, int]:
+    """Writes the shuffled copy; returns the number of skeleton rows per split."""
+    if not os.path.isdir(config.raw_dir):
+        raise raw.RawInputError(f"raw dir {config.raw_dir!r} does not exist")
+    if os.path.abspath(config.raw_dir) == os.path.abspath(config.out_dir):
+        raise raw.RawInputError("--out_dir must differ from --raw_dir")
+    os.makedirs(config.out_dir, exist_ok=True)
+    rng = np.random.default_rng(config.seed)
+    done, rows = set(), {}
+    for split in SPLITS:
+        skeleton = raw.find_raw_file(config.raw_dir, f"sample_skeleton_{split}", required=False)
+        if skeleton is None:
+            continue
+        truth = raw.find_raw_file(config.raw_dir, f"ground_truth_{split}", required=False)
+        rows[split] = _shuffle_split(skeleton, truth, config.out_dir, rng, config.bucket_bytes)
+        done.update(os.path.basename(p) for p in (skeleton, truth) if p)
+    if not rows:
+        raise raw.RawInputError(
+            f"{config.raw_dir} holds no sample_skeleton_{{train,test}}.csv(.gz)"
+        )
+    for name in sorted(os.listdir(config.raw_dir)):
+        src = os.path.join(config.raw_dir, name)
+        if name not in done and os.path.isfile(src):
+            dst = os.path.join(config.out_dir, name)
+            shutil.copyfile(src, dst + ".tmp")
+            os.replace(dst + ".tmp", dst)
+    return rows
+
+
+def main(argv) -> None:
+    del argv
+    from absl import flags
+
+    FLAGS = flags.FLAGS
+    config = ShuffleConfig(
+        raw_dir=FLAGS.raw_dir,
+        out_dir=FLAGS.out_dir,
+        seed=FLAGS.seed,
+        bucket_bytes=max(1, int(FLAGS.bucket_mb * 2**20)),
+    )
+    try:
+        rows = shuffle_logs(config)
+    except raw.RawInputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    for split, n in rows.items():
+        print(f"{split}: {n:,} skeleton rows shuffled", file=sys.stderr)
+
+
+def _define_flags() -> None:
+    from absl import flags
+
+    d = ShuffleConfig
+    flags.DEFINE_string("raw_dir", None, "Directory with the raw Ali-CCP csv(.gz) files.")
+    flags.DEFINE_string("out_dir", None, "Where to write the shuffled copy.")
+    flags.DEFINE_integer("seed", d.seed, "Seed of the permutation.")
+    flags.DEFINE_float("bucket_mb", d.bucket_bytes / 2**20, "Raw MB shuffled in memory at once.")
+    flags.mark_flags_as_required(["raw_dir", "out_dir"])
+
+
+if __name__ == "__main__":
+    from absl import app
+
+    _define_flags()
+    app.run(main)
