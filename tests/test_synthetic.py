@@ -1,4 +1,5 @@
-"""Tests of data_prep/synthetic.py: raw Ali-CCP format, labels, ground truth, splits."""
+"""Tests of data_prep/synthetic/: raw Ali-CCP format, labels, ground truth, splits,
+interleaved requests, the command line."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 
 from data_prep import synthetic
+from data_prep.synthetic import lines as synthetic_lines
 from esmm_tf import features
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -264,7 +266,7 @@ def test_behaviour_fields_are_long(data):
 
 def test_failure_midway_leaves_no_files(tmp_path, monkeypatch):
     calls = []
-    real = synthetic._skeleton_lines
+    real = synthetic_lines.skeleton_lines
 
     def failing(*args):
         calls.append(1)
@@ -272,7 +274,7 @@ def test_failure_midway_leaves_no_files(tmp_path, monkeypatch):
             raise RuntimeError("disk on fire")
         return real(*args)
 
-    monkeypatch.setattr(synthetic, "_skeleton_lines", failing)
+    monkeypatch.setattr(synthetic_lines, "skeleton_lines", failing)
     out_dir = tmp_path / "out"
     with pytest.raises(RuntimeError, match="disk on fire"):
         synthetic.generate(_config(impressions=20_000, chunk_rows=64), str(out_dir))
