@@ -3,11 +3,13 @@ written in time order, streamed through a bounded reorder window.
 
 Every impression has a position: its index in the request-by-request order the
 generator draws. A scattered request's impressions move each to its position
-plus a uniform offset in ``[0, window)``; the others keep their position. Lines
-leave in the order of these keys. Since keys never fall below a position, a
-line whose key is below the next piece's first position can leave at once:
-only the scattered lines of about the last ``window`` positions wait, so memory
-is ``~ fraction * window`` lines, whatever the file's size.
+plus a uniform offset in ``[0, window)``; the other requests keep their rows
+together, as one block at the request's first position (scattered rows land
+between blocks, never inside one). Lines leave in the order of these keys.
+Since keys never fall below a request's first position, a line whose key is
+below the next piece's first position can leave at once: only the scattered
+lines of about the last ``window`` positions wait, so memory is ``~ fraction *
+window`` lines, whatever the file's size.
 
 Sample ids are given in file order when lines leave (real logs number lines in
 time order), and each ground-truth line leaves with its skeleton line.
@@ -80,8 +82,10 @@ def scatter_keys(
     fraction: float,
     window: int,
 ) -> np.ndarray:
-    """Keys of impressions at ``position`` (their request: ``row``): a ``fraction``
-    of the requests get each impression moved by a uniform offset in [0, window)."""
+    """Keys of impressions at ``position`` (their request: ``row``, sorted): a
+    ``fraction`` of the requests get each impression moved by a uniform offset in
+    [0, window); the others keep their request's first position."""
     scattered = (rng.random(n_rows) < fraction)[row]
     offset = rng.random(len(row)) * window
-    return position + np.where(scattered, offset, 0.0)
+    first = position[np.searchsorted(row, np.arange(n_rows))][row]
+    return np.where(scattered, position + offset, first)
