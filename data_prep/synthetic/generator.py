@@ -26,7 +26,7 @@ from data_prep.synthetic.interleave import Interleaver, scatter_keys
 from data_prep.synthetic.output import AtomicOutput
 from data_prep.synthetic.sampling import row_sizes, sample_chunk
 from data_prep.synthetic.summary import FieldStats, SplitStats, round_sig
-from data_prep.synthetic.text import hcat, itoa, take
+from data_prep.synthetic.text import Text, hcat, itoa, take
 from data_prep.synthetic.world import CONTEXT_PROBS, build_world, sigmoid
 from esmm_tf import features
 
@@ -48,13 +48,9 @@ def generate(config: SyntheticConfig, out_dir: str) -> dict[str, Any]:
     split_stats = {s: SplitStats() for s in SPLITS}
     field_stats = FieldStats()
     names = file_names(config.gzip)
-    interleave = config.interleave_fraction > 0
-
-    interleave_rng = np.random.default_rng([config.seed, 4])
-    windows: dict[str, Interleaver] = {}  # per split, with --interleave_fraction
-    max_pending = 0
 
     with AtomicOutput(out_dir, names, config.gzip_level if config.gzip else None) as out:
+        skeleton_files = _SkeletonFiles(out, ext, config)
         written = rows_done = 0
         last_report = start_time
         while written < n_total:
@@ -72,22 +68,14 @@ def generate(config: SyntheticConfig, out_dir: str) -> dict[str, Any]:
             cfi = lines.common_feature_indexes(rows_done + np.arange(n_rows), cfi_key)
 
             common, common_at, common_keys = lines.common_lines(world, chunk, cfi)
-            prefix = [
-                take(lines.LABELS, 2 * click + (click & counterfactual)),
-                take(cfi, chunk.row),
-            ]
-            if not interleave:  # else sample ids are given in file order, when lines leave
-                prefix.insert(0, itoa(sample_id))
-            skeleton, skeleton_at, skeleton_keys = lines.skeleton_lines(world, chunk, hcat(*prefix))
+            labels = take(lines.LABELS, 2 * click + (click & counterfactual))
+            prefix = skeleton_files.prefix(sample_id, labels, take(cfi, chunk.row))
+            skeleton, skeleton_at, skeleton_keys = lines.skeleton_lines(world, chunk, prefix)
             field_stats.add("common", n_rows, common_keys)
             field_stats.add("skeleton", n, skeleton_keys)
-            if interleave:
-                skeleton = skeleton.tobytes()
-                keys = scatter_keys(
-                    interleave_rng, sample_id - 1.0, chunk.row, n_rows,
-                    config.interleave_fraction, config.interleave_window,
-                )  # fmt: skip
-                truth = np.stack([pctr, pcvr, counterfactual], axis=1)
+            skeleton_files.add_chunk(
+                sample_id, chunk.row, skeleton, skeleton_at, pctr, pcvr, counterfactual
+            )
 
             k = int((starts < n_train).sum())  # rows of this chunk that go to train
             m = int(sizes[:k].sum())
@@ -96,29 +84,7 @@ def generate(config: SyntheticConfig, out_dir: str) -> dict[str, Any]:
                     continue
                 lo, hi = imps
                 out.write(f"{COMMON}_{split}{ext}", common[common_at[rows[0]] : common_at[rows[1]]])
-                if interleave:
-                    if split not in windows:  # the previous split is complete
-                        for done in list(windows):
-                            _write_lines(out, done, ext, *windows.pop(done).flush())
-                        windows[split] = Interleaver(first_sample_id=int(sample_id[lo]))
-                    _write_lines(out, split, ext, *windows[split].add(
-                        keys[lo:hi], skeleton, skeleton_at[lo : hi + 1],
-                        truth[lo:hi], frontier=float(sample_id[hi - 1]),
-                    ))  # fmt: skip
-                    max_pending = max(max_pending, windows[split].pending)
-                else:
-                    _write_lines(
-                        out,
-                        split,
-                        ext,
-                        skeleton[skeleton_at[lo] : skeleton_at[hi]],
-                        lines.ground_truth_lines(
-                            sample_id[lo:hi],
-                            pctr[lo:hi],
-                            pcvr[lo:hi],
-                            counterfactual[lo:hi].astype(np.int64),
-                        ),
-                    )
+                skeleton_files.write(split, lo, hi)
                 split_stats[split].add(
                     rows[1] - rows[0], sample_id[lo:hi], logit_ctr[lo:hi], logit_cvr[lo:hi],
                     pctr[lo:hi], pcvr[lo:hi], click[lo:hi], counterfactual[lo:hi],
@@ -136,8 +102,7 @@ def generate(config: SyntheticConfig, out_dir: str) -> dict[str, Any]:
                     flush=True,
                 )
 
-        for done in list(windows):
-            _write_lines(out, done, ext, *windows.pop(done).flush())
+        skeleton_files.close()
         summary = {
             "format": "Ali-CCP raw logs; see data_prep/synthetic",
             "config": dataclasses.asdict(config),
@@ -156,7 +121,7 @@ def generate(config: SyntheticConfig, out_dir: str) -> dict[str, Any]:
                     for f in features.FIELDS
                 },
             },
-            "interleave": {"max_pending_lines": max_pending},
+            "interleave": {"max_pending_lines": skeleton_files.max_pending},
             "calibration": {k: round_sig(v) for k, v in calibration.items()},  # ints stay exact
             "splits": {s: split_stats[s].summary() for s in SPLITS},
             "total": split_stats["train"].merged(split_stats["test"]).summary(),
@@ -176,7 +141,59 @@ def generate(config: SyntheticConfig, out_dir: str) -> dict[str, Any]:
     return summary
 
 
-def _write_lines(out: AtomicOutput, split: str, ext: str, skeleton, truth) -> None:
-    """Skeleton lines and their ground-truth lines (same order) of one split."""
-    out.write(f"{SKELETON}_{split}{ext}", skeleton)
-    out.write(f"{GROUND_TRUTH}_{split}{ext}", truth)
+class _SkeletonFiles:
+    """The skeleton and ground-truth files of each split, written as drawn or, with
+    ``interleave_fraction``, through a reorder window (``interleave.py``)."""
+
+    def __init__(self, out: AtomicOutput, ext: str, config: SyntheticConfig):
+        self._out, self._ext = out, ext
+        self._fraction, self._window = config.interleave_fraction, config.interleave_window
+        self._interleave = self._fraction > 0
+        self._rng = np.random.default_rng([config.seed, 4])
+        self._windows: dict[str, Interleaver] = {}  # the split being written
+        self._chunk: tuple = ()
+        self.max_pending = 0
+
+    def prefix(self, sample_id: np.ndarray, labels: Text, cfi: Text) -> Text:
+        """Each skeleton line's start; interleaved lines get their sample id when they leave."""
+        return hcat(labels, cfi) if self._interleave else hcat(itoa(sample_id), labels, cfi)
+
+    def add_chunk(self, sample_id, row, skeleton, skeleton_at, pctr, pcvr, counterfactual):
+        """The next chunk's lines (bytes and line offsets) and ground truth."""
+        if self._interleave:
+            keys = scatter_keys(
+                self._rng, sample_id - 1.0, row, int(row[-1]) + 1, self._fraction, self._window
+            )
+            truth = np.stack([pctr, pcvr, counterfactual], axis=1)
+            skeleton = skeleton.tobytes()
+        else:
+            keys = truth = None
+        self._chunk = (sample_id, skeleton, skeleton_at, pctr, pcvr, counterfactual, keys, truth)
+
+    def write(self, split: str, lo: int, hi: int) -> None:
+        """Impressions ``[lo, hi)`` of the chunk, all in ``split``."""
+        sample_id, skeleton, at, pctr, pcvr, counterfactual, keys, truth = self._chunk
+        if not self._interleave:
+            truth_lines = lines.ground_truth_lines(
+                sample_id[lo:hi], pctr[lo:hi], pcvr[lo:hi], counterfactual[lo:hi].astype(np.int64)
+            )
+            self._write(split, skeleton[at[lo] : at[hi]], truth_lines)
+            return
+        if split not in self._windows:  # the previous split is complete
+            self.close()
+            self._windows[split] = Interleaver(first_sample_id=int(sample_id[lo]))
+        window = self._windows[split]
+        frontier = float(sample_id[hi - 1])  # the next impression's position
+        self._write(
+            split, *window.add(keys[lo:hi], skeleton, at[lo : hi + 1], truth[lo:hi], frontier)
+        )
+        self.max_pending = max(self.max_pending, window.pending)
+
+    def close(self) -> None:
+        """Writes the lines still waiting in the window."""
+        for split in list(self._windows):
+            self._write(split, *self._windows.pop(split).flush())
+
+    def _write(self, split: str, skeleton, truth) -> None:
+        self._out.write(f"{SKELETON}_{split}{self._ext}", skeleton)
+        self._out.write(f"{GROUND_TRUTH}_{split}{self._ext}", truth)
