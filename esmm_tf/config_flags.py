@@ -24,6 +24,7 @@ import ast
 import dataclasses
 import inspect
 import io
+import sys
 import textwrap
 import tokenize
 import types
@@ -139,14 +140,21 @@ def define_flags(
     flag_values: flags.FlagValues = FLAGS,
     required: Iterable[str] = (),
     exclude: Iterable[str] = (),
+    module_name: str | None = None,
 ) -> list[str]:
     """Defines one flag per field of ``dataclass_type`` (except ``exclude``); returns their names.
 
     ``required``: fields whose flag must be given although the field has a default.
+    ``module_name``: the module the flags belong to in ``--helpshort`` (default: the
+    caller, as if it had defined them itself).
     """
+    if module_name is None:
+        module_name = sys._getframe(1).f_globals.get("__name__", "")
+        if module_name == "__main__":  # absl's name for the main module
+            module_name = sys.argv[0]
     names = []
     for spec in _specs(dataclass_type, required, exclude):
-        kw = {"flag_values": flag_values}
+        kw = {"flag_values": flag_values, "module_name": module_name}
         if spec.kind == "enum":
             flags.DEFINE_enum(spec.name, spec.default, spec.choices, spec.help, **kw)
         else:

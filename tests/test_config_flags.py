@@ -55,6 +55,8 @@ def test_types_and_defaults():
 
 def test_help_from_metadata_comment_docstring_or_name():
     values, _ = _parse(["--out_dir=/o"])
+    # The flags belong to the module that asked for them (--helpshort lists them).
+    assert "count" in [f.name for f in values.get_key_flags_for_module(__name__)]
     assert values["mode"].help == "<fast|slow>: How to run."
     assert values["count"].help == "how many"
     assert values["out_dir"].help == "where to write"
