@@ -382,5 +382,5 @@ def test_command_line_without_tensorflow(tmp_path):
     assert summary["config"]["seed"] == 2 and summary["total"]["impressions"] == 3000
     assert summary["config"]["interleave_fraction"] == 0.5
     assert summary["config"]["behaviour_drop"] == 0.1
-    check = "import sys, data_prep.synthetic; assert 'tensorflow' not in sys.modules"
+    check = "import sys, data_prep.synthetic.__main__; assert 'tensorflow' not in sys.modules"
     subprocess.run([sys.executable, "-c", check], cwd=REPO, check=True)
