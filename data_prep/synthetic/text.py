@@ -49,7 +49,10 @@ def itoa(values: np.ndarray) -> Text:
     values = np.asarray(values, np.int64)
     width = len(str(int(values.max()))) if values.size else 1
     powers = 10 ** np.arange(width - 1, -1, -1, dtype=np.int64)
-    digits = (values[:, None] // powers % 10 + 48).astype(np.uint8)
+    digits = np.empty((len(values), width), np.uint8)
+    block = 1 << 18  # bounds the int64 temporaries (the world formats millions of ids at once)
+    for lo in range(0, len(values), block):
+        digits[lo : lo + block] = values[lo : lo + block, None] // powers % 10 + 48
     mask = values[:, None] >= powers
     mask[:, -1] = True  # "0"
     return Text(digits, mask)
@@ -64,11 +67,13 @@ def hcat(*parts: Text) -> Text:
 def vcat(parts: Sequence[Text]) -> Text:
     """All rows of all parts, padded to one width."""
     width = max(p.mat.shape[1] for p in parts)
-    pad = [((0, 0), (0, width - p.mat.shape[1])) for p in parts]
-    return Text(
-        np.concatenate([np.pad(p.mat, w) for p, w in zip(parts, pad, strict=True)]),
-        np.concatenate([np.pad(p.mask, w) for p, w in zip(parts, pad, strict=True)]),
-    )
+    out = Text(*(np.zeros((sum(len(p.mat) for p in parts), width), t) for t in (np.uint8, bool)))
+    row = 0
+    for p in parts:  # filled in place: no padded copies of the parts
+        n, w = p.mat.shape
+        out.mat[row : row + n, :w], out.mask[row : row + n, :w] = p.mat, p.mask
+        row += n
+    return out
 
 
 def hex16(values: np.ndarray) -> Text:

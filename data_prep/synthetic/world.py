@@ -163,10 +163,15 @@ def build_world(config: SyntheticConfig, rng: np.random.Generator) -> World:
     for j in range(1, MAX_INTENTIONS):  # drop repeats
         repeat = (intention[:, :j] == intention[:, j : j + 1]).any(axis=1)
         intention[repeat, j] = -1
+    # int32 halves the largest tables (4.3M items at the public set's size).
+    category, shop, brand, intention = (
+        a.astype(np.int32) for a in (category, shop, brand, intention)
+    )
     item_cum = zipf_cum(items, 0.9 * zipf)
     popularity = np.diff(item_cum, prepend=0.0)
     by_category = np.argsort(category, kind="stable")
     by_category_cum = np.cumsum(popularity[by_category])
+    del popularity
     category_start = offsets_from_lengths(np.bincount(category, minlength=n_cat))
     cum_at = np.concatenate([[0.0], by_category_cum])[category_start]
     category_lo, category_mass = cum_at[:-1], np.diff(cum_at)
@@ -200,8 +205,7 @@ def build_world(config: SyntheticConfig, rng: np.random.Generator) -> World:
         favourite_cum=favourite_cum,
         behaviour=[],
         item_cum=item_cum,
-        # int32 halves the largest tables (4.3M items at the public set's size).
-        item_attr=[a.astype(np.int32) for a in (category, shop, brand, intention)],
+        item_attr=[category, shop, brand, intention],
         item_effect=pair(rng, items, 0.25, 0.25, rho),
         attr_effect=[
             pair(rng, n_cat, 0.35, 0.3, rho),
