@@ -20,7 +20,7 @@ from absl import flags
 
 from data_prep import synthetic
 from data_prep.synthetic import lines as synthetic_lines
-from esmm_tf import config_flags, features
+from esmm_tf import config_flags, features, metrics
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 USER_IDS = {f.id for f in features.USER_FIELDS}
@@ -255,6 +255,19 @@ def test_selection_bias_and_correlation(data):
     # The labels carry signal: the true probabilities rank them well.
     assert summary["total"]["oracle_auc"]["ctr"] > 0.7
     assert summary["total"]["oracle_auc"]["cvr"] > 0.6
+
+
+def test_oracle_auc_matches_the_exact_auc(data):
+    """The streamed histogram AUC of the summary equals the exact rank AUC."""
+    _, summary, splits = data
+    truth = np.array([t for split in splits.values() for t in split[2]])
+    labels = np.array([(s[1], s[2]) for split in splits.values() for s in split[1]])
+    click, conversion = labels[:, 0], labels[:, 1]
+    pctr, pcvr = truth[:, 1], truth[:, 2]
+    oracle = summary["total"]["oracle_auc"]
+    assert abs(oracle["ctr"] - metrics.exact_auc(click, pctr)) < 1e-4
+    assert abs(oracle["cvr"] - metrics.exact_auc(conversion[click == 1], pcvr[click == 1])) < 1e-4
+    assert abs(oracle["cvr_entire"] - metrics.exact_auc(truth[:, 3], pcvr)) < 1e-4
 
 
 def test_behaviour_fields_are_long(data):
