@@ -9,12 +9,12 @@ cluster every worker runs the same command with its own ``TF_CONFIG`` and
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import sys
 
 from absl import app, flags
 
+from esmm_tf import config_flags
 from esmm_tf.config import Config
 
 FLAGS = flags.FLAGS
@@ -22,33 +22,14 @@ FLAGS = flags.FLAGS
 
 def define_config_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     """One absl flag per Config field, with the field's default and help."""
-    for field in dataclasses.fields(Config):
-        default = field.default
-        help_text = field.metadata.get("help", field.name)
-        if isinstance(default, bool):
-            flags.DEFINE_bool(field.name, default, help_text, flag_values=flag_values)
-        elif isinstance(default, int):
-            flags.DEFINE_integer(field.name, default, help_text, flag_values=flag_values)
-        elif isinstance(default, float):
-            flags.DEFINE_float(field.name, default, help_text, flag_values=flag_values)
-        elif isinstance(default, tuple):
-            flags.DEFINE_list(
-                field.name, [str(v) for v in default], help_text, flag_values=flag_values
-            )
-        else:
-            flags.DEFINE_string(field.name, default, help_text, flag_values=flag_values)
+    config_flags.define_flags(Config, flag_values)
 
 
 def config_from_flags(flag_values: flags.FlagValues = FLAGS) -> Config:
-    values = {}
-    for field in dataclasses.fields(Config):
-        value = getattr(flag_values, field.name)
-        if isinstance(field.default, tuple):
-            value = tuple(int(v) for v in value)
-        values[field.name] = value
-    if values["data_dir"]:  # recorded in config.json: keep it valid from any directory
-        values["data_dir"] = os.path.abspath(values["data_dir"])
-    return Config(**values)
+    data_dir = flag_values["data_dir"].value
+    if data_dir:  # recorded in config.json: keep it valid from any directory
+        data_dir = os.path.abspath(data_dir)
+    return config_flags.config_from_flags(Config, flag_values, data_dir=data_dir)
 
 
 def main(argv) -> None:

@@ -1,9 +1,12 @@
-"""Tests of data_prep/synthetic.py: raw Ali-CCP format, labels, ground truth, splits."""
+"""Tests of data_prep/synthetic/: raw Ali-CCP format, labels, ground truth, splits,
+interleaved requests, the command line."""
 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import gzip
+import importlib
 import json
 import math
 import os
@@ -13,9 +16,11 @@ import sys
 
 import numpy as np
 import pytest
+from absl import flags
 
 from data_prep import synthetic
-from esmm_tf import features
+from data_prep.synthetic import lines as synthetic_lines
+from esmm_tf import config_flags, features, metrics
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 USER_IDS = {f.id for f in features.USER_FIELDS}
@@ -252,6 +257,19 @@ def test_selection_bias_and_correlation(data):
     assert summary["total"]["oracle_auc"]["cvr"] > 0.6
 
 
+def test_oracle_auc_matches_the_exact_auc(data):
+    """The streamed histogram AUC of the summary equals the exact rank AUC."""
+    _, summary, splits = data
+    truth = np.array([t for split in splits.values() for t in split[2]])
+    labels = np.array([(s[1], s[2]) for split in splits.values() for s in split[1]])
+    click, conversion = labels[:, 0], labels[:, 1]
+    pctr, pcvr = truth[:, 1], truth[:, 2]
+    oracle = summary["total"]["oracle_auc"]
+    assert abs(oracle["ctr"] - metrics.exact_auc(click, pctr)) < 1e-4
+    assert abs(oracle["cvr"] - metrics.exact_auc(conversion[click == 1], pcvr[click == 1])) < 1e-4
+    assert abs(oracle["cvr_entire"] - metrics.exact_auc(truth[:, 3], pcvr)) < 1e-4
+
+
 def test_behaviour_fields_are_long(data):
     _, _, splits = data
     common = splits["train"][0]
@@ -264,7 +282,7 @@ def test_behaviour_fields_are_long(data):
 
 def test_failure_midway_leaves_no_files(tmp_path, monkeypatch):
     calls = []
-    real = synthetic._skeleton_lines
+    real = synthetic_lines.skeleton_lines
 
     def failing(*args):
         calls.append(1)
@@ -272,7 +290,7 @@ def test_failure_midway_leaves_no_files(tmp_path, monkeypatch):
             raise RuntimeError("disk on fire")
         return real(*args)
 
-    monkeypatch.setattr(synthetic, "_skeleton_lines", failing)
+    monkeypatch.setattr(synthetic_lines, "skeleton_lines", failing)
     out_dir = tmp_path / "out"
     with pytest.raises(RuntimeError, match="disk on fire"):
         synthetic.generate(_config(impressions=20_000, chunk_rows=64), str(out_dir))
@@ -280,11 +298,74 @@ def test_failure_midway_leaves_no_files(tmp_path, monkeypatch):
     assert os.listdir(out_dir) == []
 
 
+def _skeleton_and_truth(out_dir, split):
+    skeleton = _lines(os.path.join(out_dir, f"sample_skeleton_{split}.csv"))
+    truth = _lines(os.path.join(out_dir, f"ground_truth_{split}.csv"))
+    return skeleton, truth
+
+
+def test_interleaved_requests_keep_rows_truth_and_ids(tmp_path):
+    """Some requests' rows are scattered within a bounded window; nothing else changes."""
+    window = 2_000
+    plain_dir, mixed_dir = str(tmp_path / "plain"), str(tmp_path / "mixed")
+    synthetic.generate(_config(impressions=20_000, seed=3), plain_dir)
+    summary = synthetic.generate(
+        _config(impressions=20_000, seed=3, interleave_fraction=0.5, interleave_window=window),
+        mixed_dir,
+    )
+    assert 0 < summary["interleave"]["max_pending_lines"] <= window
+    first_id = 1
+    for split in synthetic.SPLITS:
+        common = f"common_features_{split}.csv"
+        assert _read(os.path.join(plain_dir, common)) == _read(os.path.join(mixed_dir, common))
+        plain = _skeleton_and_truth(plain_dir, split)
+        mixed = _skeleton_and_truth(mixed_dir, split)
+        # Sample ids count lines in file order; each truth line follows its skeleton line.
+        ids = [int(line.split(b",", 1)[0]) for line in mixed[0]]
+        assert ids == list(range(first_id, first_id + len(ids)))
+        assert ids == [int(line.split(b",", 1)[0]) for line in mixed[1]]
+        first_id += len(ids)
+
+        # The same (skeleton, truth) pairs, sample ids aside.
+        def pairs(skeleton, truth):
+            return collections.Counter(
+                (s.split(b",", 1)[1], t.split(b",", 1)[1])
+                for s, t in zip(skeleton, truth, strict=True)
+            )
+
+        assert pairs(*plain) == pairs(*mixed)
+        assert plain[0] != mixed[0]
+        # About half the requests are split up (the others stay consecutive), none is
+        # spread beyond the window.
+        where = collections.defaultdict(list)
+        for i, line in enumerate(mixed[0]):
+            where[line.split(b",")[3]].append(i)
+        sizes = {cfi: len(rows) for cfi, rows in where.items()}
+        multi = [cfi for cfi in where if sizes[cfi] > 1]
+        split_up = [cfi for cfi in multi if where[cfi][-1] - where[cfi][0] >= sizes[cfi]]
+        assert 0.35 < len(split_up) / len(multi) < 0.65, len(split_up) / len(multi)
+        assert max(where[c][-1] - where[c][0] - sizes[c] for c in multi) < 2 * window
+
+
 def test_bad_config_is_rejected():
     with pytest.raises(ValueError, match="0 < ctr < 1"):
         synthetic.SyntheticConfig(ctr=1.5)
     with pytest.raises(ValueError, match="test_fraction"):
         synthetic.SyntheticConfig(test_fraction=-0.1)
+    with pytest.raises(ValueError, match="interleave_fraction"):
+        synthetic.SyntheticConfig(interleave_fraction=2.0)
+
+
+def test_every_config_field_is_a_flag():
+    cli = importlib.import_module("data_prep.synthetic.__main__")
+    values = flags.FlagValues()
+    cli.define_flags(values)
+    values(["synthetic", "--out_dir=/o", "--zipf_exponent=0.8", "--interleave_fraction=0.25"])
+    names = [f.name for f in dataclasses.fields(synthetic.SyntheticConfig)]
+    assert set(names) < set(values)
+    assert all(values[name].help != name for name in names), "every field has help"
+    config = config_flags.config_from_flags(synthetic.SyntheticConfig, values)
+    assert config == synthetic.SyntheticConfig(zipf_exponent=0.8, interleave_fraction=0.25)
 
 
 def test_command_line_without_tensorflow(tmp_path):
@@ -298,6 +379,8 @@ def test_command_line_without_tensorflow(tmp_path):
             "--impressions=3000",
             "--seed=2",
             "--gzip",
+            "--interleave_fraction=0.5",
+            "--behaviour_drop=0.1",
         ],
         cwd=REPO,
         capture_output=True,
@@ -310,5 +393,7 @@ def test_command_line_without_tensorflow(tmp_path):
     )
     summary = json.loads((out_dir / synthetic.CONFIG_FILE).read_text())
     assert summary["config"]["seed"] == 2 and summary["total"]["impressions"] == 3000
-    check = "import sys, data_prep.synthetic; assert 'tensorflow' not in sys.modules"
+    assert summary["config"]["interleave_fraction"] == 0.5
+    assert summary["config"]["behaviour_drop"] == 0.1
+    check = "import sys, data_prep.synthetic.__main__; assert 'tensorflow' not in sys.modules"
     subprocess.run([sys.executable, "-c", check], cwd=REPO, check=True)

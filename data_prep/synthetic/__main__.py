@@ -1,0 +1,44 @@
+"""``python -m data_prep.synthetic --out_dir=DIR [--impressions=N] [--seed=S] ...``:
+every field of ``SyntheticConfig`` is a flag of the same name (``--helpfull``)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from absl import app, flags
+
+from data_prep.synthetic.config import SyntheticConfig
+from data_prep.synthetic.generator import generate
+from esmm_tf import config_flags
+
+
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
+    """``--out_dir`` and one flag per ``SyntheticConfig`` field."""
+    flags.DEFINE_string(
+        "out_dir", None, "Directory to write the data set to.", flag_values=flag_values
+    )
+    flags.mark_flag_as_required("out_dir", flag_values=flag_values)
+    config_flags.define_flags(SyntheticConfig, flag_values)
+
+
+def main(argv: Sequence[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    out_dir = flags.FLAGS.out_dir
+    try:
+        summary = generate(config_flags.config_from_flags(SyntheticConfig), out_dir)
+    except (ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    total = summary["total"]
+    print(
+        f"wrote {total['impressions']:,} impressions ({total['rows']:,} common rows) to "
+        f"{out_dir}: ctr {total['ctr']}, cvr|click {total['cvr_given_click']}, "
+        f"oracle AUC {total['oracle_auc']}"
+    )
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)
