@@ -39,13 +39,35 @@ def restore_model(model_dir: str, data_dir: str | None = None):
     return config, model, manager.latest_checkpoint
 
 
-def evaluate_model_dir(model_dir: str, data_dir: str | None = None, split: str = "test") -> dict:
+def split_impressions(data_dir: str, split: str) -> int | None:
+    """The split's impression count from the dataset's stats.json, or None."""
+    from esmm_tf import data_layout
+
+    try:
+        with open(data_layout.stats_file(data_dir)) as f:
+            return int(json.load(f)["splits"][split]["impressions"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def evaluate_model_dir(
+    model_dir: str, data_dir: str | None = None, split: str = "test", show_progress: bool = False
+) -> dict:
     from esmm_tf import data_layout, evaluation, shards, trainer
+    from esmm_tf.progress import Progress
 
     config, model, checkpoint = restore_model(model_dir, data_dir)
     files = data_layout.shard_files(config.data_dir, split)
+    progress = Progress(
+        f"evaluate {split}",
+        total=split_impressions(config.data_dir, split),
+        unit="imp",
+        enabled=show_progress,
+    )
     with shards.naming_corrupt_shards(files):
-        metrics = evaluation.evaluate(model, trainer.eval_dataset(config, split, files))
+        metrics = evaluation.evaluate(
+            model, trainer.eval_dataset(config, split, files), progress=progress
+        )
     metrics["checkpoint"] = checkpoint
     metrics["model"] = config.model
     return metrics
@@ -57,7 +79,9 @@ def main(argv) -> None:
     from esmm_tf import data_layout, evaluation
 
     try:
-        metrics = evaluate_model_dir(FLAGS.model_dir, FLAGS.data_dir, FLAGS.split)
+        metrics = evaluate_model_dir(
+            FLAGS.model_dir, FLAGS.data_dir, FLAGS.split, show_progress=FLAGS.progress
+        )
     except (FileNotFoundError, data_layout.DatasetError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
@@ -75,5 +99,11 @@ if __name__ == "__main__":
     flags.DEFINE_string("data_dir", None, "Dataset (default: the one the model trained on).")
     flags.DEFINE_enum("split", "test", ["train", "test"], "Split to evaluate.")
     flags.DEFINE_string("output_json", None, "Also write the metrics here.")
+    flags.DEFINE_bool(
+        "progress",
+        True,
+        "Report impressions done, rate and ETA on stderr (a redrawn line on a terminal, "
+        "a plain line every 15 s in a log file).",
+    )
     flags.mark_flag_as_required("model_dir")
     app.run(main)

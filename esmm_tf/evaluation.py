@@ -28,6 +28,7 @@ import tensorflow as tf
 from esmm_tf import features as F
 from esmm_tf import input_pipeline
 from esmm_tf.metrics import AucAccumulator, CalibrationAccumulator
+from esmm_tf.progress import Progress
 
 
 class Evaluator:
@@ -89,8 +90,9 @@ def predict_function(model):
     return tf.function(lambda x: model(x, training=False), input_signature=[inputs_spec])
 
 
-def evaluate(model, dataset: Iterable, predict_fn=None) -> dict:
-    """Runs ``model`` over ``dataset`` ((inputs, labels) batches) once."""
+def evaluate(model, dataset: Iterable, predict_fn=None, progress: Progress | None = None) -> dict:
+    """Runs ``model`` over ``dataset`` ((inputs, labels) batches) once,
+    reporting the impressions done to ``progress`` (and closing it) if given."""
     if predict_fn is None:
         predict_fn = predict_function(model)
     evaluator = Evaluator()
@@ -101,6 +103,10 @@ def evaluate(model, dataset: Iterable, predict_fn=None) -> dict:
             {k: v.numpy() for k, v in labels.items()},
             {k: outputs[k].numpy() for k in F.OUTPUT_KEYS},
         )
+        if progress is not None:
+            progress.update(evaluator.impressions)
+    if progress is not None:
+        progress.close()
     metrics = evaluator.result()
     seconds = time.time() - start
     metrics["seconds"] = round(seconds, 2)

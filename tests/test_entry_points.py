@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -69,6 +70,11 @@ def test_evaluate_prints_the_table_and_writes_json(trained, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "CVR AUC (clicked impressions)" in result.stdout
     assert "CTCVR AUC (all impressions)" in result.stdout
+    # Progress on stderr, as plain lines (stderr is a pipe here) with an integer rate.
+    assert "\x1b" not in result.stderr and "\r" not in result.stderr
+    assert re.search(
+        r"^evaluate test: [\d,]+/[\d,]+ imp \(100%\)  imp/s: \d+  in ", result.stderr, re.M
+    )
     with open(output) as f:
         metrics = json.load(f)
     for key in ("ctr_auc", "cvr_auc", "ctcvr_auc", "cvr_auc_entire_space", "calibration"):
