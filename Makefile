@@ -33,15 +33,16 @@ install: $(STAMP)
 install-dev: $(DEV_STAMP)
 
 # The main job on the embedded default: synthetic Ali-CCP logs -> TFRecords ->
-# train ESMM -> evaluate -> SavedModel in $(DEMO_DIR)/export.
+# train ESMM -> evaluate -> SavedModel in $(DEMO_DIR)/export. A re-run reuses
+# the data, the finished run and the export made from its last checkpoint.
 demo: $(STAMP)
 	test -f $(DEMO_DIR)/raw/synthetic_config.json || $(PY) -m data_prep.synthetic \
 		--out_dir=$(DEMO_DIR)/raw --impressions=$(DEMO_IMPRESSIONS) --seed=0
 	test -f $(DEMO_DIR)/data/stats.json || $(PY) -m data_prep.convert \
 		--raw_dir=$(DEMO_DIR)/raw --out_dir=$(DEMO_DIR)/data
-	$(PY) -m esmm_tf.train $(DEMO_FLAGS) --data_dir=$(DEMO_DIR)/data \
-		--model_dir=$(DEMO_DIR)/run --export_dir=$(DEMO_DIR)/export
+	$(PY) -m esmm_tf.train $(DEMO_FLAGS) --data_dir=$(DEMO_DIR)/data --model_dir=$(DEMO_DIR)/run
 	$(PY) -m esmm_tf.evaluate --model_dir=$(DEMO_DIR)/run --output_json=$(DEMO_DIR)/results.json
+	$(PY) -m esmm_tf.export --model_dir=$(DEMO_DIR)/run --export_dir=$(DEMO_DIR)/export
 
 test: $(DEV_STAMP)
 	$(VENV)/bin/ruff check .

@@ -52,9 +52,9 @@ def test_filtered_stderr_drops_noise_from_child_processes(capfd):
     assert capfd.readouterr().err == "keep me\nand me\n"
 
 
-def run_evaluate(*flags: str) -> subprocess.CompletedProcess:
+def run_entry(module: str, *flags: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "esmm_tf.evaluate", "--model_dir=/nonexistent/run", *flags],
+        [sys.executable, "-m", module, "--model_dir=/nonexistent/run", *flags],
         cwd=REPO,
         env=USER_ENV,
         capture_output=True,
@@ -63,8 +63,12 @@ def run_evaluate(*flags: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_entry_point_stderr_is_one_error_line_by_default():
-    result = run_evaluate()
+@pytest.mark.parametrize(
+    "module, flags",
+    [("esmm_tf.evaluate", []), ("esmm_tf.export", ["--export_dir=/nonexistent/export"])],
+)
+def test_entry_point_stderr_is_one_error_line_by_default(module, flags):
+    result = run_entry(module, *flags)
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
         "error: /nonexistent/run/config.json not found: is '/nonexistent/run' "
@@ -73,7 +77,7 @@ def test_entry_point_stderr_is_one_error_line_by_default():
 
 
 def test_verbosity_brings_tensorflow_logs_back():
-    result = run_evaluate("--verbosity=0")
+    result = run_entry("esmm_tf.evaluate", "--verbosity=0")
     assert result.returncode == 1
     assert "oneDNN custom operations are on" in result.stderr
     assert "cpu_feature_guard" in result.stderr  # a TF_CPP_MIN_LOG_LEVEL-governed INFO log
