@@ -11,7 +11,7 @@ import os
 CONFIG_FILE = "config.json"
 MODELS = ("esmm", "esmm_ns", "base", "aman", "oversampling", "unbias", "division")
 CORRUPT_SHARD_POLICIES = ("fail", "skip")  # see esmm_tf/shards.py
-STRATEGIES = ("default", "multi_worker_mirrored", "parameter_server")
+STRATEGIES = ("default", "mirrored", "multi_worker_mirrored", "parameter_server")
 
 # Fields that may change when a run is resumed (they do not change the model).
 RESUMABLE_CHANGES = frozenset(
@@ -82,9 +82,10 @@ class Config:
     # Distribution (esmm_tf/distribute.py).
     strategy: str = _f(
         "default",
-        "tf.distribute strategy: default (one process), multi_worker_mirrored (synchronous, "
-        "hosts from TF_CONFIG; --records_per_batch is then the global batch) or "
-        "parameter_server (not supported yet).",
+        "tf.distribute strategy: default (one process, one device), mirrored (synchronous "
+        "over this host's GPUs), multi_worker_mirrored (synchronous, hosts from TF_CONFIG) or "
+        "parameter_server (not supported yet). Under mirrored and multi_worker_mirrored "
+        "--records_per_batch is the global batch.",
     )
 
     def __post_init__(self):
