@@ -6,10 +6,6 @@ PY := $(VENV)/bin/python
 # Re-install when setup.py or this file changes.
 STAMP := $(VENV)/.installed-$(shell cat setup.py Makefile | cksum | cut -d' ' -f1)
 DEV_STAMP := $(STAMP)-dev
-# The TensorFlow Serving protos (export's warm-up requests), installed with
-# --no-deps: the package requires the full `tensorflow` wheel, which
-# tensorflow-cpu stands in for.
-SERVING_API := tensorflow-serving-api==2.21.0
 
 DEMO_DIR ?= demo_out
 DEMO_IMPRESSIONS ?= 1000000
@@ -18,11 +14,13 @@ DEMO_FLAGS ?= --flagfile=experiments/esmm.flags
 .PHONY: demo test lint format clean install install-dev bench bench-convert bench-train \
 	bench-serving
 
+# (tensorflow-cpu: left in a .venv from before setup.py pinned `tensorflow`;
+# the two wheels write the same files.)
 $(STAMP):
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip uninstall -q -y tensorflow-cpu 2>/dev/null || true
 	$(PY) -m pip install -q -e .
-	$(PY) -m pip install -q --no-deps $(SERVING_API)
 	touch $@
 
 $(DEV_STAMP): $(STAMP)

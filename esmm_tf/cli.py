@@ -11,6 +11,10 @@ What prints at start-up, and what silences it (TF 2.21, Beam 2.77):
   the only switch is ``TF_ENABLE_ONEDNN_OPTS=0``, which changes the kernels.
   So they are dropped from file descriptor 2 while TensorFlow loads
   (``filtered_stderr``), and nothing else is;
+* the GPU build (``tensorflow``) on a host without a GPU: ``Could not find
+  cuda drivers`` at import, ``failed call to cuInit`` at the first device
+  query; dropped the same way (the latter only where no NVIDIA driver is
+  loaded, so a broken driver on a GPU host still shows);
 * Beam's SDK workers (one process each) log INFO lines to the inherited
   stderr: ``--default_sdk_harness_log_level`` quiets most, ``filtered_stderr``
   around the pipeline the start-up lines they print before reading it.
@@ -38,8 +42,19 @@ NOISE = re.compile(
     r"|INFO:(__main__|root|apache_beam[\w.]*):"
     r"|WARNING:root:apitools not found"
     r"|WARNING:apache_beam.options.pipeline_options:Discarding unparseable args: "
-    r"\['--direct_runner_use_stacked_bundle', '--pipeline_type_check'\])"
+    r"\['--direct_runner_use_stacked_bundle', '--pipeline_type_check'\]"
+    r"|[IW]\d{4} [\d:.]+ +\d+ cudart_stub\.cc:\d+\] Could not find cuda drivers)"
 )
+# The GPU build of TensorFlow on a host without an NVIDIA driver: an error-level
+# line on the first device query. Dropped only where there is no NVIDIA driver,
+# so that a broken driver on a GPU host still shows.
+NO_GPU_NOISE = re.compile(r"^E\d{4} [\d:.]+ +\d+ cuda_platform\.cc:\d+\] failed call to cuInit")
+
+
+def _start_up_noise() -> re.Pattern:
+    if os.path.exists("/proc/driver/nvidia"):
+        return NOISE
+    return re.compile(f"{NOISE.pattern}|{NO_GPU_NOISE.pattern}")
 
 
 def verbosity_from_argv(argv: list[str]) -> int | None:
@@ -146,8 +161,11 @@ class _QuietTensorflowImport(importlib.abc.MetaPathFinder, importlib.abc.Loader)
         return self._loader.create_module(spec)
 
     def exec_module(self, module) -> None:
-        with filtered_stderr():
+        with filtered_stderr(_start_up_noise()):
             self._loader.exec_module(module)
+            # The first device query loads the GPU platform, which logs too;
+            # listing physical devices still allows logical device set-up later.
+            module.config.list_physical_devices()
 
 
 def quiet_tensorflow(argv: list[str] | None = None) -> int:

@@ -106,7 +106,7 @@ def warmup_requests(records: list[bytes], model_name: str = "esmm") -> list[byte
     except ImportError as e:
         raise ImportError(
             "writing TensorFlow Serving warm-up requests needs the tensorflow-serving-api "
-            f"protos: pip install --no-deps {SERVING_API_PIN} (make install does this)"
+            f"protos: pip install {SERVING_API_PIN} (a dependency of esmm_tf)"
         ) from e
 
     def log(signature: str, inputs: dict) -> bytes:

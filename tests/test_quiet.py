@@ -99,3 +99,17 @@ def test_beam_workers_are_quiet(tiny_raw_dir, tmp_path, capfd):
     captured = capfd.readouterr()
     assert "INFO:" not in captured.err and "WARN" not in captured.err, captured.err[:2000]
     assert "wrote " in captured.out + captured.err
+
+
+def test_gpu_build_noise_on_a_host_without_gpu():
+    stub = (
+        "I0000 00:00:1795978569.878597   30553 cudart_stub.cc:31] Could not find cuda drivers "
+        "on your machine, GPU will not be used."
+    )
+    cuinit = (
+        "E0000 00:00:1795978574.024968   30553 cuda_platform.cc:52] failed call to cuInit: "
+        "INTERNAL: CUDA error: Failed call to cuInit: UNKNOWN ERROR (303)"
+    )
+    assert cli.NOISE.search(stub)
+    assert not cli.NOISE.search(cuinit)  # on a host with an NVIDIA driver it shows
+    assert cli.NO_GPU_NOISE.search(cuinit)
