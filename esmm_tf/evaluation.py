@@ -167,7 +167,7 @@ def format_table(metrics: dict, title: str = "") -> str:
     lines += [f"  {name:<{width}}  {_number(value, 4)}" for name, value in rows]
     lines.append(
         "  calibration: mean prediction vs the observed rate on the same impressions"
-        " | vs the true probability over all impressions"
+        " | vs the truth on all"
     )
     header = ("", "scored on", "mean pred", "observed", "pred (all)", "true (all)")
     cells = [header] + calibration_rows(metrics)
