@@ -19,6 +19,7 @@ def test_mirrored_is_a_strategy_choice(tiny_data_dir):
     assert config_lib.Config(data_dir=tiny_data_dir, strategy="mirrored").strategy == "mirrored"
 
 
+@pytest.mark.slow
 def test_one_step_on_two_replicas_equals_one_device_on_their_union(tiny_data_dir):
     result = subprocess.run(
         [sys.executable, "-m", "tests.mirrored_driver", tiny_data_dir],
