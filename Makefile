@@ -6,10 +6,6 @@ PY := $(VENV)/bin/python
 # Re-install when setup.py or this file changes.
 STAMP := $(VENV)/.installed-$(shell cat setup.py Makefile | cksum | cut -d' ' -f1)
 DEV_STAMP := $(STAMP)-dev
-# The TensorFlow Serving protos (export's warm-up requests), installed with
-# --no-deps: the package requires the full `tensorflow` wheel, which
-# tensorflow-cpu stands in for.
-SERVING_API := tensorflow-serving-api==2.21.0
 
 DEMO_DIR ?= demo_out
 DEMO_IMPRESSIONS ?= 1000000
@@ -18,11 +14,13 @@ DEMO_FLAGS ?= --flagfile=experiments/esmm.flags
 .PHONY: demo test lint format clean install install-dev bench bench-convert bench-train \
 	bench-serving bench-order
 
+# (tensorflow-cpu: left in a .venv from before setup.py pinned `tensorflow`;
+# the two wheels write the same files.)
 $(STAMP):
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip uninstall -q -y tensorflow-cpu 2>/dev/null || true
 	$(PY) -m pip install -q -e .
-	$(PY) -m pip install -q --no-deps $(SERVING_API)
 	touch $@
 
 $(DEV_STAMP): $(STAMP)
@@ -33,15 +31,16 @@ install: $(STAMP)
 install-dev: $(DEV_STAMP)
 
 # The main job on the embedded default: synthetic Ali-CCP logs -> TFRecords ->
-# train ESMM -> evaluate -> SavedModel in $(DEMO_DIR)/export.
+# train ESMM -> evaluate -> SavedModel in $(DEMO_DIR)/export. A re-run reuses
+# the data, the finished run and the export made from its last checkpoint.
 demo: $(STAMP)
 	test -f $(DEMO_DIR)/raw/synthetic_config.json || $(PY) -m data_prep.synthetic \
 		--out_dir=$(DEMO_DIR)/raw --impressions=$(DEMO_IMPRESSIONS) --seed=0
 	test -f $(DEMO_DIR)/data/stats.json || $(PY) -m data_prep.convert \
 		--raw_dir=$(DEMO_DIR)/raw --out_dir=$(DEMO_DIR)/data
-	$(PY) -m esmm_tf.train $(DEMO_FLAGS) --data_dir=$(DEMO_DIR)/data \
-		--model_dir=$(DEMO_DIR)/run --export_dir=$(DEMO_DIR)/export
+	$(PY) -m esmm_tf.train $(DEMO_FLAGS) --data_dir=$(DEMO_DIR)/data --model_dir=$(DEMO_DIR)/run
 	$(PY) -m esmm_tf.evaluate --model_dir=$(DEMO_DIR)/run --output_json=$(DEMO_DIR)/results.json
+	$(PY) -m esmm_tf.export --model_dir=$(DEMO_DIR)/run --export_dir=$(DEMO_DIR)/export
 
 test: $(DEV_STAMP)
 	$(VENV)/bin/ruff check .

@@ -14,9 +14,11 @@ TFDS = [
     "mlcroissant==1.1.1",
 ]
 PLOT = ["matplotlib==3.11.2"]
-# tensorflow-serving-api==2.21.0 (warm-up requests) is installed by the Makefile
-# with --no-deps: it requires the full `tensorflow` wheel, which tensorflow-cpu
-# stands in for.
+# `tensorflow` runs on CPU as it is; the [gpu] extra adds the CUDA/cuDNN wheels
+# (Linux x86_64) so that the same install uses the host's NVIDIA GPUs.
+# tensorflow-serving-api: the PredictionLog protos of the export's warm-up file.
+TENSORFLOW = "tensorflow==2.21.0"
+SERVING_API = "tensorflow-serving-api==2.21.0"
 
 setup(
     name="esmm_tf",
@@ -32,7 +34,8 @@ setup(
     packages=find_packages(include=["esmm_tf*", "data_prep*", "experiments*"]),
     package_data={"data_prep.tfds.ali_ccp": ["README.md", "CITATIONS.bib"]},
     install_requires=[
-        "tensorflow-cpu==2.21.0",
+        TENSORFLOW,
+        SERVING_API,
         "keras==3.15.1",
         "numpy==2.4.6",
         "absl-py==2.5.1",
@@ -43,6 +46,7 @@ setup(
         "beam": BEAM,  # data_prep.beam_convert
         "tfds": TFDS,  # the ali_ccp TensorFlow Datasets builder
         "plot": PLOT,  # experiments.figure2
+        "gpu": ["tensorflow[and-cuda]==2.21.0"],  # CUDA and cuDNN from pip (Linux)
         "dev": ["pytest==9.2.0", "ruff==0.17.6", "scikit-learn==1.9.1", *BEAM, *TFDS, *PLOT],
     },
 )

@@ -23,14 +23,19 @@ filesystem Beam knows (``gs://``, ``s3://``, ``hdfs://``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
+import logging
 import math
 import os
 import sys
 import time
 
-import apache_beam as beam
+from esmm_tf import cli
+
+with cli.python_log_level(logging.ERROR):  # "apitools not found": optional GCP clients
+    import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -53,6 +58,8 @@ class BeamConvertConfig:
     keep_conversion_without_click: bool = False
     overwrite: bool = False
     read_chunk_bytes: int = 64 << 20  # raw files are read in parallel in ranges of this size
+    # What Beam and its workers log (absl's scale: 0 INFO, -1 WARNING, -2 ERROR).
+    verbosity: int = cli.QUIET_VERBOSITY
 
 
 # ---------------------------------------------------------------------------
@@ -227,7 +234,10 @@ def convert(config: BeamConvertConfig, pipeline_args: list[str] | tuple[str, ...
     )
     log(f"converting {config.raw_dir} -> {out_dir} ({shards} shards) with Beam")
     try:
-        with beam.Pipeline(options=PipelineOptions(list(pipeline_args))) as p:
+        with (
+            _beam_logs(config.verbosity, pipeline_args) as options,
+            beam.Pipeline(options=options) as p,
+        ):
             pipeline.build(p, plan)
         stats = _finish(config, plan, inputs, _fingerprint(config, inputs, shards), start)
         _publish(work_dir, out_dir)
@@ -236,6 +246,20 @@ def convert(config: BeamConvertConfig, pipeline_args: list[str] | tuple[str, ...
         raise
     convert_lib._print_summary(stats, out_dir)
     return stats
+
+
+@contextlib.contextmanager
+def _beam_logs(verbosity: int, pipeline_args):
+    """PipelineOptions whose workers log at ``verbosity`` (unless the options set
+    --default_sdk_harness_log_level); below INFO, the start-up lines workers
+    print before reading it are dropped from stderr too."""
+    level = cli.python_level(verbosity)
+    args = list(pipeline_args)
+    if not any(a.startswith("--default_sdk_harness_log_level") for a in args):
+        args.append(f"--default_sdk_harness_log_level={logging.getLevelName(level)}")
+    quiet = cli.filtered_stderr() if verbosity < 0 else contextlib.nullcontext()
+    with cli.python_log_level(level), quiet:
+        yield PipelineOptions(args)
 
 
 # ---------------------------------------------------------------------------
@@ -290,6 +314,13 @@ def parse_args(argv: list[str]) -> tuple[BeamConvertConfig, list[str]]:
         default=d.read_chunk_bytes / 2**20,
         help="Uncompressed raw files are read in parallel ranges of this size.",
     )
+    parser.add_argument(
+        "--verbosity",
+        "-v",
+        type=int,
+        default=cli.QUIET_VERBOSITY,
+        help="Logs of Beam and its workers: 0 INFO, -1 WARNING, -2 (default) errors only.",
+    )
     args, pipeline_args = parser.parse_known_args(argv)
     config = BeamConvertConfig(
         raw_dir=args.raw_dir,
@@ -301,6 +332,7 @@ def parse_args(argv: list[str]) -> tuple[BeamConvertConfig, list[str]]:
         keep_conversion_without_click=args.keep_conversion_without_click,
         overwrite=args.overwrite,
         read_chunk_bytes=max(1, int(args.read_chunk_mb * 2**20)),
+        verbosity=args.verbosity,
     )
     return config, pipeline_args
 

@@ -13,7 +13,7 @@ from esmm_tf import registry
 CONFIG_FILE = "config.json"
 MODELS = registry.MODELS  # one spec per model: esmm_tf/registry.py
 CORRUPT_SHARD_POLICIES = ("fail", "skip")  # see esmm_tf/shards.py
-STRATEGIES = ("default", "multi_worker_mirrored", "parameter_server")
+STRATEGIES = ("default", "mirrored", "multi_worker_mirrored", "parameter_server")
 # Validation metrics for early stopping; log_loss is minimised, the AUCs maximised.
 EARLY_STOPPING_METRICS = ("ctcvr_auc", "cvr_auc", "ctr_auc", "log_loss")
 
@@ -146,9 +146,10 @@ class Config:
     # Distribution (esmm_tf/distribute.py).
     strategy: str = _f(
         "default",
-        "tf.distribute strategy: default (one process), multi_worker_mirrored (synchronous, "
-        "hosts from TF_CONFIG; --batch_size is then the global batch) or "
-        "parameter_server (not supported yet).",
+        "tf.distribute strategy: default (one process, one device), mirrored (synchronous "
+        "over this host's GPUs), multi_worker_mirrored (synchronous, hosts from TF_CONFIG) or "
+        "parameter_server (not supported yet). Under mirrored and multi_worker_mirrored "
+        "--batch_size (impressions) is the global batch.",
     )
 
     def __post_init__(self):

@@ -5,6 +5,10 @@
   ``TF_CONFIG`` lists (``tf.distribute.MultiWorkerMirroredStrategy``). Every
   worker runs the same command; each reads its own train files and holds a
   full copy of the model; gradients are summed over the workers every step.
+* ``mirrored``: synchronous data parallelism over this host's devices
+  (``tf.distribute.MirroredStrategy``): every GPU, or, with none, every
+  logical CPU device. Each step splits the global batch (``--batch_size``
+  impressions) over the replicas; variables are mirrored and gradients summed.
 * ``parameter_server``: not supported yet; ``make_strategy`` explains why.
 
 ``TF_CONFIG`` (one per host, the same ``cluster`` everywhere)::
@@ -27,6 +31,7 @@ import tensorflow as tf
 
 from esmm_tf.config import STRATEGIES
 
+MIRRORED = "mirrored"
 MULTI_WORKER = "multi_worker_mirrored"
 PARAMETER_SERVER = "parameter_server"
 
@@ -99,6 +104,8 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     exist before TensorFlow runs any operation."""
     if name == "default":
         return tf.distribute.get_strategy()
+    if name == MIRRORED:
+        return tf.distribute.MirroredStrategy(local_devices())
     if name == MULTI_WORKER:
         tf_config(name)
         return tf.distribute.MultiWorkerMirroredStrategy()
@@ -113,6 +120,14 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
             )
         )
     raise ClusterConfigError(f"--strategy={name!r}; choose one of {', '.join(STRATEGIES)}")
+
+
+def local_devices() -> list[str]:
+    """The devices ``mirrored`` uses: every GPU of this host, or with none, every
+    logical CPU device (one unless ``tf.config.set_logical_device_configuration``
+    split the CPU, as the tests do)."""
+    gpus = tf.config.list_logical_devices("GPU")
+    return [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
 
 
 def _cluster(strategy: tf.distribute.Strategy) -> tuple[dict, str | None, int | None]:
@@ -186,8 +201,45 @@ def distributed_batches(strategy: tf.distribute.Strategy, make_dataset):
 
 
 def local_value(strategy: tf.distribute.Strategy, structure):
-    """The one local replica's value of each (per-replica) tensor."""
-    return tf.nest.map_structure(lambda v: strategy.experimental_local_results(v)[0], structure)
+    """The one local replica's value of each (per-replica) tensor; an error
+    when this process has several replicas (``mirrored``), whose values are
+    different batches (``concat_local_replicas``, or pass them to
+    ``strategy.run`` as they are)."""
+
+    def one(value):
+        parts = strategy.experimental_local_results(value)
+        if len(parts) != 1:
+            raise ValueError(
+                f"this process has {len(parts)} replicas; local_value would keep only the "
+                "first one's batch"
+            )
+        return parts[0]
+
+    return tf.nest.map_structure(one, structure)
+
+
+def concat_local_replicas(strategy: tf.distribute.Strategy, structure):
+    """Each per-replica tensor's local values concatenated along axis 0: the
+    per-impression labels or outputs of this process's whole batch (under
+    ``mirrored``, every replica's part; with one replica, that replica's)."""
+
+    def concat(value):
+        parts = strategy.experimental_local_results(value)
+        return parts[0] if len(parts) == 1 else tf.concat(parts, axis=0)
+
+    return tf.nest.map_structure(concat, structure)
+
+
+def sum_local_replicas(strategy: tf.distribute.Strategy, structure):
+    """Each per-replica scalar summed over this process's replicas: the replicas'
+    losses are shares of the global batch's mean (esmm_tf/objectives.py), so
+    their sum is the batch's loss."""
+    return tf.nest.map_structure(
+        lambda v: tf.add_n(
+            [tf.convert_to_tensor(x) for x in strategy.experimental_local_results(v)]
+        ),
+        structure,
+    )
 
 
 def sum_over_workers(strategy: tf.distribute.Strategy):
@@ -206,4 +258,7 @@ def sum_over_workers(strategy: tf.distribute.Strategy):
     def summed(structure):
         return strategy.run(replica_fn, args=(structure,))
 
-    return lambda structure: local_value(strategy, summed(structure))
+    def first(value):  # after the all-reduce every replica holds the same sum
+        return strategy.experimental_local_results(value)[0]
+
+    return lambda structure: tf.nest.map_structure(first, summed(structure))

@@ -30,15 +30,39 @@ def restore_model(model_dir: str, data_dir: str | None = None, checkpoint: str =
     return config, model, path
 
 
+def split_impressions(data_dir: str, split: str) -> int | None:
+    """The split's impression count from the dataset's stats.json, or None."""
+    from esmm_tf import data_layout
+
+    try:
+        with open(data_layout.stats_file(data_dir)) as f:
+            return int(json.load(f)["splits"][split]["impressions"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def evaluate_model_dir(
-    model_dir: str, data_dir: str | None = None, split: str = "test", checkpoint: str = "auto"
+    model_dir: str,
+    data_dir: str | None = None,
+    split: str = "test",
+    show_progress: bool = False,
+    checkpoint: str = "auto",
 ) -> dict:
     from esmm_tf import data_layout, evaluation, shards, training_run
+    from esmm_tf.progress import Progress
 
     config, model, path = restore_model(model_dir, data_dir, checkpoint)
     files = data_layout.shard_files(config.data_dir, split)
+    progress = Progress(
+        f"evaluate {split}",
+        total=split_impressions(config.data_dir, split),
+        unit="imp",
+        enabled=show_progress,
+    )
     with shards.naming_corrupt_shards(files):
-        metrics = evaluation.evaluate(model, training_run.eval_dataset(config, split, files))
+        metrics = evaluation.evaluate(
+            model, training_run.eval_dataset(config, split, files), progress=progress
+        )
     metrics["checkpoint"] = path
     metrics["model"] = config.model
     metrics["data_dir"] = config.data_dir
@@ -51,7 +75,13 @@ def main(argv) -> None:
     from esmm_tf import data_layout, evaluation
 
     try:
-        metrics = evaluate_model_dir(FLAGS.model_dir, FLAGS.data_dir, FLAGS.split, FLAGS.checkpoint)
+        metrics = evaluate_model_dir(
+            FLAGS.model_dir,
+            FLAGS.data_dir,
+            FLAGS.split,
+            show_progress=FLAGS.progress,
+            checkpoint=FLAGS.checkpoint,
+        )
     except (FileNotFoundError, ValueError, data_layout.DatasetError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
@@ -78,6 +108,12 @@ def define_flags() -> None:
         "else the last.",
     )
     flags.DEFINE_string("output_json", None, "Also write the metrics here.")
+    flags.DEFINE_bool(
+        "progress",
+        True,
+        "Report impressions done, rate and ETA on stderr (a redrawn line on a terminal, "
+        "a plain line every 15 s in a log file).",
+    )
     flags.mark_flag_as_required("model_dir")
 
 

@@ -7,9 +7,10 @@ Metric names (no mislabelling):
 * ``ctcvr_auc``: pCTCVR vs click*conversion, all impressions;
 * ``cvr_auc_entire_space`` (ground truth only): pCVR vs the counterfactual
   conversion over all impressions, i.e. how well pCVR ranks the whole space;
-* ``calibration``: per head, mean prediction vs the observed rate on the same
-  impressions (and vs the true probability when there is ground truth), with
-  the log loss.
+* ``calibration``: per head, ``observed``: mean prediction vs the observed
+  rate on the same impressions (``cvr``: the clicked ones), with the log loss;
+  ``ground_truth`` (synthetic data only): mean prediction vs the mean true
+  probability over *all* impressions (``cvr``: the entire space).
 
 AUCs are exact (rank-based, ties averaged) over every impression of the split,
 not bucketed and not averaged over batches.
@@ -17,6 +18,7 @@ not bucketed and not averaged over batches.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterable
 
@@ -26,6 +28,7 @@ import tensorflow as tf
 from esmm_tf import features as F
 from esmm_tf import input_pipeline
 from esmm_tf.metrics import AucAccumulator, CalibrationAccumulator
+from esmm_tf.progress import Progress
 
 
 class Evaluator:
@@ -87,8 +90,9 @@ def predict_function(model):
     return tf.function(lambda x: model(x, training=False), input_signature=[inputs_spec])
 
 
-def evaluate(model, dataset: Iterable, predict_fn=None) -> dict:
-    """Runs ``model`` over ``dataset`` ((inputs, labels) batches) once."""
+def evaluate(model, dataset: Iterable, predict_fn=None, progress: Progress | None = None) -> dict:
+    """Runs ``model`` over ``dataset`` ((inputs, labels) batches) once,
+    reporting the impressions done to ``progress`` (and closing it) if given."""
     if predict_fn is None:
         predict_fn = predict_function(model)
     evaluator = Evaluator()
@@ -99,6 +103,10 @@ def evaluate(model, dataset: Iterable, predict_fn=None) -> dict:
             {k: v.numpy() for k, v in labels.items()},
             {k: outputs[k].numpy() for k in F.OUTPUT_KEYS},
         )
+        if progress is not None:
+            progress.update(evaluator.impressions)
+    if progress is not None:
+        progress.close()
     metrics = evaluator.result()
     seconds = time.time() - start
     metrics["seconds"] = round(seconds, 2)
@@ -106,8 +114,43 @@ def evaluate(model, dataset: Iterable, predict_fn=None) -> dict:
     return metrics
 
 
+# On which impressions each head's observed rate is measured (the labels' space).
+SCORED_ON = {F.CTR: "all", F.CVR: "clicked", F.CTCVR: "all"}
+NO_VALUE = "\u2013"  # an en dash where a number does not exist (no ground truth, one class)
+
+
+def _number(value, digits: int) -> str:
+    """``value`` with ``digits`` decimals, or an en dash for None / nan."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return NO_VALUE
+    return f"{value:.{digits}f}"
+
+
+def calibration_rows(metrics: dict) -> list[tuple[str, str, str, str, str, str]]:
+    """Per head: (head, scored on, mean pred, observed rate, entire-space mean
+    pred, mean true probability), formatted. Each pair compares like with like:
+    the observed rate with the mean prediction on the *same* impressions (for
+    ``cvr`` the clicked ones), and, with ground truth, the mean true
+    probability with the mean prediction over *all* impressions."""
+    rows = []
+    for k in F.OUTPUT_KEYS:
+        cal = metrics["calibration"][k]
+        truth = cal.get("ground_truth", {})
+        rows.append(
+            (
+                k,
+                SCORED_ON[k],
+                _number(cal["observed"]["mean_pred"], 5),
+                _number(cal["observed"]["mean_target"], 5),
+                _number(truth.get("mean_pred"), 5),
+                _number(truth.get("mean_target"), 5),
+            )
+        )
+    return rows
+
+
 def format_table(metrics: dict, title: str = "") -> str:
-    """A plain-text results table."""
+    """A plain-text results table: exact AUCs, then calibration."""
     rows = [
         ("CTR AUC (all impressions)", metrics["ctr_auc"]),
         ("CVR AUC (clicked impressions)", metrics["cvr_auc"]),
@@ -121,13 +164,21 @@ def format_table(metrics: dict, title: str = "") -> str:
         f"{metrics['impressions']:,} impressions, {metrics['clicks']:,} clicks, "
         f"{metrics['conversions']:,} conversions"
     )
-    lines += [f"  {name:<{width}}  {value:.4f}" for name, value in rows]
-    lines.append(f"  {'calibration':<{width}}  mean pred / observed / true")
-    for k in F.OUTPUT_KEYS:
-        cal = metrics["calibration"][k]
-        true = cal.get("ground_truth", {}).get("mean_target", float("nan"))
-        lines.append(
-            f"    {k:<{width - 2}}  {cal['observed']['mean_pred']:.5f} / "
-            f"{cal['observed']['mean_target']:.5f} / {true:.5f}"
+    lines += [f"  {name:<{width}}  {_number(value, 4)}" for name, value in rows]
+    lines.append(
+        "  calibration: mean prediction vs the observed rate on the same impressions"
+        " | vs the truth on all"
+    )
+    header = ("", "scored on", "mean pred", "observed", "pred (all)", "true (all)")
+    cells = [header] + calibration_rows(metrics)
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    for row in cells:
+        left = "  ".join(
+            [f"{row[0]:<{widths[0]}}", f"{row[1]:<{widths[1]}}"]
+            + [f"{row[i]:>{widths[i]}}" for i in (2, 3)]
         )
+        right = "  ".join(f"{row[i]:>{widths[i]}}" for i in (4, 5))
+        lines.append(f"    {left}  |  {right}".rstrip())
+    if "cvr_auc_entire_space" not in metrics:
+        lines.append(f"    ({NO_VALUE}: no ground truth in this data)")
     return "\n".join(lines)

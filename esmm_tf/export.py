@@ -9,7 +9,10 @@ when warm-up records are given, ``assets.extra/tf_serving_warmup_requests``
 the version). The version is an integer (seconds since the epoch unless
 given), as TensorFlow Serving expects. The directory is written under a
 hidden temporary name and renamed when complete, so a server polling
-``export_dir`` never sees a partial version.
+``export_dir`` never sees a partial version. ``assets.extra/export_source.json``
+names the checkpoint a version was made from (its path and the sha256 of its
+index, which holds every tensor's checksum): exporting the same checkpoint
+again reuses the newest version instead of writing an identical one.
 
 Signatures, both returning ``ctr``, ``cvr``, ``ctcvr`` (float32, one per
 impression):
@@ -25,13 +28,20 @@ impression):
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import socket
 import sys
 import time
 
-import tensorflow as tf
+if __name__ == "__main__":  # quiet before TensorFlow loads (esmm_tf/cli.py)
+    from esmm_tf.cli import quiet_tensorflow
+
+    quiet_tensorflow()
+
+import tensorflow as tf  # noqa: E402
 
 from esmm_tf import features as F
 from esmm_tf import input_pipeline, scoring, serving_requests
@@ -44,6 +54,7 @@ RANK_ITEMS = "items"
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 SERVING_API_PIN = "tensorflow-serving-api==2.21.0"
 WARMUP_RECORDS = 8  # default: test records whose requests warm up TensorFlow Serving
+SOURCE_FILE = os.path.join("assets.extra", "export_source.json")
 
 
 class ServingModule(tf.Module):
@@ -101,7 +112,7 @@ def warmup_requests(records: list[bytes], model_name: str = "esmm") -> list[byte
     except ImportError as e:
         raise ImportError(
             "writing TensorFlow Serving warm-up requests needs the tensorflow-serving-api "
-            f"protos: pip install --no-deps {SERVING_API_PIN} (make install does this)"
+            f"protos: pip install {SERVING_API_PIN} (a dependency of esmm_tf)"
         ) from e
 
     def log(signature: str, inputs: dict) -> bytes:
@@ -153,21 +164,53 @@ def _remove_stale_tmp_dirs(export_dir: str) -> None:
             pass
 
 
+def checkpoint_source(checkpoint: str) -> dict:
+    """What identifies a checkpoint's weights: its path and its index's sha256."""
+    with open(checkpoint + ".index", "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    return {"checkpoint": os.path.abspath(checkpoint), "index_sha256": digest}
+
+
+def export_of(export_dir: str, source_checkpoint: str) -> str | None:
+    """The newest version in ``export_dir`` if it was exported from
+    ``source_checkpoint`` (same weights), else None."""
+    if not os.path.isdir(export_dir):
+        return None
+    versions = [n for n in os.listdir(export_dir) if n.isdigit()]
+    if not versions:
+        return None
+    newest = os.path.join(export_dir, max(versions, key=int))
+    try:
+        with open(os.path.join(newest, SOURCE_FILE)) as f:
+            recorded = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return newest if recorded == checkpoint_source(source_checkpoint) else None
+
+
 def export_saved_model(
     model,
     export_dir: str,
     version: int | None = None,
     warmup_records: list[bytes] | None = None,
     model_name: str = "esmm",
+    source_checkpoint: str | None = None,
 ) -> str:
     """Writes ``export_dir/<version>`` atomically; returns its path.
 
     ``warmup_records``: grouped training records (``esmm_tf.serving_requests``)
     from which the TensorFlow Serving warm-up requests are made; none: no
-    ``assets.extra``.
+    warm-up file. ``source_checkpoint``: the checkpoint ``model`` was restored
+    from (or just saved to); recorded in the version, and when the newest
+    version already came from it (and no ``version`` is asked for), that
+    version's path is returned and nothing is written.
     """
     os.makedirs(export_dir, exist_ok=True)
     _remove_stale_tmp_dirs(export_dir)
+    if source_checkpoint and version is None:
+        existing = export_of(export_dir, source_checkpoint)
+        if existing:
+            return existing
     if version is None:
         version = int(time.time())
         while os.path.exists(os.path.join(export_dir, str(version))):
@@ -183,6 +226,10 @@ def export_saved_model(
     tf.saved_model.save(module, tmp, signatures=module.signatures())
     if requests:
         _write_warmup(tmp, requests)
+    if source_checkpoint:
+        os.makedirs(os.path.join(tmp, "assets.extra"), exist_ok=True)
+        with open(os.path.join(tmp, SOURCE_FILE), "w") as f:
+            json.dump(checkpoint_source(source_checkpoint), f, indent=2, sort_keys=True)
     os.rename(tmp, final)
     return final
 
@@ -197,10 +244,11 @@ def export_model_dir(
     """Exports a training run's model (its best checkpoint on the validation
     split if it has one, else its last; see ``esmm_tf.run_dir``), with warm-up
     requests made from the first ``warmup`` records of its test split (none
-    when that data is gone: the model itself needs only the run)."""
+    when that data is gone: the model itself needs only the run); unless the
+    newest version in ``export_dir`` came from that checkpoint: its path."""
     from esmm_tf import data_layout, run_dir
 
-    config, model, _ = run_dir.restore(model_dir, checkpoint)
+    config, model, path = run_dir.restore(model_dir, checkpoint)
     records = []
     if warmup:
         try:
@@ -209,7 +257,9 @@ def export_model_dir(
             print(f"warning: no warm-up requests ({e})", file=sys.stderr)
         else:
             records = serving_requests.read_records(files, warmup)
-    return export_saved_model(model, export_dir, version, warmup_records=records)
+    return export_saved_model(
+        model, export_dir, version, warmup_records=records, source_checkpoint=path
+    )
 
 
 def main(argv) -> None:
@@ -220,6 +270,7 @@ def main(argv) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     FLAGS = flags.FLAGS
+    before = set(os.listdir(FLAGS.export_dir)) if os.path.isdir(FLAGS.export_dir) else set()
     try:
         path = export_model_dir(
             FLAGS.model_dir, FLAGS.export_dir, FLAGS.version, FLAGS.warmup_records
@@ -233,15 +284,15 @@ def main(argv) -> None:
     ) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
-    print(f"exported SavedModel to {path}")
+    if os.path.basename(path) in before:
+        print(f"{path} is up to date (exported from the same checkpoint)")
+    else:
+        print(f"exported SavedModel to {path}")
 
 
 if __name__ == "__main__":
     from absl import app, flags
 
-    from esmm_tf.cli import quiet_tensorflow
-
-    quiet_tensorflow()
     flags.DEFINE_string("model_dir", None, "The --model_dir of a training run.")
     flags.DEFINE_string("export_dir", None, "Writes EXPORT_DIR/<version>/.")
     flags.DEFINE_integer("version", None, "Version number (default: seconds since the epoch).")

@@ -29,6 +29,7 @@ A serving request is one impression per ``tf.train.Example`` with the
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from typing import Literal
 
 Group = Literal["user", "item", "combination", "context"]
@@ -132,6 +133,16 @@ CTR = "ctr"
 CVR = "cvr"
 CTCVR = "ctcvr"
 OUTPUT_KEYS = (CTR, CVR, CTCVR)
+
+
+def hash_id(value: str) -> int:
+    """A string id (user name, URL, SKU) as a raw feature id: the first 63 bits
+    of its BLAKE2b hash, a non-negative int64 that is the same in every process
+    and language. Apply it where logs are written and where serving requests
+    are built, so that training and serving see the same ids."""
+    digest = hashlib.blake2b(value.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") >> 1
+
 
 # Raw-format separators.
 FEATURE_SEP = b"\x01"

@@ -2,12 +2,14 @@
 of the training set used, one line per model.
 
     python -m experiments.figure2 --data_dir=DATA [--rates=0.01,0.05,0.1,0.2,0.5,1]
-        [--models=...] [--runs=1] [--out_dir=experiments/results]
+        [--models=...] [--runs=1] [--out_dir=runs/experiments | --update_reference]
 
 Each point is ``python -m esmm_tf.train --flagfile=experiments/<model>.flags
 --train_fraction=<rate>`` (the same records at a rate for every model: kept by
 a hash of the record), evaluated on the whole test split, mean over
-``--runs`` seeds. Finished runs are not redone. Writes
+``--runs`` seeds. Finished runs are not redone. ``--out_dir`` defaults to
+``runs/experiments``; only ``--update_reference`` writes the committed
+``experiments/results``. Writes
 ``<out_dir>/figure2.png`` (CVR AUC and CTCVR AUC panels) and
 ``figure2.json`` with the numbers.
 """
@@ -16,18 +18,31 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 
-from absl import app, flags
+if __name__ == "__main__":  # quiet before TensorFlow loads (runner imports it)
+    from esmm_tf.cli import quiet_tensorflow
 
-from esmm_tf import registry
-from experiments import runner
+    quiet_tensorflow()
+
+from absl import app, flags  # noqa: E402
+
+from esmm_tf import registry  # noqa: E402
+from experiments import runner  # noqa: E402
 
 flags.DEFINE_string("data_dir", None, "Converted dataset.")
 flags.DEFINE_list("rates", ["0.01", "0.05", "0.1", "0.2", "0.5", "1.0"], "Training fractions.")
 flags.DEFINE_list("models", list(registry.MODELS), "Models (lines).")
 flags.DEFINE_integer("runs", 1, "Seeds per point.")
-flags.DEFINE_string("out_dir", os.path.join(runner.ROOT, "experiments", "results"), "Output.")
+flags.DEFINE_string(
+    "out_dir", None, "Output directory (default: runs/experiments/, which git ignores)."
+)
+flags.DEFINE_bool(
+    "update_reference",
+    False,
+    "Write the committed reference results in experiments/results/ instead.",
+)
 flags.DEFINE_list("extra_flags", [], "Flags passed to every training run.")
 flags.mark_flag_as_required("data_dir")
 FLAGS = flags.FLAGS
@@ -90,6 +105,7 @@ def run_figure(
         f"python -m experiments.figure2 --data_dir={data_dir} --rates={','.join(map(str, rates))} "
         f"--models={','.join(models)} --runs={runs}"
         + (f" --extra_flags={','.join(extra)}" if extra else "")
+        + (" --update_reference" if out_dir == runner.REFERENCE_DIR else "")
     )
     result = {
         "command": command,
@@ -107,7 +123,12 @@ def run_figure(
 def main(argv) -> None:
     del argv
     rates = [float(r) for r in FLAGS.rates]
-    run_figure(FLAGS.data_dir, FLAGS.models, rates, FLAGS.runs, FLAGS.out_dir, FLAGS.extra_flags)
+    try:
+        out_dir = runner.output_dir(FLAGS.out_dir, FLAGS.update_reference)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    run_figure(FLAGS.data_dir, FLAGS.models, rates, FLAGS.runs, out_dir, FLAGS.extra_flags)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,30 @@ from esmm_tf import training_run
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+# The committed reference results; a user's runs go to DEFAULT_OUT_DIR (git-ignored).
+REFERENCE_DIR = os.path.join(ROOT, "experiments", "results")
+DEFAULT_OUT_DIR = os.path.join(ROOT, "runs", "experiments")
+
+
+def output_dir(out_dir: str | None, update_reference: bool) -> str:
+    """Where a table/figure command writes: ``out_dir`` (default
+    ``runs/experiments/``); the committed ``experiments/results/`` only with
+    ``update_reference``. Raises ValueError on a contradiction."""
+    is_reference = bool(out_dir) and os.path.realpath(out_dir) == os.path.realpath(REFERENCE_DIR)
+    if update_reference:
+        if out_dir and not is_reference:
+            raise ValueError(
+                f"--update_reference writes {REFERENCE_DIR}; drop --out_dir={out_dir} or it"
+            )
+        return REFERENCE_DIR
+    if is_reference:
+        raise ValueError(
+            f"--out_dir={out_dir} holds the committed reference results; "
+            "pass --update_reference to refresh them, or choose another --out_dir"
+        )
+    return out_dir or DEFAULT_OUT_DIR
+
+
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 

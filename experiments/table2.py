@@ -1,12 +1,13 @@
 """Table 2 of the paper on your data: every model, several seeds, mean ± std.
 
     python -m experiments.table2 --data_dir=DATA [--runs=5] [--models=...]
-        [--out_dir=experiments/results] [--extra_flags=--epochs=2,...]
+        [--out_dir=runs/experiments | --update_reference] [--extra_flags=--epochs=2,...]
 
 Each run is ``python -m esmm_tf.train --flagfile=experiments/<model>.flags
 --seed=<run>`` into ``<out_dir>/runs/<model>/rate1.0/seed<run>``; a finished
 run is not redone (so an interrupted table resumes, and Figure 2 reuses these
-runs as its points at rate 1.0). Writes
+runs as its points at rate 1.0). ``--out_dir`` defaults to ``runs/experiments``;
+only ``--update_reference`` writes the committed ``experiments/results``. Writes
 ``<out_dir>/table2.md`` and ``table2.json``: CVR AUC on clicked test
 impressions and CTCVR AUC on all test impressions (%, mean ± std over runs)
 beside the paper's numbers, plus CTR AUC, and, when the data has ground
@@ -18,17 +19,30 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 
-from absl import app, flags
+if __name__ == "__main__":  # quiet before TensorFlow loads (runner imports it)
+    from esmm_tf.cli import quiet_tensorflow
 
-from esmm_tf import registry
-from experiments import runner
+    quiet_tensorflow()
+
+from absl import app, flags  # noqa: E402
+
+from esmm_tf import registry  # noqa: E402
+from experiments import runner  # noqa: E402
 
 flags.DEFINE_string("data_dir", None, "Converted dataset.")
 flags.DEFINE_integer("runs", 5, "Seeds per model.")
 flags.DEFINE_list("models", list(registry.MODELS), "Models (rows), in order.")
-flags.DEFINE_string("out_dir", os.path.join(runner.ROOT, "experiments", "results"), "Output.")
+flags.DEFINE_string(
+    "out_dir", None, "Output directory (default: runs/experiments/, which git ignores)."
+)
+flags.DEFINE_bool(
+    "update_reference",
+    False,
+    "Write the committed reference results in experiments/results/ instead.",
+)
 flags.DEFINE_list("extra_flags", [], "Flags passed to every training run.")
 flags.mark_flag_as_required("data_dir")
 FLAGS = flags.FLAGS
@@ -88,6 +102,7 @@ def run_table(
         f"python -m experiments.table2 --data_dir={data_dir} --runs={runs} "
         f"--models={','.join(models)}"
         + (f" --extra_flags={','.join(extra_flags)}" if extra_flags else "")
+        + (" --update_reference" if out_dir == runner.REFERENCE_DIR else "")
     )
     text = (
         f"# Table 2 on {data_dir}\n\nAUC in %, mean ± std over {runs} runs (seeds 0..{runs - 1}); "
@@ -105,7 +120,12 @@ def run_table(
 
 def main(argv) -> None:
     del argv
-    run_table(FLAGS.data_dir, FLAGS.models, FLAGS.runs, FLAGS.out_dir, FLAGS.extra_flags)
+    try:
+        out_dir = runner.output_dir(FLAGS.out_dir, FLAGS.update_reference)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    run_table(FLAGS.data_dir, FLAGS.models, FLAGS.runs, out_dir, FLAGS.extra_flags)
 
 
 if __name__ == "__main__":

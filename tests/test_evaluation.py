@@ -139,7 +139,28 @@ def test_without_ground_truth_there_is_no_entire_space_auc():
     metrics = one_shot(labels, outputs)
     assert "cvr_auc_entire_space" not in metrics
     assert "ground_truth" not in metrics["calibration"][F.CVR]
-    assert "entire-space" not in evaluation.format_table(metrics)
+    table = evaluation.format_table(metrics)
+    assert "entire-space" not in table
+    assert "nan" not in table
+    cvr_row = next(line.split() for line in table.splitlines() if line.split()[:1] == ["cvr"])
+    assert cvr_row[-2:] == [evaluation.NO_VALUE, evaluation.NO_VALUE]
+
+
+def test_calibration_table_compares_like_with_like():
+    labels, outputs = hand_made()
+    metrics = one_shot(labels, outputs)
+    table = evaluation.format_table(metrics)
+    cvr_row = next(line.split() for line in table.splitlines() if line.split()[:1] == ["cvr"])
+    clicked = labels[F.CLICK] > 0
+    # cvr, scored on clicked impressions: mean pCVR there vs the observed CVR there ...
+    assert cvr_row[1] == "clicked"
+    assert float(cvr_row[2]) == pytest.approx(outputs[F.CVR][clicked].mean(), abs=1e-5)
+    assert float(cvr_row[3]) == pytest.approx(labels[F.CONVERSION][clicked].mean(), abs=1e-5)
+    # ... and over the entire space: mean pCVR vs the mean true pCVR, all impressions.
+    assert cvr_row[4] == "|"
+    assert float(cvr_row[5]) == pytest.approx(outputs[F.CVR].mean(), abs=1e-5)
+    assert float(cvr_row[6]) == pytest.approx(labels[F.GT_PCVR].mean(), abs=1e-5)
+    assert "nan" not in table
 
 
 def test_cvr_auc_is_nan_without_clicked_conversions():

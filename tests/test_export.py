@@ -437,13 +437,16 @@ def test_stale_temporary_exports_are_removed(model, export_dir):
 
 
 def test_serving_api_pin_is_the_one_installed():
-    """One pin: the export's error message, the Makefile's install line, and
-    what is installed agree."""
+    """One pin: the export's error message, setup.py's dependency (a plain one:
+    no --no-deps install beside it), and what is installed agree."""
     from importlib.metadata import version
 
     from esmm_tf.export import SERVING_API_PIN
 
     name, pinned = SERVING_API_PIN.split("==")
-    with open(os.path.join(os.path.dirname(os.path.dirname(__file__)), "Makefile")) as f:
-        assert f"SERVING_API := {SERVING_API_PIN}\n" in f.read()
+    root = os.path.dirname(os.path.dirname(__file__))
+    with open(os.path.join(root, "setup.py")) as f:
+        assert f'SERVING_API = "{SERVING_API_PIN}"' in f.read()
+    with open(os.path.join(root, "Makefile")) as f:
+        assert "--no-deps" not in f.read()
     assert version(name) == pinned

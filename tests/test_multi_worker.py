@@ -203,4 +203,4 @@ def test_parameter_server_says_what_fails():
 
 def test_unknown_strategy(tiny_data_dir):
     with pytest.raises(ValueError, match="multi_worker_mirrored"):
-        make_tiny_config(tiny_data_dir, strategy="mirrored")
+        make_tiny_config(tiny_data_dir, strategy="mirrored_everywhere")

@@ -1,0 +1,42 @@
+"""--strategy=mirrored: one host, several devices (two logical CPUs here)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from esmm_tf import config as config_lib
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_mirrored_is_a_strategy_choice(tiny_data_dir):
+    assert "mirrored" in config_lib.STRATEGIES
+    assert config_lib.Config(data_dir=tiny_data_dir, strategy="mirrored").strategy == "mirrored"
+
+
+@pytest.mark.slow
+def test_one_step_on_two_replicas_equals_one_device_on_their_union(tiny_data_dir):
+    result = subprocess.run(
+        [sys.executable, "-m", "tests.mirrored_driver", tiny_data_dir],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["replicas"] == 2
+    # Each replica got its own records (4 of the global 8), with impressions.
+    assert len(report["replica_impressions"]) == 2 and min(report["replica_impressions"]) > 0
+    assert report["outputs_rows"] == sum(report["replica_impressions"])
+    # The replicas' losses add up to the mean over the union; the update is the
+    # one device's on that union, and both copies of every variable agree.
+    assert report["loss"] == pytest.approx(report["one_device_loss"], rel=1e-5)
+    assert report["copies_agree"]
+    assert report["max_update"] > 1e-4
+    assert report["max_diff_vs_one_device"] < 1e-6
