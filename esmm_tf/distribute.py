@@ -200,6 +200,16 @@ def distributed_batches(strategy: tf.distribute.Strategy, make_dataset):
     return strategy.distribute_datasets_from_function(dataset_fn)
 
 
+def local_replicas(strategy: tf.distribute.Strategy) -> int:
+    """Replicas (devices) of this process: 1 except under ``mirrored``."""
+    if strategy is tf.distribute.get_strategy() and not tf.distribute.has_strategy():
+        return 1  # the default strategy has no worker_devices
+    try:
+        return len(strategy.extended.worker_devices)
+    except RuntimeError:
+        return 1
+
+
 def local_value(strategy: tf.distribute.Strategy, structure):
     """The one local replica's value of each (per-replica) tensor; an error
     when this process has several replicas (``mirrored``), whose values are

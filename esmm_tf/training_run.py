@@ -53,6 +53,7 @@ from esmm_tf import features as F
 from esmm_tf.config import Config
 from esmm_tf.model import build_model
 from esmm_tf.optimizer import Adam
+from esmm_tf.progress import Progress
 
 CHECKPOINT_DIR = run_dir.CHECKPOINT_DIR
 EVAL_FILE = run_dir.EVAL_FILE
@@ -68,10 +69,10 @@ def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def train_impressions(config: Config, files: list[str] | None = None) -> int:
-    """Impressions of the train split that training reads: without the
-    validation split and sampled by ``train_fraction`` (the split's count from
-    stats.json scaled by those fractions; with ``files``, a subset of the
+def train_size(config: Config, files: list[str] | None = None) -> tuple[int, int]:
+    """(impressions, records) of the train split that training reads: without
+    the validation split and sampled by ``train_fraction`` (the split's counts
+    from stats.json scaled by those fractions; with ``files``, a subset of the
     shards, counted)."""
     share = (1 - config.validation_fraction) * config.train_fraction
     if files is None:
@@ -82,19 +83,29 @@ def train_impressions(config: Config, files: list[str] | None = None) -> int:
                 "data_prep.convert output?"
             )
         with open(stats_path) as f:
-            return int(json.load(f)["splits"]["train"]["impressions"] * share)
+            train = json.load(f)["splits"]["train"]
+        return int(train["impressions"] * share), int(train["records"] * share)
     records = input_pipeline.train_records(files, share, exclude=config.validation_fraction).batch(
         input_pipeline.CHUNK_RECORDS
     )
-    return int(sum(int(tf.reduce_sum(input_pipeline.record_heads(r)[0])) for r in records))
+    impressions = count = 0
+    for chunk in records:
+        sizes = input_pipeline.record_heads(chunk)[0]
+        impressions += int(tf.reduce_sum(sizes))
+        count += int(tf.size(sizes))
+    return impressions, count
 
 
 def steps_per_epoch(config: Config, files: list[str] | None = None) -> int:
-    """Steps per pass over the train split, estimated from its impressions (an
-    epoch on one process ends with the data, so it may take a few more steps
-    than this: batches hold whole records; under a multi-worker strategy
-    every worker takes exactly this many)."""
-    return max(1, math.ceil(train_impressions(config, files) / config.batch_size))
+    """Steps per pass over the train split, estimated from its impressions and
+    records: a step of whole records holds on average about half a record
+    less than ``batch_size`` (an epoch on one process ends with the data, so
+    it may take a few steps more or less; under a multi-worker strategy every
+    worker takes exactly this many)."""
+    impressions, records = train_size(config, files)
+    mean = impressions / max(records, 1)
+    fill = max(config.batch_size - mean / 2, mean) if mean < config.batch_size else mean
+    return max(1, math.ceil(impressions / fill))
 
 
 def make_optimizer(config: Config, steps_per_epoch: int = 1) -> Adam:
@@ -188,6 +199,11 @@ def build_training(
         optimizer.apply_gradients(zip(grads, variables, strict=True))
         return loss, {k: outputs[k] for k in F.OUTPUT_KEYS}
 
+    if distribute.local_replicas(strategy) > 1:  # mirrored: per-replica batches
+        function = tf.function(
+            lambda x, y: strategy.run(step_fn, args=(x, y)), reduce_retracing=True
+        )
+        return model, optimizer, function
     specs = input_pipeline.batch_spec()
     function = tf.function(lambda x, y: strategy.run(step_fn, args=(x, y)), input_signature=specs)
     return model, optimizer, _FlatCall(function, specs)
@@ -290,6 +306,7 @@ class TrainingRun:
         self.export_dir = export_dir
         self.strategy = strategy or distribute.make_strategy(config.strategy)
         self.chief = distribute.is_chief(self.strategy)
+        self.local_replicas = distribute.local_replicas(self.strategy)
         task = distribute.task_name(self.strategy)
         self.prefix = f"[{task}] " if task else ""
         self.scratch = None if self.chief else tempfile.mkdtemp(prefix="esmm-worker-")
@@ -334,10 +351,11 @@ class TrainingRun:
         self.log_every = config.log_every_steps or max(1, self.per_epoch // LOGS_PER_EPOCH)
         self.metrics: dict | None = None
         self.window = _TrainWindow()
-        self.progbar = keras.utils.Progbar(
-            self.per_epoch * config.epochs,
-            verbose=1 if self.chief else 0,
-            stateful_metrics=["loss", "imp/s"],
+        # Steps done of the planned ones (an epoch's count is an estimate), with
+        # the loss and the training throughput: a redrawn line on a terminal,
+        # plain lines in a log file (esmm_tf/progress.py).
+        self.progbar = Progress(
+            "train", total=self.per_epoch * config.epochs, unit="step", enabled=self.chief
         )
 
     # -- setup ---------------------------------------------------------------
@@ -466,11 +484,11 @@ class TrainingRun:
         epoch = self.epoch
         skipped = int(self.progress.epoch_step.numpy())
         self.window.reset()
-        for batch in self._batches(epoch, skipped):
-            inputs, labels = distribute.local_value(self.strategy, batch)
+        for inputs, labels in self._batches(epoch, skipped):
             self._train_step(inputs, labels)
             self.progress.epoch_step.assign_add(1)
             step = self.step
+            self.progbar.update(step)
             if step % self.log_every == 0:
                 self._log_train(step)
             if step % self.eval_every == 0:
@@ -489,8 +507,18 @@ class TrainingRun:
         self._save()
 
     def _train_step(self, inputs: dict, labels: dict) -> None:
-        loss, outputs = self.train_step(inputs, labels)
-        loss = {k: v.numpy() for k, v in self.global_sum(loss).items()}
+        """One step on this process's batch: one replica's (one device per
+        process), or, under ``mirrored``, every local replica's at once."""
+        if self.local_replicas > 1:
+            loss, outputs = self.train_step(inputs, labels)
+            loss = distribute.sum_local_replicas(self.strategy, loss)
+            labels = distribute.concat_local_replicas(self.strategy, labels)
+            outputs = distribute.concat_local_replicas(self.strategy, outputs)
+        else:
+            inputs, labels = distribute.local_value(self.strategy, (inputs, labels))
+            loss, outputs = self.train_step(inputs, labels)
+            loss = self.global_sum(loss)
+        loss = {k: v.numpy() for k, v in loss.items()}
         if not all(np.isfinite(v) for v in loss.values()):
             raise TrainingError(
                 f"loss is not finite at step {self.step} ({loss}); stopping. The last good "
@@ -505,13 +533,13 @@ class TrainingRun:
     def _log_train(self, step: int) -> None:
         rate = _write_train_summaries(self.writer, self.window, self.optimizer, step)
         mean_loss = self.window.loss_sums["total"] / self.window.steps
-        target = self.progbar.target
-        self.progbar.update(min(step, target - 1), [("loss", mean_loss), ("imp/s", rate)])
+        self.progbar.update(step, loss=round(mean_loss, 4), **{"imp/s": int(rate)})
         self.window.reset()
 
     def _save(self) -> None:
         paused = time.time()
-        _save_checkpoint(self.manager, self.model, self.step)
+        with self.progbar.paused():
+            _save_checkpoint(self.manager, self.model, self.step)
         self.window.start += time.time() - paused  # throughput counts training time only
 
     def _evaluate_during_training(self) -> None:
@@ -528,15 +556,17 @@ class TrainingRun:
                 validation=self.has_validation,
                 impressions=config.eval_impressions,
             )
-            metrics = evaluation.evaluate(self.model, dataset, self.predict)
+            with self.progbar.paused():
+                metrics = evaluation.evaluate(self.model, dataset, self.predict)
             _write_eval_summaries(self.eval_writer, metrics, self.step)
             if self.has_validation:
                 improved, stop = self._early_stopping(metrics)
         if self.has_validation:
-            decision = self.global_sum(
-                {"improved": tf.constant(improved), "stop": tf.constant(stop)}
-            )
-            improved, stop = float(decision["improved"]), float(decision["stop"])
+            if distribute.is_multi_worker(self.strategy):  # the chief's decision, for all
+                decision = self.global_sum(
+                    {"improved": tf.constant(improved), "stop": tf.constant(stop)}
+                )
+                improved, stop = float(decision["improved"]), float(decision["stop"])
             if improved:
                 self.progress.best_step.assign(self.step)
                 self.progress.evals_without_improvement.assign(0)
@@ -572,7 +602,7 @@ class TrainingRun:
     def run(self) -> dict:
         """Trains what is left, then ``finish()``."""
         if self.step:
-            self.progbar.update(min(self.step, self.progbar.target - 1))
+            self.progbar.restart_from(self.step)
         while not self.done:
             self.train_epoch()
         return self.finish()
@@ -584,7 +614,8 @@ class TrainingRun:
         collectives and returns ``{"step": ...}``."""
         config = self.config
         step = self.step
-        self.progbar.update(self.progbar.target, finalize=True) if self.chief else None
+        self.progbar.update(step)
+        self.progbar.close()
         best = run_dir.best_checkpoint(self._write_dir) if self.has_validation else None
         if best:
             tf.train.Checkpoint(model=self.model).restore(best).expect_partial()
@@ -623,7 +654,12 @@ class TrainingRun:
                 from esmm_tf.export import WARMUP_RECORDS, export_saved_model
 
                 warmup = serving_requests.read_records(self.test_files, WARMUP_RECORDS)
-                path = export_saved_model(self.model, self.export_dir, warmup_records=warmup)
+                path = export_saved_model(
+                    self.model,
+                    self.export_dir,
+                    warmup_records=warmup,
+                    source_checkpoint=metrics["checkpoint"],
+                )
                 metrics["export_path"] = path
                 _log(f"exported SavedModel to {path}")
             if distribute.is_multi_worker(self.strategy):

@@ -42,7 +42,7 @@ EARLY_STOPPING = [
 REGULARIZERS = {
     "embedding_l2": ["--embedding_l2=1e-5"],
     "tower_l2": ["--tower_l2=1e-5"],
-    "dropout": ["--dropout=0.3"],
+    "dropout": ["--dropout=0.2"],
 }
 COMBINED = [f for flags_ in REGULARIZERS.values() for f in flags_]
 SETTINGS = {
