@@ -18,7 +18,7 @@ process run unless noted:
 4. vocabulary scaling: the same step on the same pre-materialised batches with
    the dataset's vocabularies and with field 205 padded to ~10M rows (ids that
    never occur), both in one subprocess, alternating blocks of steps;
-5. evaluation: ``evaluation.evaluate(model, training_run.eval_dataset(config))``
+5. evaluation: ``evaluator.evaluate(model, training_run.eval_dataset(config))``
    over the test split;
 6. peak RSS of that subprocess (``RUSAGE_CHILDREN``);
 7. where a step's time goes: ``--profile_steps`` steps of 2's step on the
@@ -289,13 +289,13 @@ def measure_ceiling(batch: int = 1024, seconds: float = 3.0) -> dict:
 
 
 def measure_eval(model, config, max_batches: int) -> dict:
-    from esmm_tf import evaluation, training_run
+    from esmm_tf import evaluator, training_run
 
-    predict = evaluation.predict_function(model)
+    predict = evaluator.predict_function(model)
     ds = training_run.eval_dataset(config)
     if max_batches:
         ds = ds.take(max_batches)
-    metrics = evaluation.evaluate(model, ds, predict)
+    metrics = evaluator.evaluate(model, ds, predict)
     out = {
         "impressions": metrics["impressions"],
         "seconds": metrics["seconds"],
@@ -768,7 +768,7 @@ def report(r: dict, command: str, wall: float) -> str:
             f"- Evaluation is {ev / train:.2f}x training ({ev:,.0f} vs {train:,.0f} "
             f"impressions/s). Measured breakdown on the first {PARTS_BATCHES} test batches: the "
             f"eval dataset alone {_rate(e['eval_input']):,.0f}/s, plus predict and numpy copies "
-            f"{_rate(e['eval_predict']):,.0f}/s, so most of the rest is `evaluation.Evaluator` "
+            f"{_rate(e['eval_predict']):,.0f}/s, so most of the rest is `evaluator.Evaluator` "
             "(per-batch numpy accumulation in `update`, the exact-AUC sorts in `result`; "
             "evaluate's time also includes tracing the predict function once); which of "
             "these dominates is not profiled."

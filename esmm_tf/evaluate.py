@@ -48,7 +48,7 @@ def evaluate_model_dir(
     show_progress: bool = False,
     checkpoint: str = "auto",
 ) -> dict:
-    from esmm_tf import data_layout, evaluation, shards, training_run
+    from esmm_tf import data_layout, evaluator, shards, training_run
     from esmm_tf.progress import Progress
 
     config, model, path = restore_model(model_dir, data_dir, checkpoint)
@@ -60,7 +60,7 @@ def evaluate_model_dir(
         enabled=show_progress,
     )
     with shards.naming_corrupt_shards(files):
-        metrics = evaluation.evaluate(
+        metrics = evaluator.evaluate(
             model, training_run.eval_dataset(config, split, files), progress=progress
         )
     metrics["checkpoint"] = path
@@ -72,7 +72,7 @@ def evaluate_model_dir(
 def main(argv) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    from esmm_tf import data_layout, evaluation
+    from esmm_tf import data_layout, evaluator
 
     try:
         metrics = evaluate_model_dir(
@@ -85,7 +85,7 @@ def main(argv) -> None:
     except (FileNotFoundError, ValueError, data_layout.DatasetError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
-    print(evaluation.format_table(metrics, f"{metrics['model']} on {FLAGS.split}"))
+    print(evaluator.format_table(metrics, f"{metrics['model']} on {FLAGS.split}"))
     if FLAGS.output_json:
         with open(FLAGS.output_json + ".tmp", "w") as f:
             json.dump(metrics, f, indent=2, sort_keys=True)
