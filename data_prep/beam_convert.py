@@ -64,20 +64,10 @@ def _size(path: str) -> int:
 
 
 def _find(raw_dir: str, stem: str, required: bool = True) -> str | None:
-    """``data_prep.raw.find_raw_file`` for any filesystem (same names, same errors)."""
-    for name in (f"{stem}.csv", f"{stem}.csv.gz"):
-        path = FileSystems.join(raw_dir, name)
-        if FileSystems.exists(path):
-            if _size(path) == 0:
-                raise raw.RawInputError(f"{path}: file is empty")
-            return path
-    if required:
-        raise raw.RawInputError(
-            f"{FileSystems.join(raw_dir, stem)}.csv (or .csv.gz) not found; the raw Ali-CCP "
-            "directory must hold sample_skeleton_{train,test}.csv and "
-            "common_features_{train,test}.csv (see README: 'Real Ali-CCP data')"
-        )
-    return None
+    """``data_prep.raw.find_raw_file`` through Beam's FileSystems."""
+    return raw.find_raw_file(
+        raw_dir, stem, required, exists=FileSystems.exists, size=_size, join=FileSystems.join
+    )
 
 
 def _inputs(raw_dir: str) -> dict[str, dict[str, str | None]]:
