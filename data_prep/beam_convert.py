@@ -35,7 +35,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from data_prep import convert as convert_lib
-from data_prep import raw
+from data_prep import publish, raw
 from data_prep.beam import pipeline
 from data_prep.beam import stats as S
 from data_prep.convert import ConvertError, log
@@ -150,7 +150,7 @@ def _remove(path: str) -> None:
 def _publish(work_dir: str, out_dir: str) -> None:
     """Moves the complete work dir to out_dir; stats.json is the last file to appear."""
     if FileSystems.get_scheme(out_dir) is None:
-        convert_lib.swap_into_place(work_dir, out_dir)  # one atomic rename
+        publish.swap_into_place(work_dir, out_dir)  # one atomic rename
         return
     _remove(out_dir)
     stats = data_layout.stats_file(work_dir)
@@ -172,9 +172,9 @@ def _finish(config, plan, inputs, fingerprint, start) -> dict:
 
     raw_bytes = sum(_size(p) for files in inputs.values() for p in files.values() if p)
     # peak_rss_mb: the driver, and the DirectRunner's worker processes (0 on remote runners).
-    stats = convert_lib.dataset_stats(
-        config, split_stats, fields, inputs, raw_bytes, fingerprint, start
-    )
+    timings = convert_lib.timing_stats(split_stats, raw_bytes, start)
+    _write_json(data_layout.timings_file(plan.work_dir), timings)
+    stats = convert_lib.dataset_stats(config, split_stats, fields, inputs, fingerprint)
     _write_json(data_layout.stats_file(plan.work_dir), stats)
     return stats
 
@@ -212,7 +212,7 @@ def convert(config: BeamConvertConfig, pipeline_args: list[str] | tuple[str, ...
     except BaseException:
         _remove(work_dir)  # nothing to resume: the runner retries failed work itself
         raise
-    convert_lib._print_summary(stats, out_dir)
+    convert_lib.print_summary(stats, out_dir, _read_json(data_layout.timings_file(out_dir)))
     return stats
 
 

@@ -16,13 +16,15 @@ How it streams with bounded memory (a partitioned hash join):
    ``--max_group_size`` impressions per record) and write one TFRecord shard.
    Train tasks also count ids per field.
 3. *Finish*: merge the counts into vocabularies (train only), write
-   ``stats.json``, and rename the work directory ``<out_dir>.partial`` to
-   ``<out_dir>``.
+   ``convert_timings.json`` then ``stats.json``, and rename the work directory
+   ``<out_dir>.partial`` to ``<out_dir>`` (``data_prep.publish``).
 
 Every task writes under a temporary name and renames when complete, so an
-interrupted run resumes where it stopped (same inputs and options), and
+interrupted run resumes where it stopped (same inputs and options), a run
+killed while publishing is completed by the rerun (``data_prep.publish``), and
 ``<out_dir>`` only ever appears complete. Output is deterministic: the same
-input gives byte-identical shards, whatever the number of workers.
+input gives byte-identical shards and stats.json, whatever the number of
+workers (timings and memory go to convert_timings.json).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from data_prep import raw
+from data_prep import publish, raw
 from data_prep.counting import IdCounter, merge_counts
 from data_prep.records import build_example
 from data_prep.tfrecord import TFRecordWriter
@@ -427,6 +429,21 @@ def convert(config: ConvertConfig) -> dict:
     parts = {split: _num_parts(config, inputs[split], workers) for split in data_layout.SPLITS}
     fingerprint = _fingerprint(config, inputs, parts)
 
+    if os.path.lexists(out_dir) and not os.path.isdir(out_dir):
+        raise ConvertError(
+            f"{out_dir} is a file, not a dataset directory; remove it or choose another --out_dir"
+        )
+    if publish.finish_interrupted(work_dir, out_dir, fingerprint):
+        stats_path = data_layout.stats_file(out_dir)
+        if os.path.exists(stats_path) and _load_json(stats_path).get("fingerprint") == fingerprint:
+            return _load_json(stats_path)
+    finished = publish.complete_stats(work_dir, fingerprint)
+    if finished is not None and (config.overwrite or not os.path.exists(out_dir)):
+        log(f"{work_dir} is complete: publishing it (an earlier run was killed while publishing)")
+        publish.publish(work_dir, out_dir)
+        print_summary(finished, out_dir)
+        return finished
+
     if os.path.exists(out_dir):
         stats_path = data_layout.stats_file(out_dir)
         done = os.path.exists(stats_path) and _load_json(stats_path).get("fingerprint")
@@ -490,8 +507,8 @@ def convert(config: ConvertConfig) -> dict:
             pool.join()
 
     stats = _finish(config, join_tasks, inputs, work_dir, fingerprint, start)
-    _publish(work_dir, out_dir)
-    _print_summary(stats, out_dir)
+    publish.publish(work_dir, out_dir)
+    print_summary(stats, out_dir, _load_json(data_layout.timings_file(out_dir)))
     return stats
 
 
@@ -521,18 +538,26 @@ def summarize_split(split: str, s: dict, shards: int, config) -> dict:
     return s
 
 
-def dataset_stats(config, split_stats, fields, inputs, raw_bytes, fingerprint, start) -> dict:
+def dataset_stats(config, split_stats, fields, inputs, fingerprint) -> dict:
     """stats.json's content (also data_prep.beam_convert's): per split, per
-    field (in the spec's order), the settings, throughput and peak RSS of this
-    process and its largest worker (child) process."""
-    seconds = time.time() - start
-    impressions = sum(s["impressions"] for s in split_stats.values())
+    field (in the spec's order), the settings and the inputs' fingerprint;
+    nothing that varies between runs of the same command."""
     return {
         "splits": split_stats,
         "fields": {field.id: fields[field.id] for field in F.FIELDS},
         "min_count": config.min_count,
         "max_group_size": config.max_group_size,
         "has_ground_truth": all(inputs[s]["ground_truth"] for s in data_layout.SPLITS),
+        "fingerprint": fingerprint,
+    }
+
+
+def timing_stats(split_stats, raw_bytes, start) -> dict:
+    """convert_timings.json's content: wall time, throughput and the peak RSS of
+    this process and its largest worker (child) process."""
+    seconds = time.time() - start
+    impressions = sum(s["impressions"] for s in split_stats.values())
+    return {
         "seconds": round(seconds, 2),
         "impressions_per_second": round(impressions / seconds, 1),
         "raw_mb_per_second": round(raw_bytes / 2**20 / seconds, 2),
@@ -540,7 +565,6 @@ def dataset_stats(config, split_stats, fields, inputs, raw_bytes, fingerprint, s
             "main": _max_rss_mb(resource.RUSAGE_SELF),
             "largest_worker": _max_rss_mb(resource.RUSAGE_CHILDREN),
         },
-        "fingerprint": fingerprint,
     }
 
 
@@ -563,8 +587,9 @@ def _finish(config, join_tasks, inputs, work_dir, fingerprint, start) -> dict:
         fields[field.id] = {"distinct_ids": int(ids.size), "vocab_size": size}
 
     raw_bytes = sum(os.path.getsize(p) for files in inputs.values() for p in files.values() if p)
-    stats = dataset_stats(config, split_stats, fields, inputs, raw_bytes, fingerprint, start)
-    _atomic_json(data_layout.stats_file(work_dir), stats)
+    _atomic_json(data_layout.timings_file(work_dir), timing_stats(split_stats, raw_bytes, start))
+    stats = dataset_stats(config, split_stats, fields, inputs, fingerprint)
+    _atomic_json(data_layout.stats_file(work_dir), stats)  # last: the work dir is complete
     return stats
 
 
@@ -572,26 +597,7 @@ def _max_rss_mb(who) -> float:
     return round(resource.getrusage(who).ru_maxrss / 1024, 1)  # ru_maxrss is in KiB on Linux
 
 
-def _publish(work_dir: str, out_dir: str) -> None:
-    """Removes scratch files and renames the work dir into place."""
-    for sub in ("parts", "tasks"):
-        shutil.rmtree(os.path.join(work_dir, sub))
-    os.remove(os.path.join(work_dir, "fingerprint.json"))
-    swap_into_place(work_dir, out_dir)
-
-
-def swap_into_place(work_dir: str, out_dir: str) -> None:
-    """Renames the complete ``work_dir`` to ``out_dir`` (replacing an old one)."""
-    old = None
-    if os.path.exists(out_dir):
-        old = f"{out_dir}.old-{os.getpid()}"
-        os.rename(out_dir, old)
-    os.rename(work_dir, out_dir)
-    if old:
-        shutil.rmtree(old)
-
-
-def _print_summary(stats: dict, out_dir: str) -> None:
+def print_summary(stats: dict, out_dir: str, timings: dict | None = None) -> None:
     log(f"\nwrote {out_dir}")
     log(f"{'split':<6} {'impressions':>12} {'records':>9} {'CTR':>7} {'CVR':>7} {'bad rows':>9}")
     for split, s in stats["splits"].items():
@@ -599,11 +605,13 @@ def _print_summary(stats: dict, out_dir: str) -> None:
             f"{split:<6} {s['impressions']:>12,} {s['records']:>9,} {s['ctr']:>7.4f} "
             f"{s['cvr']:>7.4f} {s['bad_rows_total']:>9,}"
         )
-    log(
-        f"{stats['seconds']:.1f} s, {stats['impressions_per_second']:,.0f} impressions/s, "
-        f"{stats['raw_mb_per_second']:.1f} raw MB/s, peak RSS {stats['peak_rss_mb']['main']:.0f}"
-        f" MB (main) / {stats['peak_rss_mb']['largest_worker']:.0f} MB (largest worker)"
-    )
+    if timings:
+        t = timings
+        log(
+            f"{t['seconds']:.1f} s, {t['impressions_per_second']:,.0f} impressions/s, "
+            f"{t['raw_mb_per_second']:.1f} raw MB/s, peak RSS {t['peak_rss_mb']['main']:.0f}"
+            f" MB (main) / {t['peak_rss_mb']['largest_worker']:.0f} MB (largest worker)"
+        )
 
 
 # ---------------------------------------------------------------------------

@@ -3,7 +3,8 @@
 <data_dir>/train/part-00000-of-00008.tfrecord ...  grouped tf.train.Examples
 <data_dir>/test/part-00000-of-00008.tfrecord ...
 <data_dir>/vocab/<field>.tsv    "raw_id<TAB>train_count", most frequent first
-<data_dir>/stats.json           counts, rates, bad rows, throughput
+<data_dir>/stats.json           counts, rates, bad rows (deterministic: written last)
+<data_dir>/convert_timings.json wall time, throughput, peak memory of the conversion
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 
 SPLITS = ("train", "test")
 STATS_FILE = "stats.json"
+TIMINGS_FILE = "convert_timings.json"
 VOCAB_DIR = "vocab"
 
 
@@ -34,6 +36,10 @@ def vocab_file(data_dir: str, field_id: str) -> str:
 
 def stats_file(data_dir: str) -> str:
     return os.path.join(data_dir, STATS_FILE)
+
+
+def timings_file(data_dir: str) -> str:
+    return os.path.join(data_dir, TIMINGS_FILE)
 
 
 def shard_files(data_dir: str, split: str) -> list[str]:
