@@ -43,7 +43,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from data_prep import publish, raw
+from data_prep import duplicates, publish, raw
 from data_prep.counting import IdCounter, merge_counts
 from data_prep.records import build_example
 from data_prep.tfrecord import TFRecordWriter
@@ -131,8 +131,11 @@ def _partition_key(content: bytes, column: int) -> bytes:
 
 
 def _partition_task(args: tuple) -> str:
-    """Splits one raw file into ``num_parts`` files; returns a progress line."""
+    """Splits one raw file into ``num_parts`` files; returns a progress line. A
+    skeleton file's sample_ids are checked for duplicates on the way."""
     path, gt_path, out_prefix, num_parts, key_column, label = args
+    sample_ids = duplicates.SampleIds() if key_column == _SKELETON_KEY_COLUMN else None
+    add_id = sample_ids.append if sample_ids is not None else None
     start = time.time()
     tmp_paths = [f"{out_prefix}-{p:05d}.tmp" for p in range(num_parts)]
     outs = [open(p, "wb", buffering=1 << 18) for p in tmp_paths]  # noqa: SIM115 (closed below)
@@ -148,7 +151,11 @@ def _partition_task(args: tuple) -> str:
                     raise ConvertError(
                         f"{gt_path} has fewer rows than {path} (ends before line {lineno})"
                     )
-            key = _partition_key(content, key_column)
+            cols = content.split(b",", key_column + 1)
+            key = cols[key_column] if len(cols) > key_column else b""
+            if sample_ids is not None:
+                token = cols[0]
+                add_id(int(token) if token.isdigit() and len(token) < 19 else duplicates.NO_ID)
             out = outs[zlib.crc32(key) % num_parts]
             out.write(b"%d\t%d\t%s\t%s\n" % (lineno, has_newline, gt, content))
             n += 1
@@ -162,8 +169,17 @@ def _partition_task(args: tuple) -> str:
             out.close()
     for p, tmp in enumerate(tmp_paths):
         os.replace(tmp, f"{out_prefix}-{p:05d}")
+    if sample_ids is not None:
+        sample_ids.save(_duplicates_path(out_prefix))
     _touch(out_prefix + ".done")
     return f"{label}: {n:,} lines partitioned in {time.time() - start:.1f} s"
+
+
+_SKELETON_KEY_COLUMN = 3  # sample_id,click,conversion,common_feature_index,...
+
+
+def _duplicates_path(prefix: str) -> str:
+    return prefix + "-duplicates.npy"
 
 
 def _ground_truth_lines(path: str) -> Iterator[bytes]:
@@ -211,6 +227,10 @@ class _JoinTask:
     def partition(self, kind: str) -> str:
         return os.path.join(self.work_dir, "parts", f"{self.split}-{kind}-{self.part:05d}")
 
+    @property
+    def duplicates_path(self) -> str:
+        return _duplicates_path(os.path.join(self.work_dir, "parts", f"{self.split}-skeleton"))
+
 
 _BAD_COMMON = object()
 
@@ -241,6 +261,7 @@ def _join_task(task: _JoinTask) -> dict:
 
     counters = {f.id: IdCounter() for f in F.FIELDS} if task.count_ids else None
     tmp_shard = task.shard_path + ".tmp"
+    skips = duplicates.Skips(task.duplicates_path)
     group_cfi, group_rows, group_gt = None, [], []
 
     def flush() -> None:
@@ -267,6 +288,16 @@ def _join_task(task: _JoinTask) -> dict:
                 row = raw.parse_skeleton_row(content)
             except raw.BadRow as e:
                 _bad(stats, raw.classify(e, has_newline), task.skeleton_path, lineno, str(e))
+                continue
+            repeated = skips.check(lineno)
+            if repeated is not None:
+                _bad(
+                    stats,
+                    duplicates.DUPLICATE_SAMPLE_ID,
+                    task.skeleton_path,
+                    lineno,
+                    f"sample_id {repeated[0]} seen before (line {repeated[1]}); keeping the first",
+                )
                 continue
             gt_row = None
             if task.ground_truth_path:
@@ -463,7 +494,7 @@ def convert(config: ConvertConfig) -> dict:
         # Stage 1: partition.
         partition_tasks = []
         for split in data_layout.SPLITS:
-            for kind, column in (("skeleton", 3), ("common", 0)):
+            for kind, column in (("skeleton", _SKELETON_KEY_COLUMN), ("common", 0)):
                 prefix = os.path.join(work_dir, "parts", f"{split}-{kind}")
                 if os.path.exists(prefix + ".done"):
                     continue
