@@ -666,11 +666,10 @@ def main(argv) -> None:
         keep_conversion_without_click=FLAGS.keep_conversion_without_click,
         overwrite=FLAGS.overwrite,
     )
-    try:
+    from esmm_tf.cli import one_line_errors
+
+    with one_line_errors(f"--out_dir={config.out_dir}", (ConvertError, raw.RawInputError)):
         convert(config)
-    except (ConvertError, raw.RawInputError) as e:
-        log(f"error: {e}")
-        sys.exit(1)
 
 
 def _define_flags() -> None:

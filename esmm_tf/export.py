@@ -28,7 +28,6 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import sys
 import time
 
 import tensorflow as tf
@@ -173,11 +172,15 @@ def export_saved_model(
     tmp = os.path.join(export_dir, f"{_tmp_prefix()}{os.getpid()}-{version}")
     if os.path.exists(tmp):
         shutil.rmtree(tmp)
-    module = ServingModule(model)
-    tf.saved_model.save(module, tmp, signatures=module.signatures())
-    if requests:
-        _write_warmup(tmp, requests)
-    os.rename(tmp, final)
+    try:
+        module = ServingModule(model)
+        tf.saved_model.save(module, tmp, signatures=module.signatures())
+        if requests:
+            _write_warmup(tmp, requests)
+        os.rename(tmp, final)
+    except Exception:
+        shutil.rmtree(tmp, ignore_errors=True)  # a full disk or an error: no partial copy
+        raise
     return final
 
 
@@ -205,14 +208,14 @@ def main(argv) -> None:
 
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    from esmm_tf.cli import one_line_errors
+
     FLAGS = flags.FLAGS
-    try:
+    expected = (FileNotFoundError, FileExistsError, data_layout.DatasetError, ImportError)
+    with one_line_errors(f"--export_dir={FLAGS.export_dir}", expected):
         path = export_model_dir(
             FLAGS.model_dir, FLAGS.export_dir, FLAGS.version, FLAGS.warmup_records
         )
-    except (FileNotFoundError, FileExistsError, data_layout.DatasetError, ImportError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
     print(f"exported SavedModel to {path}")
 
 

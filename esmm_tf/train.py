@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 
 from absl import app, flags
 
@@ -55,16 +54,15 @@ def main(argv) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     from esmm_tf import data_layout, distribute, trainer
+    from esmm_tf.cli import one_line_errors
 
-    try:
+    expected = (ValueError, FileNotFoundError, data_layout.DatasetError, trainer.TrainingError)
+    with one_line_errors(f"--model_dir={FLAGS.model_dir}", expected):
         config = config_from_flags()
         strategy = distribute.make_strategy(config.strategy)  # before any TensorFlow op
         trainer.train_and_evaluate(
             config, FLAGS.model_dir, export_dir=FLAGS.export_dir, strategy=strategy
         )
-    except (ValueError, FileNotFoundError, data_layout.DatasetError, trainer.TrainingError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
 
 
 def define_flags() -> None:
