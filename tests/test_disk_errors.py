@@ -69,9 +69,9 @@ def test_convert_on_a_full_disk_then_rerun(tmp_path, monkeypatch, capsys):
         raise OSError(errno.ENOSPC, "No space left on device", path)
 
     monkeypatch.setattr(convert_lib, "TFRecordWriter", full_disk)
-    with pytest.raises(SystemExit) as exit_:
-        with cli.one_line_errors(f"--out_dir={config.out_dir}", (ConvertError,)):
-            convert_lib.convert(config)
+    where = f"--out_dir={config.out_dir}"
+    with pytest.raises(SystemExit) as exit_, cli.one_line_errors(where, (ConvertError,)):
+        convert_lib.convert(config)
     assert exit_.value.code == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith(f"error: {tmp_path}/out.partial/train/part-00000-of-")
