@@ -169,6 +169,9 @@ def _finish(config, plan, inputs, fingerprint, start) -> dict:
         if fatal:
             raise ConvertError(fatal[0])
         split_stats[split] = convert_lib.summarize_split(split, s, plan.shards[split], config)
+        names = [data_layout.shard_name(i, plan.shards[split]) for i in range(plan.shards[split])]
+        shard_dir = data_layout.split_dir(plan.work_dir, split)
+        split_stats[split]["shard_bytes"] = [_size(FileSystems.join(shard_dir, n)) for n in names]
 
     raw_bytes = sum(_size(p) for files in inputs.values() for p in files.values() if p)
     # peak_rss_mb: the driver, and the DirectRunner's worker processes (0 on remote runners).

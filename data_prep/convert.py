@@ -604,6 +604,9 @@ def _finish(config, join_tasks, inputs, work_dir, fingerprint, start) -> dict:
     for split in data_layout.SPLITS:
         per_task = [_load_json(t.stats_path) for t in join_tasks if t.split == split]
         split_stats[split] = summarize_split(split, _merge_stats(per_task), len(per_task), config)
+        # Lets readers tell a shard deleted or emptied since (esmm_tf.data_layout).
+        tasks = [t for t in join_tasks if t.split == split]
+        split_stats[split]["shard_bytes"] = [os.path.getsize(t.shard_path) for t in tasks]
 
     # Vocabularies from the train split only.
     vocab_dir = os.path.join(work_dir, data_layout.VOCAB_DIR)
