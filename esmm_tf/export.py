@@ -67,7 +67,7 @@ class ServingModule(tf.Module):
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=SIGNATURE_INPUT)])
     def serve(self, examples):
-        parsed = tf.io.parse_example(examples, self._spec)
+        parsed = input_pipeline.parse_serving(examples, self._spec, SIGNATURE_INPUT)
         return self._outputs(input_pipeline.serving_to_inputs(parsed))
 
     @tf.function(
@@ -77,8 +77,9 @@ class ServingModule(tf.Module):
         ]
     )
     def rank(self, user, items):
-        parsed_user = tf.io.parse_example(tf.reshape(user, [1]), self._user_spec)
-        parsed_items = tf.io.parse_example(items, self._item_spec)
+        user = tf.reshape(user, [1])
+        parsed_user = input_pipeline.parse_serving(user, self._user_spec, RANK_USER)
+        parsed_items = input_pipeline.parse_serving(items, self._item_spec, RANK_ITEMS)
         return self._outputs(input_pipeline.rank_to_inputs(parsed_user, parsed_items))
 
     def signatures(self) -> dict:

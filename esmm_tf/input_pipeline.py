@@ -63,6 +63,53 @@ def serving_spec(fields: tuple[F.Field, ...] = F.FIELDS) -> dict:
     return spec
 
 
+_ANY_KEY = {"ids/_": tf.io.RaggedFeature(tf.int64, value_key="ids/_", row_splits_dtype=tf.int32)}
+
+
+def _wire_check(serialized: tf.Tensor) -> tf.Tensor:
+    """Raises (inside tf.data) when a string of ``serialized`` [n] is not a valid
+    serialized Example: ``parse_example`` rejects most broken encodings, but
+    reads some as an empty Example (e.g. a ``features`` field whose length runs
+    past the end); ``decode_proto`` rejects those."""
+    ids = tf.io.parse_example(serialized, _ANY_KEY)["ids/_"].values
+    padded = tf.concat([serialized, [""]], 0)  # decode_proto refuses an empty batch
+    sizes, _ = tf.io.decode_proto(padded, "tensorflow.Example", ["features"], [tf.string])
+    # A result computed from both ops' outputs, so that neither is pruned.
+    return tf.reduce_sum(sizes) + tf.size(ids, tf.int32) > -1
+
+
+def parse_serving(serialized: tf.Tensor, spec: dict, name: str) -> dict:
+    """``tf.io.parse_example(serialized, spec)`` for a serving request, strict:
+
+    * a string that is not a serialized tf.train.Example is an
+      INVALID_ARGUMENT error saying so (TensorFlow's own message would quote
+      the raw bytes, which an in-process Python caller cannot even decode);
+    * a NaN or infinite weight ``w/<field>`` is an INVALID_ARGUMENT error
+      naming the field (finite weights are used as sent).
+
+    ``name`` is the request input (``examples``, ``user``, ``items``)."""
+    # Parse errors are caught by tf.data's ignore_errors, the only way a graph
+    # can recover from a failing op: an empty result means a bad string.
+    valid = (
+        tf.data.Dataset.from_tensors(serialized)
+        .map(_wire_check)
+        .ignore_errors()
+        .reduce(False, lambda _, ok: ok)
+    )
+    check = tf.debugging.Assert(
+        valid, [f"{name}: a string is not a serialized tf.train.Example (broken encoding)"]
+    )
+    with tf.control_dependencies([check]):
+        parsed = tf.io.parse_example(tf.identity(serialized), spec)
+    for key, value in parsed.items():
+        if value.dtype == tf.float32:
+            finite = tf.debugging.check_numerics(
+                value.values, f"{name}: {key} holds a NaN or infinite weight"
+            )
+            parsed[key] = value.with_values(finite)
+    return parsed
+
+
 def _weights(ids: tf.RaggedTensor, weights: tf.RaggedTensor | None) -> tf.Tensor:
     """Weight values aligned with ``ids.values``, row by row: a row whose weights
     are missing or do not match its ids gets 1.0 (a serving request may omit
