@@ -63,44 +63,47 @@ def serving_spec(fields: tuple[F.Field, ...] = F.FIELDS) -> dict:
     return spec
 
 
-_ANY_KEY = {"ids/_": tf.io.RaggedFeature(tf.int64, value_key="ids/_", row_splits_dtype=tf.int32)}
+def _decode(serialized: tf.Tensor, message: str, fields: list[str], types: list) -> list:
+    """``decode_proto`` of every string of ``serialized`` (any shape), each output
+    flattened to [n]. decode_proto checks the whole wire encoding and fails with
+    DATA_LOSS and a message that does not quote the bytes."""
+    flat = tf.concat([tf.reshape(serialized, [-1]), [""]], 0)  # it refuses an empty batch
+    _, values = tf.io.decode_proto(flat, f"tensorflow.{message}", fields, types)
+    return [tf.reshape(v, [-1]) for v in values]
 
 
-def _wire_check(serialized: tf.Tensor) -> tf.Tensor:
-    """Raises (inside tf.data) when a string of ``serialized`` [n] is not a valid
-    serialized Example: ``parse_example`` rejects most broken encodings, but
-    reads some as an empty Example (e.g. a ``features`` field whose length runs
-    past the end); ``decode_proto`` rejects those."""
-    ids = tf.io.parse_example(serialized, _ANY_KEY)["ids/_"].values
-    padded = tf.concat([serialized, [""]], 0)  # decode_proto refuses an empty batch
-    sizes, _ = tf.io.decode_proto(padded, "tensorflow.Example", ["features"], [tf.string])
-    # A result computed from both ops' outputs, so that neither is pruned.
-    return tf.reduce_sum(sizes) + tf.size(ids, tf.int32) > -1
+def check_encoding(serialized: tf.Tensor) -> tf.Tensor:
+    """``serialized`` itself, once every string has been decoded as a
+    tf.train.Example down to its value lists (Example, Features, map entries,
+    Feature, Int64List/FloatList/BytesList). ``parse_example`` reads some broken
+    encodings as an empty Example (e.g. a ``features`` field whose length runs
+    past the end) and quotes the raw bytes in its errors for others (which an
+    in-process Python caller cannot even decode: UnicodeDecodeError)."""
+    (features,) = _decode(serialized, "Example", ["features"], [tf.string])
+    (entries,) = _decode(features, "Features", ["feature"], [tf.string])
+    (values,) = _decode(entries, "Features.FeatureEntry", ["value"], [tf.string])
+    lists = _decode(values, "Feature", ["bytes_list", "float_list", "int64_list"], [tf.string] * 3)
+    decoded = [
+        _decode(lists[0], "BytesList", ["value"], [tf.string])[0],
+        _decode(lists[1], "FloatList", ["value"], [tf.float32])[0],
+        _decode(lists[2], "Int64List", ["value"], [tf.int64])[0],
+    ]
+    # The strings, through a data dependency on every decoded value (Grappler
+    # drops control dependencies on stateless ops): the parse runs after the check.
+    total = tf.add_n([tf.size(v) for v in decoded])
+    return tf.strings.substr(serialized, 0, tf.maximum(total, tf.int32.max))
 
 
 def parse_serving(serialized: tf.Tensor, spec: dict, name: str) -> dict:
     """``tf.io.parse_example(serialized, spec)`` for a serving request, strict:
 
-    * a string that is not a serialized tf.train.Example is an
-      INVALID_ARGUMENT error saying so (TensorFlow's own message would quote
-      the raw bytes, which an in-process Python caller cannot even decode);
+    * a string that is not a valid serialized tf.train.Example is a DATA_LOSS
+      error from ``check_encoding`` (never scored, never quoted);
     * a NaN or infinite weight ``w/<field>`` is an INVALID_ARGUMENT error
       naming the field (finite weights are used as sent).
 
     ``name`` is the request input (``examples``, ``user``, ``items``)."""
-    # Parse errors are caught by tf.data's ignore_errors, the only way a graph
-    # can recover from a failing op: an empty result means a bad string.
-    valid = (
-        tf.data.Dataset.from_tensors(serialized)
-        .map(_wire_check)
-        .ignore_errors()
-        .reduce(False, lambda _, ok: ok)
-    )
-    check = tf.debugging.Assert(
-        valid, [f"{name}: a string is not a serialized tf.train.Example (broken encoding)"]
-    )
-    with tf.control_dependencies([check]):
-        parsed = tf.io.parse_example(tf.identity(serialized), spec)
+    parsed = tf.io.parse_example(check_encoding(serialized), spec)
     for key, value in parsed.items():
         if value.dtype == tf.float32:
             finite = tf.debugging.check_numerics(

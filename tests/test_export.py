@@ -234,14 +234,18 @@ NOT_EXAMPLES = [
     b"\xff\xfenot a serialized tf.train.Example",  # not UTF-8 either
     bytes.fromhex("0affffffff0f"),  # a features field running past the end
     tf.train.Example().SerializeToString() + b"\x0a\x05\x0a\x03\x0a\x01",  # broken inside
+    # a valid structure whose packed int64 list runs past its end
+    make_example({"ids/205": [7]})
+    .SerializeToString()
+    .replace(b"\x1a\x03\x0a\x01\x07", b"\x1a\x03\x0a\x05\x07"),
 ]
 
 
 @pytest.mark.parametrize("bad", NOT_EXAMPLES)
-def test_a_string_that_is_not_an_example_is_an_invalid_argument(serve, rank, records, bad):
-    """An InvalidArgumentError that says what is wrong, never the raw bytes (which
-    TensorFlow's own message would quote, so that an in-process caller got a
-    UnicodeDecodeError), and never scored as an empty Example."""
+def test_a_string_that_is_not_an_example_is_rejected_without_its_bytes(serve, rank, records, bad):
+    """A DATA_LOSS error from the encoding check (decode_proto's message), never
+    the raw bytes (which parse_example's own message would quote, so that an
+    in-process caller got a UnicodeDecodeError), never scored as an empty Example."""
     good = impression_examples(records[0])[0]
     user, items = rank_request(records[0])
     for run, where in (
@@ -249,9 +253,9 @@ def test_a_string_that_is_not_an_example_is_an_invalid_argument(serve, rank, rec
         (lambda: call_rank(rank, bad, items), "user: "),
         (lambda: call_rank(rank, user, [items[0], bad]), "items: "),
     ):
-        with pytest.raises(tf.errors.InvalidArgumentError) as error:
+        with pytest.raises(tf.errors.DataLossError) as error:
             run()
-        assert f"{where}a string is not a serialized tf.train.Example" in error.value.message
+        assert "DecodeProtoV2" in error.value.message, where
         assert "Could not parse" not in error.value.message
 
 
@@ -310,8 +314,17 @@ def test_graph_mode_loader_rejects_what_is_not_an_example(version_dir, records):
     good = impression_examples(records[0])[0]
     assert server.run(DEFAULT_SIGNATURE, {SIGNATURE_INPUT: np.array([good])})[F.CTR].shape == (1,)
     for bad in NOT_EXAMPLES:
-        with pytest.raises(tf.errors.InvalidArgumentError, match="not a serialized"):
+        with pytest.raises(tf.errors.DataLossError, match="DecodeProtoV2"):
             server.run(DEFAULT_SIGNATURE, {SIGNATURE_INPUT: np.array([good, bad], dtype=object)})
+
+
+def test_a_feature_of_the_wrong_type_is_an_invalid_argument_naming_the_key(serve):
+    ex = make_example({"ids/205": [7]})
+    ex.features.feature["ids/205"].CopyFrom(
+        tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"\xff"]))
+    )
+    with pytest.raises(tf.errors.InvalidArgumentError, match="Key: ids/205"):
+        call(serve, [ex.SerializeToString()])
 
 
 def test_two_exports_get_different_versions(model, version_dir, export_dir):
@@ -400,7 +413,7 @@ def test_rank_edge_cases(serve, rank, records):
     plain = call_rank(rank, user, items)
     for key in F.OUTPUT_KEYS:
         np.testing.assert_allclose(swapped[key], plain[key], rtol=0, atol=1e-6)
-    with pytest.raises(tf.errors.InvalidArgumentError, match="user: a string is not a"):
+    with pytest.raises(tf.errors.DataLossError, match="DecodeProtoV2"):
         call_rank(rank, b"not an example", items)
 
 
