@@ -40,7 +40,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from data_prep import convert as convert_lib
-from data_prep import raw
+from data_prep import publish, raw
 from data_prep.beam import pipeline
 from data_prep.beam import stats as S
 from data_prep.convert import ConvertError, log
@@ -71,20 +71,10 @@ def _size(path: str) -> int:
 
 
 def _find(raw_dir: str, stem: str, required: bool = True) -> str | None:
-    """``data_prep.raw.find_raw_file`` for any filesystem (same names, same errors)."""
-    for name in (f"{stem}.csv", f"{stem}.csv.gz"):
-        path = FileSystems.join(raw_dir, name)
-        if FileSystems.exists(path):
-            if _size(path) == 0:
-                raise raw.RawInputError(f"{path}: file is empty")
-            return path
-    if required:
-        raise raw.RawInputError(
-            f"{FileSystems.join(raw_dir, stem)}.csv (or .csv.gz) not found; the raw Ali-CCP "
-            "directory must hold sample_skeleton_{train,test}.csv and "
-            "common_features_{train,test}.csv (see README: 'Real Ali-CCP data')"
-        )
-    return None
+    """``data_prep.raw.find_raw_file`` through Beam's FileSystems."""
+    return raw.find_raw_file(
+        raw_dir, stem, required, exists=FileSystems.exists, size=_size, join=FileSystems.join
+    )
 
 
 def _inputs(raw_dir: str) -> dict[str, dict[str, str | None]]:
@@ -177,7 +167,7 @@ def _remove(path: str) -> None:
 def _publish(work_dir: str, out_dir: str) -> None:
     """Moves the complete work dir to out_dir; stats.json is the last file to appear."""
     if FileSystems.get_scheme(out_dir) is None:
-        convert_lib.swap_into_place(work_dir, out_dir)  # one atomic rename
+        publish.swap_into_place(work_dir, out_dir)  # one atomic rename
         return
     _remove(out_dir)
     stats = data_layout.stats_file(work_dir)
@@ -198,12 +188,15 @@ def _finish(config, plan, inputs, fingerprint, start) -> dict:
         if fatal:
             raise ConvertError(fatal[0])
         split_stats[split] = convert_lib.summarize_split(split, s, plan.shards[split], config)
+        names = [data_layout.shard_name(i, plan.shards[split]) for i in range(plan.shards[split])]
+        shard_dir = data_layout.split_dir(plan.work_dir, split)
+        split_stats[split]["shard_bytes"] = [_size(FileSystems.join(shard_dir, n)) for n in names]
 
     raw_bytes = sum(_size(p) for files in inputs.values() for p in files.values() if p)
     # peak_rss_mb: the driver, and the DirectRunner's worker processes (0 on remote runners).
-    stats = convert_lib.dataset_stats(
-        config, split_stats, fields, inputs, raw_bytes, fingerprint, start
-    )
+    timings = convert_lib.timing_stats(split_stats, raw_bytes, start)
+    _write_json(data_layout.timings_file(plan.work_dir), timings)
+    stats = convert_lib.dataset_stats(config, split_stats, fields, inputs, fingerprint)
     _write_json(data_layout.stats_file(plan.work_dir), stats)
     return stats
 
@@ -244,7 +237,7 @@ def convert(config: BeamConvertConfig, pipeline_args: list[str] | tuple[str, ...
     except BaseException:
         _remove(work_dir)  # nothing to resume: the runner retries failed work itself
         raise
-    convert_lib._print_summary(stats, out_dir)
+    convert_lib.print_summary(stats, out_dir, _read_json(data_layout.timings_file(out_dir)))
     return stats
 
 

@@ -19,16 +19,19 @@ How it streams with bounded memory (a partitioned hash join):
    order; records in order of their index's first row) and write one
    TFRecord shard. Train tasks also count ids per field.
 3. *Finish*: merge the counts into vocabularies (train only; or copy those of
-   ``--vocab_from``), write ``stats.json``, and rename the work directory
-   ``<out_dir>.partial`` to ``<out_dir>``.
+   ``--vocab_from``), write ``convert_timings.json`` then ``stats.json``, and
+   rename the work directory ``<out_dir>.partial`` to ``<out_dir>``
+   (``data_prep.publish``).
 
 A raw directory may hold one split only (e.g. new logs to score: test files
 only); the output then holds that split only.
 
 Every task writes under a temporary name and renames when complete, so an
-interrupted run resumes where it stopped (same inputs and options), and
+interrupted run resumes where it stopped (same inputs and options), a run
+killed while publishing is completed by the rerun (``data_prep.publish``), and
 ``<out_dir>`` only ever appears complete. Output is deterministic: the same
-input gives byte-identical shards, whatever the number of workers.
+input gives byte-identical shards and stats.json, whatever the number of
+workers (timings and memory go to convert_timings.json).
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from data_prep import grouping, raw
+from data_prep import duplicates, grouping, publish, raw
 from data_prep.counting import IdCounter, merge_counts
 from data_prep.records import build_example
 from data_prep.tfrecord import TFRecordWriter
@@ -147,8 +150,11 @@ def _partition_key(content: bytes, column: int) -> bytes:
 
 
 def _partition_task(args: tuple) -> str:
-    """Splits one raw file into ``num_parts`` files; returns a progress line."""
+    """Splits one raw file into ``num_parts`` files; returns a progress line. A
+    skeleton file's sample_ids are checked for duplicates on the way."""
     path, gt_path, out_prefix, num_parts, key_column, label = args
+    sample_ids = duplicates.SampleIds() if key_column == _SKELETON_KEY_COLUMN else None
+    add_id = sample_ids.append if sample_ids is not None else None
     start = time.time()
     tmp_paths = [f"{out_prefix}-{p:05d}.tmp" for p in range(num_parts)]
     outs = [open(p, "wb", buffering=1 << 18) for p in tmp_paths]  # noqa: SIM115 (closed below)
@@ -164,7 +170,11 @@ def _partition_task(args: tuple) -> str:
                     raise ConvertError(
                         f"{gt_path} has fewer rows than {path} (ends before line {lineno})"
                     )
-            key = _partition_key(content, key_column)
+            cols = content.split(b",", key_column + 1)
+            key = cols[key_column] if len(cols) > key_column else b""
+            if sample_ids is not None:
+                token = cols[0]
+                add_id(int(token) if token.isdigit() and len(token) < 19 else duplicates.NO_ID)
             out = outs[zlib.crc32(key) % num_parts]
             out.write(b"%d\t%d\t%s\t%s\n" % (lineno, has_newline, gt, content))
             n += 1
@@ -178,8 +188,17 @@ def _partition_task(args: tuple) -> str:
             out.close()
     for p, tmp in enumerate(tmp_paths):
         os.replace(tmp, f"{out_prefix}-{p:05d}")
+    if sample_ids is not None:
+        sample_ids.save(_duplicates_path(out_prefix))
     _touch(out_prefix + ".done")
     return f"{label}: {n:,} lines partitioned in {time.time() - start:.1f} s"
+
+
+_SKELETON_KEY_COLUMN = 3  # sample_id,click,conversion,common_feature_index,...
+
+
+def _duplicates_path(prefix: str) -> str:
+    return prefix + "-duplicates.npy"
 
 
 def _ground_truth_lines(path: str) -> Iterator[bytes]:
@@ -237,6 +256,10 @@ class _JoinTask:
     def partition(self, kind: str) -> str:
         return os.path.join(self.work_dir, "parts", f"{self.split}-{kind}-{self.part:05d}")
 
+    @property
+    def duplicates_path(self) -> str:
+        return _duplicates_path(os.path.join(self.work_dir, "parts", f"{self.split}-skeleton"))
+
 
 _BAD_COMMON = object()
 
@@ -267,6 +290,7 @@ def _join_task(task: _JoinTask) -> dict:
 
     counters = {f.id: IdCounter() for f in F.FIELDS} if task.count_ids else None
     tmp_shard = task.shard_path + ".tmp"
+    skips = duplicates.Skips(task.duplicates_path)
     group_user, group_rows, group_gt = None, [], []
 
     def flush() -> None:
@@ -302,6 +326,16 @@ def _join_task(task: _JoinTask) -> dict:
                 row = raw.parse_skeleton_row(content)
             except raw.BadRow as e:
                 _bad(stats, raw.classify(e, has_newline), task.skeleton_path, lineno, str(e))
+                continue
+            repeated = skips.check(lineno)
+            if repeated is not None:
+                _bad(
+                    stats,
+                    duplicates.DUPLICATE_SAMPLE_ID,
+                    task.skeleton_path,
+                    lineno,
+                    f"sample_id {repeated[0]} seen before (line {repeated[1]}); keeping the first",
+                )
                 continue
             gt_row = None
             if task.ground_truth_path:
@@ -512,6 +546,21 @@ def convert(config: ConvertConfig) -> dict:
     parts = {split: _num_parts(config, files, workers) for split, files in inputs.items()}
     fingerprint = _fingerprint(config, inputs, parts)
 
+    if os.path.lexists(out_dir) and not os.path.isdir(out_dir):
+        raise ConvertError(
+            f"{out_dir} is a file, not a dataset directory; remove it or choose another --out_dir"
+        )
+    if publish.finish_interrupted(work_dir, out_dir, fingerprint):
+        stats_path = data_layout.stats_file(out_dir)
+        if os.path.exists(stats_path) and _load_json(stats_path).get("fingerprint") == fingerprint:
+            return _load_json(stats_path)
+    finished = publish.complete_stats(work_dir, fingerprint)
+    if finished is not None and (config.overwrite or not os.path.exists(out_dir)):
+        log(f"{work_dir} is complete: publishing it (an earlier run was killed while publishing)")
+        publish.publish(work_dir, out_dir)
+        print_summary(finished, out_dir)
+        return finished
+
     if os.path.exists(out_dir):
         stats_path = data_layout.stats_file(out_dir)
         done = os.path.exists(stats_path) and _load_json(stats_path).get("fingerprint")
@@ -531,7 +580,7 @@ def convert(config: ConvertConfig) -> dict:
         # Stage 1: partition.
         partition_tasks = []
         for split in inputs:
-            for kind, column in (("skeleton", 3), ("common", 0)):
+            for kind, column in (("skeleton", _SKELETON_KEY_COLUMN), ("common", 0)):
                 prefix = os.path.join(work_dir, "parts", f"{split}-{kind}")
                 if os.path.exists(prefix + ".done"):
                     continue
@@ -575,8 +624,8 @@ def convert(config: ConvertConfig) -> dict:
             pool.join()
 
     stats = _finish(config, join_tasks, inputs, work_dir, fingerprint, start)
-    _publish(work_dir, out_dir)
-    _print_summary(stats, out_dir)
+    publish.publish(work_dir, out_dir)
+    print_summary(stats, out_dir, _load_json(data_layout.timings_file(out_dir)))
     return stats
 
 
@@ -607,12 +656,10 @@ def summarize_split(split: str, s: dict, shards: int, config) -> dict:
     return s
 
 
-def dataset_stats(config, split_stats, fields, inputs, raw_bytes, fingerprint, start) -> dict:
+def dataset_stats(config, split_stats, fields, inputs, fingerprint) -> dict:
     """stats.json's content (also data_prep.beam_convert's): per split, per
-    field (in the spec's order), the settings, throughput and peak RSS of this
-    process and its largest worker (child) process."""
-    seconds = time.time() - start
-    impressions = sum(s["impressions"] for s in split_stats.values())
+    field (in the spec's order), the settings and the inputs' fingerprint;
+    nothing that varies between runs of the same command."""
     return {
         "splits": split_stats,
         "fields": {field.id: fields[field.id] for field in F.FIELDS if field.id in fields},
@@ -620,6 +667,16 @@ def dataset_stats(config, split_stats, fields, inputs, raw_bytes, fingerprint, s
         "min_count": config.min_count,
         "max_group_size": config.max_group_size,
         "has_ground_truth": all(files["ground_truth"] for files in inputs.values()),
+        "fingerprint": fingerprint,
+    }
+
+
+def timing_stats(split_stats, raw_bytes, start) -> dict:
+    """convert_timings.json's content: wall time, throughput and the peak RSS of
+    this process and its largest worker (child) process."""
+    seconds = time.time() - start
+    impressions = sum(s["impressions"] for s in split_stats.values())
+    return {
         "seconds": round(seconds, 2),
         "impressions_per_second": round(impressions / seconds, 1),
         "raw_mb_per_second": round(raw_bytes / 2**20 / seconds, 2),
@@ -627,7 +684,6 @@ def dataset_stats(config, split_stats, fields, inputs, raw_bytes, fingerprint, s
             "main": _max_rss_mb(resource.RUSAGE_SELF),
             "largest_worker": _max_rss_mb(resource.RUSAGE_CHILDREN),
         },
-        "fingerprint": fingerprint,
     }
 
 
@@ -636,6 +692,9 @@ def _finish(config, join_tasks, inputs, work_dir, fingerprint, start) -> dict:
     for split in inputs:
         per_task = [_load_json(t.stats_path) for t in join_tasks if t.split == split]
         split_stats[split] = summarize_split(split, _merge_stats(per_task), len(per_task), config)
+        # Lets readers tell a shard deleted or emptied since (esmm_tf.data_layout).
+        tasks = [t for t in join_tasks if t.split == split]
+        split_stats[split]["shard_bytes"] = [os.path.getsize(t.shard_path) for t in tasks]
 
     if config.vocab_from:
         fields = _copy_vocab(config.vocab_from, work_dir, fingerprint["vocab_from"])
@@ -645,8 +704,9 @@ def _finish(config, join_tasks, inputs, work_dir, fingerprint, start) -> dict:
         fields = {}  # test only: no vocabulary (a trained run owns its own)
 
     raw_bytes = sum(os.path.getsize(p) for files in inputs.values() for p in files.values() if p)
-    stats = dataset_stats(config, split_stats, fields, inputs, raw_bytes, fingerprint, start)
-    _atomic_json(data_layout.stats_file(work_dir), stats)
+    _atomic_json(data_layout.timings_file(work_dir), timing_stats(split_stats, raw_bytes, start))
+    stats = dataset_stats(config, split_stats, fields, inputs, fingerprint)
+    _atomic_json(data_layout.stats_file(work_dir), stats)  # last: the work dir is complete
     return stats
 
 
@@ -682,26 +742,7 @@ def _max_rss_mb(who) -> float:
     return round(resource.getrusage(who).ru_maxrss / 1024, 1)  # ru_maxrss is in KiB on Linux
 
 
-def _publish(work_dir: str, out_dir: str) -> None:
-    """Removes scratch files and renames the work dir into place."""
-    for sub in ("parts", "tasks"):
-        shutil.rmtree(os.path.join(work_dir, sub))
-    os.remove(os.path.join(work_dir, "fingerprint.json"))
-    swap_into_place(work_dir, out_dir)
-
-
-def swap_into_place(work_dir: str, out_dir: str) -> None:
-    """Renames the complete ``work_dir`` to ``out_dir`` (replacing an old one)."""
-    old = None
-    if os.path.exists(out_dir):
-        old = f"{out_dir}.old-{os.getpid()}"
-        os.rename(out_dir, old)
-    os.rename(work_dir, out_dir)
-    if old:
-        shutil.rmtree(old)
-
-
-def _print_summary(stats: dict, out_dir: str) -> None:
+def print_summary(stats: dict, out_dir: str, timings: dict | None = None) -> None:
     log(f"\nwrote {out_dir}")
     log(
         f"{'split':<6} {'impressions':>12} {'records':>9} {'imp/rec':>7} {'CTR':>7} {'CVR':>7} "
@@ -713,11 +754,13 @@ def _print_summary(stats: dict, out_dir: str) -> None:
             f"{s['impressions_per_record']['mean']:>7.1f} {s['ctr']:>7.4f} "
             f"{s['cvr']:>7.4f} {s['bad_rows_total']:>9,}"
         )
-    log(
-        f"{stats['seconds']:.1f} s, {stats['impressions_per_second']:,.0f} impressions/s, "
-        f"{stats['raw_mb_per_second']:.1f} raw MB/s, peak RSS {stats['peak_rss_mb']['main']:.0f}"
-        f" MB (main) / {stats['peak_rss_mb']['largest_worker']:.0f} MB (largest worker)"
-    )
+    if timings:
+        t = timings
+        log(
+            f"{t['seconds']:.1f} s, {t['impressions_per_second']:,.0f} impressions/s, "
+            f"{t['raw_mb_per_second']:.1f} raw MB/s, peak RSS {t['peak_rss_mb']['main']:.0f}"
+            f" MB (main) / {t['peak_rss_mb']['largest_worker']:.0f} MB (largest worker)"
+        )
 
 
 # ---------------------------------------------------------------------------
@@ -742,11 +785,10 @@ def main(argv) -> None:
         overwrite=FLAGS.overwrite,
         vocab_from=FLAGS.vocab_from,
     )
-    try:
+    from esmm_tf.cli import one_line_errors
+
+    with one_line_errors(f"--out_dir={config.out_dir}", (ConvertError, raw.RawInputError)):
         convert(config)
-    except (ConvertError, raw.RawInputError) as e:
-        log(f"error: {e}")
-        sys.exit(1)
 
 
 def _define_flags() -> None:

@@ -79,7 +79,7 @@ class ServingModule(tf.Module):
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=SIGNATURE_INPUT)])
     def serve(self, examples):
-        parsed = tf.io.parse_example(examples, self._spec)
+        parsed = input_pipeline.parse_serving(examples, self._spec, SIGNATURE_INPUT)
         return self._outputs(input_pipeline.serving_to_inputs(parsed))
 
     @tf.function(
@@ -89,8 +89,9 @@ class ServingModule(tf.Module):
         ]
     )
     def rank(self, user, items):
-        parsed_user = tf.io.parse_example(tf.reshape(user, [1]), self._user_spec)
-        parsed_items = tf.io.parse_example(items, self._item_spec)
+        user = tf.reshape(user, [1])
+        parsed_user = input_pipeline.parse_serving(user, self._user_spec, RANK_USER)
+        parsed_items = input_pipeline.parse_serving(items, self._item_spec, RANK_ITEMS)
         return self._outputs(input_pipeline.rank_to_inputs(parsed_user, parsed_items))
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="records")])
@@ -222,15 +223,19 @@ def export_saved_model(
     tmp = os.path.join(export_dir, f"{_tmp_prefix()}{os.getpid()}-{version}")
     if os.path.exists(tmp):
         shutil.rmtree(tmp)
-    module = ServingModule(model)
-    tf.saved_model.save(module, tmp, signatures=module.signatures())
-    if requests:
-        _write_warmup(tmp, requests)
-    if source_checkpoint:
-        os.makedirs(os.path.join(tmp, "assets.extra"), exist_ok=True)
-        with open(os.path.join(tmp, SOURCE_FILE), "w") as f:
-            json.dump(checkpoint_source(source_checkpoint), f, indent=2, sort_keys=True)
-    os.rename(tmp, final)
+    try:
+        module = ServingModule(model)
+        tf.saved_model.save(module, tmp, signatures=module.signatures())
+        if requests:
+            _write_warmup(tmp, requests)
+        if source_checkpoint:
+            os.makedirs(os.path.join(tmp, "assets.extra"), exist_ok=True)
+            with open(os.path.join(tmp, SOURCE_FILE), "w") as f:
+                json.dump(checkpoint_source(source_checkpoint), f, indent=2, sort_keys=True)
+        os.rename(tmp, final)
+    except Exception:
+        shutil.rmtree(tmp, ignore_errors=True)  # a full disk or an error: no partial copy
+        raise
     return final
 
 
@@ -269,21 +274,21 @@ def main(argv) -> None:
 
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    from esmm_tf.cli import one_line_errors
+
     FLAGS = flags.FLAGS
     before = set(os.listdir(FLAGS.export_dir)) if os.path.isdir(FLAGS.export_dir) else set()
-    try:
-        path = export_model_dir(
-            FLAGS.model_dir, FLAGS.export_dir, FLAGS.version, FLAGS.warmup_records
-        )
-    except (
+    expected = (
         FileNotFoundError,
         FileExistsError,
         ValueError,
         data_layout.DatasetError,
         ImportError,
-    ) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+    )
+    with one_line_errors(f"--export_dir={FLAGS.export_dir}", expected):
+        path = export_model_dir(
+            FLAGS.model_dir, FLAGS.export_dir, FLAGS.version, FLAGS.warmup_records
+        )
     if os.path.basename(path) in before:
         print(f"{path} is up to date (exported from the same checkpoint)")
     else:
