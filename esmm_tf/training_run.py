@@ -622,7 +622,7 @@ class TrainingRun:
         try:
             if not self.chief:
                 if self.export_dir:  # as the chief does (saving may take part in collectives)
-                    from esmm_tf.export import export_saved_model
+                    from esmm_tf.serving import export_saved_model
 
                     export_saved_model(self.model, os.path.join(self.scratch, "export"))
                 _log(f"{self.prefix}done at step {step}; the chief writes {self.model_dir}")
@@ -651,7 +651,7 @@ class TrainingRun:
             _write_json(run_dir.eval_file(self.model_dir), metrics)
             if self.export_dir:
                 from esmm_tf import serving_requests
-                from esmm_tf.export import WARMUP_RECORDS, export_saved_model
+                from esmm_tf.serving import WARMUP_RECORDS, export_saved_model
 
                 warmup = serving_requests.read_records(self.test_files, WARMUP_RECORDS)
                 path = export_saved_model(

@@ -14,7 +14,8 @@ import tensorflow as tf
 
 from esmm_tf import data_layout, input_pipeline, losses, training_run
 from esmm_tf import features as F
-from esmm_tf.export import (
+from esmm_tf.model import CTR_LOGIT, CVR_LOGIT, build_model
+from esmm_tf.serving import (
     DEFAULT_SIGNATURE,
     RANK_ITEMS,
     RANK_SIGNATURE,
@@ -23,7 +24,6 @@ from esmm_tf.export import (
     WARMUP_FILE,
     export_saved_model,
 )
-from esmm_tf.model import CTR_LOGIT, CVR_LOGIT, build_model
 from esmm_tf.serving_requests import impression_examples, rank_request
 from tests.test_input_pipeline import (
     make_example,
@@ -503,7 +503,7 @@ def test_saved_model_cli_runs_the_signature(version_dir, serve, records, tmp_pat
 
 
 def test_stale_temporary_exports_are_removed(model, export_dir):
-    from esmm_tf import export
+    from esmm_tf import serving
 
     dead = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"],
@@ -511,8 +511,8 @@ def test_stale_temporary_exports_are_removed(model, export_dir):
         capture_output=True,
         check=True,
     ).stdout.strip()
-    stale = os.path.join(export_dir, f"{export._tmp_prefix()}{dead}-123")
-    live = os.path.join(export_dir, f"{export._tmp_prefix()}{os.getpid()}-456")
+    stale = os.path.join(export_dir, f"{serving.tmp_prefix()}{dead}-123")
+    live = os.path.join(export_dir, f"{serving.tmp_prefix()}{os.getpid()}-456")
     other_host = os.path.join(export_dir, ".tmp-elsewhere-1-789")
     for path in (stale, live, other_host):
         os.makedirs(os.path.join(path, "variables"))
@@ -528,7 +528,7 @@ def test_serving_api_pin_is_the_one_installed():
     no --no-deps install beside it), and what is installed agree."""
     from importlib.metadata import version
 
-    from esmm_tf.export import SERVING_API_PIN
+    from esmm_tf.serving import SERVING_API_PIN
 
     name, pinned = SERVING_API_PIN.split("==")
     root = os.path.dirname(os.path.dirname(__file__))

@@ -17,8 +17,8 @@ import pytest
 import tensorflow as tf
 
 from esmm_tf import features as F
-from esmm_tf.export import export_saved_model
 from esmm_tf.model import build_model
+from esmm_tf.serving import export_saved_model
 from tests.conftest import make_tiny_config
 from tests.entry import ROOT
 
