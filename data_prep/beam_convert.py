@@ -27,7 +27,6 @@ import contextlib
 import dataclasses
 import json
 import logging
-import math
 import os
 import sys
 import time
@@ -39,11 +38,11 @@ with cli.python_log_level(logging.ERROR):  # "apitools not found": optional GCP 
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from data_prep import convert as convert_lib
-from data_prep import publish, raw
+from data_prep import publish, raw, raw_layout
+from data_prep import stats as stats_lib
 from data_prep.beam import pipeline
 from data_prep.beam import stats as S
-from data_prep.convert import ConvertError, log
+from data_prep.stats import ConvertError, log
 from esmm_tf import data_layout
 
 
@@ -70,62 +69,25 @@ def _size(path: str) -> int:
     return FileSystems.match([path])[0].metadata_list[0].size_in_bytes
 
 
-def _find(raw_dir: str, stem: str, required: bool = True) -> str | None:
-    """``data_prep.raw.find_raw_file`` through Beam's FileSystems."""
-    return raw.find_raw_file(
-        raw_dir, stem, required, exists=FileSystems.exists, size=_size, join=FileSystems.join
-    )
+def _stat(path: str) -> tuple[int, float]:
+    meta = FileSystems.match([path])[0].metadata_list[0]
+    return meta.size_in_bytes, meta.last_updated_in_seconds
 
 
-def _inputs(raw_dir: str) -> dict[str, dict[str, str | None]]:
-    """The raw files of each split present (as ``data_prep.convert`` finds them)."""
-    if FileSystems.get_scheme(raw_dir) is None and not os.path.isdir(raw_dir):
-        raise raw.RawInputError(f"raw dir {raw_dir!r} does not exist")
-    inputs = {}
-    for split in data_layout.SPLITS:
-        skeleton, common = f"sample_skeleton_{split}", f"common_features_{split}"
-        if not any(_find(raw_dir, stem, required=False) for stem in (skeleton, common)):
-            continue
-        inputs[split] = {
-            "skeleton": _find(raw_dir, skeleton),
-            "common": _find(raw_dir, common),
-            "ground_truth": _find(raw_dir, f"ground_truth_{split}", required=False),
-        }
-    if not inputs:
-        raise raw.RawInputError(
-            f"{raw_dir} holds no split: expected sample_skeleton_<split>.csv and "
-            "common_features_<split>.csv (or .csv.gz) for train, test or both "
-            "(see README: 'Real Ali-CCP data')"
-        )
-    return inputs
+# The raw directory through Beam's FileSystems (local, gs://, s3://, hdfs://).
+_BEAM_FS = raw_layout.FileSystem(
+    exists=FileSystems.exists,
+    size=_size,
+    join=FileSystems.join,
+    stat=_stat,
+    dir_missing=lambda path: FileSystems.get_scheme(path) is None and not os.path.isdir(path),
+)
 
 
 def _num_shards(config: BeamConvertConfig, skeleton: str) -> int:
     if config.num_shards > 0:
         return config.num_shards
-    size = _size(skeleton) * (convert_lib._GZIP_RATIO if skeleton.endswith(".gz") else 1)
-    return max(1, math.ceil(size / convert_lib._SHARD_TARGET_BYTES))
-
-
-def _fingerprint(config: BeamConvertConfig, inputs: dict, shards: dict[str, int]) -> dict:
-    """``data_prep.convert``'s fingerprint of the same inputs and options."""
-    files = {}
-    for split_files in inputs.values():
-        for path in split_files.values():
-            if path:
-                meta = FileSystems.match([path])[0].metadata_list[0]
-                files[os.path.basename(path)] = [
-                    meta.size_in_bytes,
-                    int(meta.last_updated_in_seconds),
-                ]
-    return {
-        "files": files,
-        "partitions": shards,
-        "min_count": config.min_count,
-        "max_group_size": config.max_group_size,
-        "keep_conversion_without_click": config.keep_conversion_without_click,
-        "format_version": convert_lib.FORMAT_VERSION,
-    }
+    return raw_layout.shards_by_size(skeleton, _BEAM_FS)
 
 
 # ---------------------------------------------------------------------------
@@ -184,19 +146,19 @@ def _finish(config, plan, inputs, fingerprint, start) -> dict:
     _remove(os.path.join(plan.work_dir, pipeline.META_DIR))
     split_stats = {}
     for split in plan.inputs:
-        s, fatal = S.finalize(S.merge_into(S.new_delta(), merged.get(split, S.new_delta())))
-        if fatal:
-            raise ConvertError(fatal[0])
-        split_stats[split] = convert_lib.summarize_split(split, s, plan.shards[split], config)
+        delta = S.Delta.from_json(merged.get(split, {}))
+        if delta.fatal:
+            raise ConvertError(delta.fatal[0][1])
+        split_stats[split] = stats_lib.summarize_split(split, delta, plan.shards[split], config)
         names = [data_layout.shard_name(i, plan.shards[split]) for i in range(plan.shards[split])]
         shard_dir = data_layout.split_dir(plan.work_dir, split)
         split_stats[split]["shard_bytes"] = [_size(FileSystems.join(shard_dir, n)) for n in names]
 
     raw_bytes = sum(_size(p) for files in inputs.values() for p in files.values() if p)
     # peak_rss_mb: the driver, and the DirectRunner's worker processes (0 on remote runners).
-    timings = convert_lib.timing_stats(split_stats, raw_bytes, start)
+    timings = stats_lib.timing_stats(split_stats, raw_bytes, start)
     _write_json(data_layout.timings_file(plan.work_dir), timings)
-    stats = convert_lib.dataset_stats(config, split_stats, fields, inputs, fingerprint)
+    stats = stats_lib.dataset_stats(config, split_stats, fields, inputs, fingerprint)
     _write_json(data_layout.stats_file(plan.work_dir), stats)
     return stats
 
@@ -205,7 +167,7 @@ def convert(config: BeamConvertConfig, pipeline_args: list[str] | tuple[str, ...
     """Runs the pipeline with ``pipeline_args`` (Beam options); returns the stats
     (also written to stats.json)."""
     start = time.time()
-    inputs = _inputs(config.raw_dir)
+    inputs = raw_layout.find_inputs(config.raw_dir, _BEAM_FS)
     out_dir = config.out_dir.rstrip("/")
     if FileSystems.get_scheme(out_dir) is None:
         out_dir = os.path.normpath(out_dir)
@@ -232,12 +194,13 @@ def convert(config: BeamConvertConfig, pipeline_args: list[str] | tuple[str, ...
             beam.Pipeline(options=options) as p,
         ):
             pipeline.build(p, plan)
-        stats = _finish(config, plan, inputs, _fingerprint(config, inputs, shards), start)
+        fingerprint = raw_layout.fingerprint(config, inputs, shards, _BEAM_FS)
+        stats = _finish(config, plan, inputs, fingerprint, start)
         _publish(work_dir, out_dir)
     except BaseException:
         _remove(work_dir)  # nothing to resume: the runner retries failed work itself
         raise
-    convert_lib.print_summary(stats, out_dir, _read_json(data_layout.timings_file(out_dir)))
+    stats_lib.print_summary(stats, out_dir, _read_json(data_layout.timings_file(out_dir)))
     return stats
 
 
