@@ -22,7 +22,6 @@ filesystem Beam knows (``gs://``, ``s3://``, ``hdfs://``).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import json
@@ -31,7 +30,9 @@ import os
 import sys
 import time
 
-from esmm_tf import cli
+from absl import flags
+
+from esmm_tf import cli, config_flags
 
 with cli.python_log_level(logging.ERROR):  # "apitools not found": optional GCP clients
     import apache_beam as beam
@@ -44,21 +45,33 @@ from data_prep.beam import pipeline
 from data_prep.beam import stats as S
 from data_prep.stats import ConvertError, log
 from esmm_tf import data_layout
+from esmm_tf.config_flags import option
 
 
 @dataclasses.dataclass(frozen=True)
 class BeamConvertConfig:
-    raw_dir: str
-    out_dir: str
-    min_count: int = 2
-    max_bad_fraction: float = 0.001
-    max_group_size: int = 256
-    num_shards: int = 0  # per split; 0 = from the skeleton's size (~256 MB of raw rows a shard)
-    keep_conversion_without_click: bool = False
-    overwrite: bool = False
+    """The pipeline's options: one flag per field (``esmm_tf.config_flags``;
+    ``read_chunk_bytes`` is given as ``--read_chunk_mb``, ``verbosity`` also
+    as ``-v``); every other flag is a Beam pipeline option."""
+
+    raw_dir: str = option(help="Directory with the raw csv(.gz) files.")
+    out_dir: str = option(help="Output dataset directory.")
+    min_count: int = option(2, "Ids seen fewer times map to OOV.")
+    max_bad_fraction: float = option(0.001, "Fail if more rows than this are malformed.")
+    max_group_size: int = option(256, "Max impressions per record.")
+    num_shards: int = option(
+        0,
+        "Shards per split (0: one per ~256 MB of raw skeleton rows). The same value as "
+        "data_prep.convert's gives byte-identical shards.",
+    )
+    keep_conversion_without_click: bool = option(False, "Keep rows with conversion=1 and click=0.")
+    overwrite: bool = option(False, "Replace an existing out_dir.")
     read_chunk_bytes: int = 64 << 20  # raw files are read in parallel in ranges of this size
     # What Beam and its workers log (absl's scale: 0 INFO, -1 WARNING, -2 ERROR).
-    verbosity: int = cli.QUIET_VERBOSITY
+    verbosity: int = option(
+        cli.QUIET_VERBOSITY,
+        "Logs of Beam and its workers: 0 INFO, -1 WARNING, -2 (default) errors only.",
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -222,81 +235,62 @@ def _beam_logs(verbosity: int, pipeline_args):
 # Entry point.
 
 
-def _bool(text: str) -> bool:
-    if text.lower() in ("1", "true", "yes"):
-        return True
-    if text.lower() in ("0", "false", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"not a boolean: {text!r}")
+_DESCRIPTION = (
+    "data_prep.convert as an Apache Beam pipeline; unknown flags are Beam pipeline "
+    "options (--runner, --direct_num_workers, --project, ...)."
+)
+
+
+def _flag_values() -> flags.FlagValues:
+    """This command's flags (its own FlagValues: Beam's options pass through)."""
+    values = flags.FlagValues()
+    module = "data_prep.beam_convert"
+    config_flags.define_flags(
+        BeamConvertConfig, values, exclude=("read_chunk_bytes", "verbosity"), module_name=module
+    )
+    flags.DEFINE_float(
+        "read_chunk_mb",
+        BeamConvertConfig.read_chunk_bytes / 2**20,
+        "Uncompressed raw files are read in parallel ranges of this size.",
+        flag_values=values,
+        module_name=module,
+    )
+    verbosity = {f.name: f for f in dataclasses.fields(BeamConvertConfig)}["verbosity"]
+    flags.DEFINE_integer(
+        "verbosity",
+        verbosity.default,
+        verbosity.metadata["help"],
+        short_name="v",
+        flag_values=values,
+        module_name=module,
+    )
+    return values
 
 
 def parse_args(argv: list[str]) -> tuple[BeamConvertConfig, list[str]]:
-    """(config, Beam pipeline options): the flags below; everything else goes to Beam."""
-    d = BeamConvertConfig
-    parser = argparse.ArgumentParser(
-        prog="python -m data_prep.beam_convert",
-        description="data_prep.convert as an Apache Beam pipeline; unknown flags are Beam "
-        "pipeline options (--runner, --direct_num_workers, --project, ...).",
-    )
-    parser.add_argument("--raw_dir", required=True, help="Directory with the raw csv(.gz) files.")
-    parser.add_argument("--out_dir", required=True, help="Output dataset directory.")
-    parser.add_argument(
-        "--min_count", type=int, default=d.min_count, help="Ids seen fewer times map to OOV."
-    )
-    parser.add_argument(
-        "--max_bad_fraction",
-        type=float,
-        default=d.max_bad_fraction,
-        help="Fail if more rows than this are malformed.",
-    )
-    parser.add_argument("--max_group_size", type=int, default=d.max_group_size)
-    parser.add_argument(
-        "--num_shards",
-        type=int,
-        default=d.num_shards,
-        help="Shards per split (0: one per ~256 MB of raw skeleton rows). The same value as "
-        "data_prep.convert's gives byte-identical shards.",
-    )
-    for name, help_text in (
-        ("keep_conversion_without_click", "Keep rows with conversion=1 and click=0."),
-        ("overwrite", "Replace an existing out_dir."),
-    ):
-        parser.add_argument(
-            f"--{name}", type=_bool, nargs="?", const=True, default=False, help=help_text
-        )
-    parser.add_argument(
-        "--read_chunk_mb",
-        type=float,
-        default=d.read_chunk_bytes / 2**20,
-        help="Uncompressed raw files are read in parallel ranges of this size.",
-    )
-    parser.add_argument(
-        "--verbosity",
-        "-v",
-        type=int,
-        default=cli.QUIET_VERBOSITY,
-        help="Logs of Beam and its workers: 0 INFO, -1 WARNING, -2 (default) errors only.",
-    )
-    args, pipeline_args = parser.parse_known_args(argv)
-    config = BeamConvertConfig(
-        raw_dir=args.raw_dir,
-        out_dir=args.out_dir,
-        min_count=args.min_count,
-        max_bad_fraction=args.max_bad_fraction,
-        max_group_size=args.max_group_size,
-        num_shards=args.num_shards,
-        keep_conversion_without_click=args.keep_conversion_without_click,
-        overwrite=args.overwrite,
-        read_chunk_bytes=max(1, int(args.read_chunk_mb * 2**20)),
-        verbosity=args.verbosity,
+    """(config, Beam pipeline options): the flags of BeamConvertConfig; everything
+    else (in order) goes to Beam. ``--help`` prints the flags and exits."""
+    values = _flag_values()
+    if any(a in ("-h", "--help", "-help", "--helpshort", "--helpfull") for a in argv):
+        print(f"usage: python -m data_prep.beam_convert [flags] [Beam options]\n\n{_DESCRIPTION}")
+        print(values.get_help())
+        sys.exit(0)
+    try:
+        pipeline_args = values(["beam_convert", *argv], known_only=True)[1:]
+    except flags.Error as e:
+        raise ConvertError(str(e)) from None
+    config = config_flags.config_from_flags(
+        BeamConvertConfig,
+        values,
+        read_chunk_bytes=max(1, int(values.read_chunk_mb * 2**20)),
+        verbosity=values.verbosity,
     )
     return config, pipeline_args
 
 
 def main(argv: list[str]) -> None:
-    config, pipeline_args = parse_args(argv)
     try:
-        convert(config, pipeline_args)
+        convert(*parse_args(argv))
     except (ConvertError, raw.RawInputError) as e:
         log(f"error: {e}")
         sys.exit(1)

@@ -53,8 +53,9 @@ from data_prep import stats as stats_lib
 from data_prep.counting import IdCounter, merge_counts
 from data_prep.records import build_example
 from data_prep.tfrecord import TFRecordWriter
-from esmm_tf import data_layout, vocab
+from esmm_tf import config_flags, data_layout, vocab
 from esmm_tf import features as F
+from esmm_tf.config_flags import option
 
 _PROGRESS_SECONDS = 5.0
 
@@ -64,17 +65,26 @@ log = stats_lib.log
 
 @dataclasses.dataclass(frozen=True)
 class ConvertConfig:
-    raw_dir: str
-    out_dir: str
-    min_count: int = 2
-    max_bad_fraction: float = 0.001
-    max_group_size: int = 256
-    num_shards: int = 0  # per split; 0 = from input size and memory budget
-    workers: int = 0  # 0 = all cores
-    memory_budget_mb: int = 128  # raw common_features MB per partition (held by one worker)
-    keep_conversion_without_click: bool = False
-    overwrite: bool = False
-    vocab_from: str | None = None  # a data dir or run dir whose vocab/ to reuse
+    """The conversion's options; ``python -m data_prep.convert`` has one flag
+    per field (``esmm_tf.config_flags``), with the field's name, default and help."""
+
+    raw_dir: str = option(help="Directory with the raw Ali-CCP csv(.gz) files.")
+    out_dir: str = option(help="Output dataset directory (created atomically).")
+    min_count: int = option(2, "Ids seen fewer times in train map to OOV.")
+    max_bad_fraction: float = option(0.001, "Fail if more rows than this are malformed.")
+    max_group_size: int = option(256, "Max impressions per record.")
+    num_shards: int = option(0, "Shards per split (0: automatic).")
+    workers: int = option(0, "Worker processes (0: all cores).")
+    memory_budget_mb: int = option(128, "Raw common_features MB held per worker.")
+    keep_conversion_without_click: bool = option(
+        False, "Keep rows with conversion=1 and click=0 (dropped and counted by default)."
+    )
+    overwrite: bool = option(False, "Replace an existing out_dir.")
+    vocab_from: str | None = option(
+        None,
+        "Reuse the vocabularies of this converted data dir or training run dir "
+        "(its vocab/<field>.tsv) instead of building them from train.",
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -550,57 +560,11 @@ def _copy_vocab(vocab_from: str, work_dir: str, digests: dict[str, str]) -> dict
 
 def main(argv) -> None:
     del argv
-    from absl import flags
-
-    FLAGS = flags.FLAGS
-    config = ConvertConfig(
-        raw_dir=FLAGS.raw_dir,
-        out_dir=FLAGS.out_dir,
-        min_count=FLAGS.min_count,
-        max_bad_fraction=FLAGS.max_bad_fraction,
-        max_group_size=FLAGS.max_group_size,
-        num_shards=FLAGS.num_shards,
-        workers=FLAGS.workers,
-        memory_budget_mb=FLAGS.memory_budget_mb,
-        keep_conversion_without_click=FLAGS.keep_conversion_without_click,
-        overwrite=FLAGS.overwrite,
-        vocab_from=FLAGS.vocab_from,
-    )
     from esmm_tf.cli import one_line_errors
 
+    config = config_flags.config_from_flags(ConvertConfig)
     with one_line_errors(f"--out_dir={config.out_dir}", (ConvertError, raw.RawInputError)):
         convert(config)
-
-
-def _define_flags() -> None:
-    from absl import flags
-
-    d = ConvertConfig
-    flags.DEFINE_string("raw_dir", None, "Directory with the raw Ali-CCP csv(.gz) files.")
-    flags.DEFINE_string("out_dir", None, "Output dataset directory (created atomically).")
-    flags.DEFINE_integer("min_count", d.min_count, "Ids seen fewer times in train map to OOV.")
-    flags.DEFINE_float(
-        "max_bad_fraction", d.max_bad_fraction, "Fail if more rows than this are malformed."
-    )
-    flags.DEFINE_integer("max_group_size", d.max_group_size, "Max impressions per record.")
-    flags.DEFINE_integer("num_shards", d.num_shards, "Shards per split (0: automatic).")
-    flags.DEFINE_integer("workers", d.workers, "Worker processes (0: all cores).")
-    flags.DEFINE_integer(
-        "memory_budget_mb", d.memory_budget_mb, "Raw common_features MB held per worker."
-    )
-    flags.DEFINE_bool(
-        "keep_conversion_without_click",
-        d.keep_conversion_without_click,
-        "Keep rows with conversion=1 and click=0 (dropped and counted by default).",
-    )
-    flags.DEFINE_bool("overwrite", d.overwrite, "Replace an existing out_dir.")
-    flags.DEFINE_string(
-        "vocab_from",
-        d.vocab_from,
-        "Reuse the vocabularies of this converted data dir or training run dir "
-        "(its vocab/<field>.tsv) instead of building them from train.",
-    )
-    flags.mark_flags_as_required(["raw_dir", "out_dir"])
 
 
 if __name__ == "__main__":
@@ -609,5 +573,5 @@ if __name__ == "__main__":
     quiet_tensorflow()
     from absl import app
 
-    _define_flags()
+    config_flags.define_flags(ConvertConfig)
     app.run(main)
