@@ -49,17 +49,37 @@ def export_model_dir(
     )
 
 
-def main(argv) -> None:
-    from absl import app, flags
+# ---------------------------------------------------------------------------
+# Entry point (python -m esmm_tf.export).
 
-    from esmm_tf import data_layout
+import dataclasses  # noqa: E402
+
+from esmm_tf.config_flags import option  # noqa: E402
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportConfig:
+    """The command line of ``python -m esmm_tf.export`` (one flag per field)."""
+
+    model_dir: str = option(help="The --model_dir of a training run.")
+    export_dir: str = option(help="Writes EXPORT_DIR/<version>/.")
+    version: int | None = option(None, "Version number (default: seconds since the epoch).")
+    warmup_records: int = option(
+        WARMUP_RECORDS, "Test records whose requests go into the warm-up file (0: none)."
+    )
+
+
+def main(argv) -> None:
+    from absl import app
+
+    from esmm_tf import config_flags, data_layout
 
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     from esmm_tf.cli import one_line_errors
 
-    FLAGS = flags.FLAGS
-    before = set(os.listdir(FLAGS.export_dir)) if os.path.isdir(FLAGS.export_dir) else set()
+    config = config_flags.config_from_flags(ExportConfig)
+    before = set(os.listdir(config.export_dir)) if os.path.isdir(config.export_dir) else set()
     expected = (
         FileNotFoundError,
         FileExistsError,
@@ -67,9 +87,9 @@ def main(argv) -> None:
         data_layout.DatasetError,
         ImportError,
     )
-    with one_line_errors(f"--export_dir={FLAGS.export_dir}", expected):
+    with one_line_errors(f"--export_dir={config.export_dir}", expected):
         path = export_model_dir(
-            FLAGS.model_dir, FLAGS.export_dir, FLAGS.version, FLAGS.warmup_records
+            config.model_dir, config.export_dir, config.version, config.warmup_records
         )
     if os.path.basename(path) in before:
         print(f"{path} is up to date (exported from the same checkpoint)")
@@ -78,15 +98,9 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-    from absl import app, flags
+    from absl import app
 
-    flags.DEFINE_string("model_dir", None, "The --model_dir of a training run.")
-    flags.DEFINE_string("export_dir", None, "Writes EXPORT_DIR/<version>/.")
-    flags.DEFINE_integer("version", None, "Version number (default: seconds since the epoch).")
-    flags.DEFINE_integer(
-        "warmup_records",
-        WARMUP_RECORDS,
-        "Test records whose requests go into the warm-up file (0: none).",
-    )
-    flags.mark_flags_as_required(["model_dir", "export_dir"])
+    from esmm_tf import config_flags
+
+    config_flags.define_flags(ExportConfig)
     app.run(main)

@@ -22,14 +22,14 @@ import tensorflow_datasets as tfds
 from etils import epath
 
 from data_prep import convert as convert_lib
-from data_prep import raw
+from data_prep import raw, raw_layout
 from data_prep import synthetic as synthetic_lib
 from esmm_tf import data_layout
 from esmm_tf import features as F
 
 # The raw files of one split (``.csv`` or ``.csv.gz``), and the Tianchi archive
 # that holds them.
-RAW_STEMS = (synthetic_lib.SKELETON, synthetic_lib.COMMON)
+RAW_STEMS = (raw_layout.SKELETON, raw_layout.COMMON)
 ARCHIVES = {split: f"sample_{split}.tar.gz" for split in data_layout.SPLITS}
 
 # The ``synthetic`` config: 100k impressions (half train, half test) drawn with
