@@ -64,27 +64,20 @@ class SampleIds:
 
 
 class Skips:
-    """The saved duplicates of a skeleton file, for a join task that reads its
-    rows in increasing line order."""
+    """The saved duplicates of a skeleton file (sorted by line), for a join
+    task that reads its rows in any order (rows come grouped by request)."""
 
     def __init__(self, path: str):
         self._rows = np.load(path, mmap_mode="r") if os.path.exists(path) else None
-        self._i = 0
-        self._next = self._line(0)
-
-    def _line(self, i: int) -> int:
-        rows = self._rows
-        return int(rows[i, 0]) if rows is not None and i < len(rows) else 1 << 62
+        self._lines = None if self._rows is None or not len(self._rows) else self._rows[:, 0]
 
     def check(self, lineno: int) -> tuple[int, int] | None:
         """``(sample_id, first_line)`` when line ``lineno`` repeats an earlier
-        sample_id, else None. Calls come with increasing ``lineno``."""
-        if lineno < self._next:
+        sample_id, else None (a binary search: no order is assumed)."""
+        if self._lines is None:
             return None
-        while self._next < lineno:
-            self._i += 1
-            self._next = self._line(self._i)
-        if self._next != lineno:
+        i = int(np.searchsorted(self._lines, lineno))
+        if i >= len(self._lines) or int(self._lines[i]) != lineno:
             return None
-        _, first, sample_id = (int(v) for v in self._rows[self._i])
+        _, first, sample_id = (int(v) for v in self._rows[i])
         return sample_id, first
