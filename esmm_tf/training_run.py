@@ -558,6 +558,7 @@ class TrainingRun:
             )
             with self.progbar.paused():
                 metrics = evaluator.evaluate(self.model, dataset, self.predict)
+                del dataset  # freeing its pipeline takes time too (~30 ms here)
             _write_eval_summaries(self.eval_writer, metrics, self.step)
             if self.has_validation:
                 improved, stop = self._early_stopping(metrics)
@@ -632,6 +633,7 @@ class TrainingRun:
                 self.model, eval_dataset(config, files=self.test_files), self.predict
             )
             _write_eval_summaries(self.eval_writer, metrics, step, prefix="test/")
+            write_final_metrics(self.model_dir, metrics, step)
             title = "test split, " + (
                 f"best checkpoint (step {int(self.progress.best_step.numpy())})"
                 if best
@@ -770,10 +772,17 @@ def _write_eval_summaries(writer, metrics: dict, step: int, prefix: str = "") ->
     writer.flush()
 
 
+HPARAMS_METRICS = ("ctr_auc", "cvr_auc", "ctcvr_auc", "cvr_auc_entire_space")
+
+
 def write_hparams(model_dir: str, config: Config) -> None:
     """The run's configuration in TensorBoard: the HParams dashboard (the config
-    fields as hparams; the final test AUCs, ``eval/test/auc/*``, as metrics,
-    so several runs compare in one table) and config.json as text."""
+    fields as hparams; the final test AUCs, ``test/auc/*`` in the run's root
+    events written by ``write_final_metrics``, as metrics, so several runs
+    compare in one table), config.json as text, and a Custom Scalars layout
+    that draws each head's observed rate and mean prediction in one chart."""
+    from tensorboard.plugins.custom_scalar import layout_pb2
+    from tensorboard.plugins.custom_scalar import summary as custom_scalar
     from tensorboard.plugins.hparams import api as hp
 
     values = {}
@@ -782,16 +791,46 @@ def write_hparams(model_dir: str, config: Config) -> None:
             values[key] = value
         else:
             values[key] = ",".join(str(v) for v in value)
+    heads = ("ctr", "cvr", "ctcvr")
+    layout = layout_pb2.Layout(
+        category=[
+            layout_pb2.Category(
+                title="calibration: observed rate vs mean prediction (eval run)",
+                chart=[
+                    layout_pb2.Chart(
+                        title=head,
+                        multiline=layout_pb2.MultilineChartContent(
+                            tag=[rf"^calibration/{head}_(observed|mean_pred)$"]
+                        ),
+                    )
+                    for head in heads
+                ],
+            )
+        ]
+    )
     writer = tf.summary.create_file_writer(model_dir)
     with writer.as_default(step=0):
+        # The metrics are in the session's own run (group ""): TensorBoard looks
+        # them up in <session>/<group>, and the session of --logdir=RUN is "."
+        # ("./eval" would match no run).
         hp.hparams_config(
             hparams=[hp.HParam(k) for k in sorted(values)],
-            metrics=[
-                hp.Metric(f"test/auc/{k}", group=run_dir.EVAL_EVENTS, display_name=k)
-                for k in ("ctr_auc", "cvr_auc", "ctcvr_auc", "cvr_auc_entire_space")
-            ],
+            metrics=[hp.Metric(f"test/auc/{k}", display_name=k) for k in HPARAMS_METRICS],
         )
         hp.hparams(values, trial_id=os.path.basename(os.path.abspath(model_dir)))
         tf.summary.text("config", "```\n" + config.to_json() + "```")
+        tf.summary.experimental.write_raw_pb(custom_scalar.pb(layout).SerializeToString())
+    writer.flush()
+    writer.close()
+
+
+def write_final_metrics(model_dir: str, metrics: dict, step: int) -> None:
+    """The final test AUCs in the run's root events, beside its hparams: the
+    HParams dashboard's metrics (also under the same tags in the eval run)."""
+    writer = tf.summary.create_file_writer(model_dir)
+    with writer.as_default(step=step):
+        for k in HPARAMS_METRICS:
+            if k in metrics and not math.isnan(metrics[k]):
+                tf.summary.scalar(f"test/auc/{k}", metrics[k])
     writer.flush()
     writer.close()

@@ -141,7 +141,8 @@ def test_two_workers_train_identically_and_only_the_chief_writes(tiny_data_dir, 
         "train",
         "vocab",
     ]
-    assert len(names) == 7  # the hparams events file of the first run
+    # Root events: the first run's hparams, then each run's final test AUCs.
+    assert len(names) == 6 + 3
     for sub in ("train", "eval"):
         assert len(os.listdir(model_dir / sub)) == 2  # one events file per run
     for run in (*first, *second):
