@@ -485,6 +485,8 @@ class TrainingRun:
         skipped = int(self.progress.epoch_step.numpy())
         self.window.reset()
         for inputs, labels in self._batches(epoch, skipped):
+            if not self.window.steps:  # the pipeline's start-up is not training time
+                self.window.start = time.time()
             self._train_step(inputs, labels)
             self.progress.epoch_step.assign_add(1)
             step = self.step
