@@ -24,7 +24,6 @@ epoch that it already trained on and goes on from there (exactly, with
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -43,17 +42,14 @@ from esmm_tf import (
     distribute,
     evaluator,
     input_pipeline,
-    objectives,
-    regularization,
     run_dir,
-    schedules,
     shards,
+    summaries,
 )
 from esmm_tf import features as F
 from esmm_tf.config import Config
-from esmm_tf.model import build_model
-from esmm_tf.optimizer import Adam
 from esmm_tf.progress import Progress
+from esmm_tf.train_step import TrainWindow, build_training, make_optimizer  # noqa: F401
 
 CHECKPOINT_DIR = run_dir.CHECKPOINT_DIR
 EVAL_FILE = run_dir.EVAL_FILE
@@ -108,18 +104,6 @@ def steps_per_epoch(config: Config, files: list[str] | None = None) -> int:
     return max(1, math.ceil(impressions / fill))
 
 
-def make_optimizer(config: Config, steps_per_epoch: int = 1) -> Adam:
-    """Adam with the config's learning rate (decayed by ``learning_rate_decay``
-    every ``steps_per_epoch`` steps, see esmm_tf/schedules.py)."""
-    return Adam(
-        schedules.learning_rate(config, steps_per_epoch),
-        beta_1=config.beta_1,
-        beta_2=config.beta_2,
-        epsilon=config.epsilon,
-        lazy=config.lazy_adam,
-    )
-
-
 # Evaluation batches: at least this many impressions (no gradients to keep,
 # and a larger batch amortises each call's fixed cost: ~2x the impressions/s
 # of 1k-impression batches on 2 cores). The metrics do not depend on the batching.
@@ -148,108 +132,6 @@ def eval_dataset(
         fraction=config.validation_fraction if validation else 1.0,
     )
     return ds.take(math.ceil(impressions / batch)) if impressions else ds
-
-
-class _TrainWindow:
-    """Labels and predictions since the last summary, for train AUCs."""
-
-    def __init__(self) -> None:
-        self.reset()
-
-    def reset(self) -> None:
-        self.evaluator = evaluator.Evaluator()
-        self.loss_sums: dict[str, float] = {}
-        self.steps = 0
-        self.impressions = 0
-        self.start = time.time()
-
-    def update(self, loss: dict, labels: dict, outputs: dict) -> None:
-        for k, v in loss.items():
-            self.loss_sums[k] = self.loss_sums.get(k, 0.0) + float(v)
-        self.steps += 1
-        self.impressions += int(labels[F.CLICK].shape[0])
-        self.evaluator.update(labels, outputs)
-
-
-def build_training(
-    config: Config,
-    strategy: tf.distribute.Strategy | None = None,
-    vocab_root: str | None = None,
-    steps_per_epoch: int = 1,
-):
-    """The model (on the vocabulary under ``vocab_root``, default the data's),
-    its optimizer (built) and the train step, a tf.function traced once for any
-    batch: ``train_step(inputs, labels) -> (losses, outputs)``. The losses are
-    the objective's terms, ``total`` (the data loss) and ``regularization``
-    (esmm_tf/regularization.py); the gradient is of their sum."""
-    strategy = strategy or tf.distribute.get_strategy()
-    with strategy.scope():
-        model = build_model(config, vocab_root)
-        optimizer = make_optimizer(config, steps_per_epoch)
-        optimizer.build(model.trainable_variables)
-    variables = model.trainable_variables
-
-    def step_fn(inputs, labels):
-        with tf.GradientTape() as tape:
-            outputs = model(inputs, training=True)
-            loss = objectives.loss(config, labels, outputs)
-            loss["regularization"] = regularization.penalty(model, inputs, config)
-            objective = loss["total"] + loss["regularization"]
-        grads = tape.gradient(objective, variables)
-        optimizer.apply_gradients(zip(grads, variables, strict=True))
-        return loss, {k: outputs[k] for k in F.OUTPUT_KEYS}
-
-    if distribute.local_replicas(strategy) > 1:  # mirrored: per-replica batches
-        function = tf.function(
-            lambda x, y: strategy.run(step_fn, args=(x, y)), reduce_retracing=True
-        )
-        return model, optimizer, function
-    specs = input_pipeline.batch_spec()
-    function = tf.function(lambda x, y: strategy.run(step_fn, args=(x, y)), input_signature=specs)
-    return model, optimizer, _FlatCall(function, specs)
-
-
-class _FlatCall:
-    """Calls a ``tf.function`` with an ``input_signature`` of (inputs, labels)
-    dicts, skipping its per-call Python work where it can.
-
-    Binding ~60 tensors to the signature is Python work (canonicalising and
-    casting each against its TensorSpec) that cost ~2 ms per call here, about
-    a sixth of a train step. For a batch of plain eager tensors with exactly
-    the signature's keys, dtypes and ranks, this calls the traced concrete
-    function with the flat tensor list (the order ``tf.nest.flatten`` gives,
-    which is the function's input order) through ``ConcreteFunction._call_flat``,
-    a private TensorFlow API (TensorFlow is pinned in setup.py; the test
-    ``test_train_step_fast_path_matches_the_tf_function`` guards it). Anything
-    else (numpy arrays, distributed values, other keys, inside a graph) goes
-    through the ``tf.function`` itself, with its checks and errors.
-    """
-
-    def __init__(self, function, specs: tuple[dict, dict]):
-        self.function = function
-        self._concrete = function.get_concrete_function()
-        self._keys = tuple(tuple(sorted(s)) for s in specs)
-        self._checks = [(s.dtype, s.shape.rank) for s in tf.nest.flatten(specs)]
-
-    def _flat(self, inputs, labels) -> list | None:
-        if not tf.executing_eagerly():
-            return None
-        for given, keys in zip((inputs, labels), self._keys, strict=True):
-            if type(given) is not dict or len(given) != len(keys) or given.keys() != set(keys):
-                return None
-        flat = tf.nest.flatten((inputs, labels))
-        for t, (dtype, rank) in zip(flat, self._checks, strict=True):
-            if not isinstance(t, tf.__internal__.EagerTensor) or t.dtype != dtype:
-                return None
-            if t.shape.rank != rank:
-                return None
-        return flat
-
-    def __call__(self, inputs, labels):
-        flat = self._flat(inputs, labels)
-        if flat is None:
-            return self.function(inputs, labels)
-        return self._concrete._call_flat(flat, self._concrete.captured_inputs)
 
 
 class _Progress(tf.Module):
@@ -346,11 +228,11 @@ class TrainingRun:
             self.writer = self.eval_writer = tf.summary.create_noop_writer()
         self.global_sum = distribute.sum_over_workers(self.strategy)
         if self.chief and not self.step:
-            write_hparams(model_dir, config)
+            summaries.write_hparams(model_dir, config)
         self.eval_every = config.eval_every_steps or max(1, self.per_epoch // EVALS_PER_EPOCH)
         self.log_every = config.log_every_steps or max(1, self.per_epoch // LOGS_PER_EPOCH)
         self.metrics: dict | None = None
-        self.window = _TrainWindow()
+        self.window = TrainWindow()
         # Steps done of the planned ones (an epoch's count is an estimate), with
         # the loss and the training throughput: a redrawn line on a terminal,
         # plain lines in a log file (esmm_tf/progress.py).
@@ -533,7 +415,7 @@ class TrainingRun:
         )
 
     def _log_train(self, step: int) -> None:
-        rate = _write_train_summaries(self.writer, self.window, self.optimizer, step)
+        rate = summaries.write_train_summaries(self.writer, self.window, self.optimizer, step)
         mean_loss = self.window.loss_sums["total"] / self.window.steps
         self.progbar.update(step, loss=round(mean_loss, 4), **{"imp/s": int(rate)})
         self.window.reset()
@@ -561,7 +443,7 @@ class TrainingRun:
             with self.progbar.paused():
                 metrics = evaluator.evaluate(self.model, dataset, self.predict)
                 del dataset  # freeing its pipeline takes time too (~30 ms here)
-            _write_eval_summaries(self.eval_writer, metrics, self.step)
+            summaries.write_eval_summaries(self.eval_writer, metrics, self.step)
             if self.has_validation:
                 improved, stop = self._early_stopping(metrics)
         if self.has_validation:
@@ -634,8 +516,8 @@ class TrainingRun:
             metrics = evaluator.evaluate(
                 self.model, eval_dataset(config, files=self.test_files), self.predict
             )
-            _write_eval_summaries(self.eval_writer, metrics, step, prefix="test/")
-            write_final_metrics(self.model_dir, metrics, step)
+            summaries.write_eval_summaries(self.eval_writer, metrics, step, prefix="test/")
+            summaries.write_final_metrics(self.model_dir, metrics, step)
             title = "test split, " + (
                 f"best checkpoint (step {int(self.progress.best_step.numpy())})"
                 if best
@@ -737,102 +619,3 @@ def _barrier(strategy: tf.distribute.Strategy, global_sum) -> None:
     while the others wait), so that no worker leaves the cluster early."""
     if distribute.is_multi_worker(strategy):
         global_sum({"done": tf.constant(1.0)})
-
-
-def _write_train_summaries(writer, window: _TrainWindow, optimizer: Adam, step: int) -> float:
-    seconds = max(time.time() - window.start, 1e-9)
-    rate = window.impressions / seconds
-    result = window.evaluator.result()
-    with writer.as_default(step=step):
-        for k, v in window.loss_sums.items():
-            tf.summary.scalar(f"loss/{k}", v / window.steps)
-        for k in ("ctr_auc", "cvr_auc", "ctcvr_auc"):
-            if not math.isnan(result[k]):
-                tf.summary.scalar(f"auc/{k}", result[k])
-        tf.summary.scalar("impressions_per_second", rate)
-        tf.summary.scalar("learning_rate", optimizer.learning_rate_value())
-    writer.flush()
-    return rate
-
-
-def _write_eval_summaries(writer, metrics: dict, step: int, prefix: str = "") -> None:
-    """An evaluation's scalars. The losses use the train summaries' tags
-    (``loss/<head>``: the log loss of that head on the impressions its train
-    loss covers), so one chart compares train and evaluation; calibration
-    charts show the mean prediction beside the observed rate."""
-    with writer.as_default(step=step):
-        for k in ("ctr_auc", "cvr_auc", "ctcvr_auc", "cvr_auc_entire_space"):
-            if k in metrics and not math.isnan(metrics[k]):
-                tf.summary.scalar(f"{prefix}auc/{k}", metrics[k])
-        for head, cal in metrics["calibration"].items():
-            observed = cal["observed"]
-            if not math.isnan(observed["log_loss"]):
-                tf.summary.scalar(f"{prefix}loss/{head}", observed["log_loss"])
-            tf.summary.scalar(f"{prefix}calibration/{head}_mean_pred", observed["mean_pred"])
-            tf.summary.scalar(f"{prefix}calibration/{head}_observed", observed["mean_target"])
-        tf.summary.scalar(f"{prefix}impressions_per_second", metrics["impressions_per_second"])
-    writer.flush()
-
-
-HPARAMS_METRICS = ("ctr_auc", "cvr_auc", "ctcvr_auc", "cvr_auc_entire_space")
-
-
-def write_hparams(model_dir: str, config: Config) -> None:
-    """The run's configuration in TensorBoard: the HParams dashboard (the config
-    fields as hparams; the final test AUCs, ``test/auc/*`` in the run's root
-    events written by ``write_final_metrics``, as metrics, so several runs
-    compare in one table), config.json as text, and a Custom Scalars layout
-    that draws each head's observed rate and mean prediction in one chart."""
-    from tensorboard.plugins.custom_scalar import layout_pb2
-    from tensorboard.plugins.custom_scalar import summary as custom_scalar
-    from tensorboard.plugins.hparams import api as hp
-
-    values = {}
-    for key, value in dataclasses.asdict(config).items():
-        if isinstance(value, bool | int | float | str):
-            values[key] = value
-        else:
-            values[key] = ",".join(str(v) for v in value)
-    heads = ("ctr", "cvr", "ctcvr")
-    layout = layout_pb2.Layout(
-        category=[
-            layout_pb2.Category(
-                title="calibration: observed rate vs mean prediction (eval run)",
-                chart=[
-                    layout_pb2.Chart(
-                        title=head,
-                        multiline=layout_pb2.MultilineChartContent(
-                            tag=[rf"^calibration/{head}_(observed|mean_pred)$"]
-                        ),
-                    )
-                    for head in heads
-                ],
-            )
-        ]
-    )
-    writer = tf.summary.create_file_writer(model_dir)
-    with writer.as_default(step=0):
-        # The metrics are in the session's own run (group ""): TensorBoard looks
-        # them up in <session>/<group>, and the session of --logdir=RUN is "."
-        # ("./eval" would match no run).
-        hp.hparams_config(
-            hparams=[hp.HParam(k) for k in sorted(values)],
-            metrics=[hp.Metric(f"test/auc/{k}", display_name=k) for k in HPARAMS_METRICS],
-        )
-        hp.hparams(values, trial_id=os.path.basename(os.path.abspath(model_dir)))
-        tf.summary.text("config", "```\n" + config.to_json() + "```")
-        tf.summary.experimental.write_raw_pb(custom_scalar.pb(layout).SerializeToString())
-    writer.flush()
-    writer.close()
-
-
-def write_final_metrics(model_dir: str, metrics: dict, step: int) -> None:
-    """The final test AUCs in the run's root events, beside its hparams: the
-    HParams dashboard's metrics (also under the same tags in the eval run)."""
-    writer = tf.summary.create_file_writer(model_dir)
-    with writer.as_default(step=step):
-        for k in HPARAMS_METRICS:
-            if k in metrics and not math.isnan(metrics[k]):
-                tf.summary.scalar(f"test/auc/{k}", metrics[k])
-    writer.flush()
-    writer.close()

@@ -106,7 +106,7 @@ def restored_iterations(config: Config, checkpoint_path: str):
 
 
 class _Counter:
-    """Wraps _TrainWindow.update to count (and optionally stop at) train steps."""
+    """Wraps TrainWindow.update to count (and optionally stop at) train steps."""
 
     class Interrupted(Exception):
         pass
@@ -114,7 +114,7 @@ class _Counter:
     def __init__(self, stop_after: int | None = None):
         self.calls = 0
         self.stop_after = stop_after
-        self.original = training_run._TrainWindow.update
+        self.original = training_run.TrainWindow.update
 
     def install(self, monkeypatch) -> _Counter:
         counter = self
@@ -125,7 +125,7 @@ class _Counter:
             if counter.stop_after is not None and counter.calls >= counter.stop_after:
                 raise _Counter.Interrupted(f"simulated crash after {counter.calls} steps")
 
-        monkeypatch.setattr(training_run._TrainWindow, "update", update)
+        monkeypatch.setattr(training_run.TrainWindow, "update", update)
         return self
 
 

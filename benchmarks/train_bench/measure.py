@@ -66,7 +66,7 @@ def measure_training(config, batches: list, steps: int, warmup: int) -> tuple[di
     it = dataset(1)
     for _ in range(warmup):
         next(it)
-    seconds, impressions = run_steps(train_step, it, steps, training_run._TrainWindow())
+    seconds, impressions = run_steps(train_step, it, steps, training_run.TrainWindow())
     out["bookkeeping"] = {"seconds": seconds, "impressions": impressions}
 
     # (c) pure compute: pre-materialised batches.

@@ -57,7 +57,7 @@ def impressions_of(batch) -> int:
 
 def run_steps(train_step, batches, steps: int, window=None) -> tuple[float, int]:
     """Seconds and impressions for ``steps`` steps over the iterator ``batches``,
-    syncing on the loss each step; with ``window`` (a training_run._TrainWindow) also
+    syncing on the loss each step; with ``window`` (a training_run.TrainWindow) also
     the trainer's per-step bookkeeping and its AUCs at the end."""
     from esmm_tf import features as F
 
