@@ -37,3 +37,15 @@ def test_common_flags_sets_non_defaults(monkeypatch, capsys):
         lines = [line.strip() for line in f if line.startswith("--")]
     names = {field.name for field in dataclasses.fields(config_lib.Config)}
     assert lines and all(line[2:].split("=")[0] in names for line in lines)
+
+
+def test_tuned_flagfile_adds_validation_early_stopping_and_regularization(monkeypatch, capsys):
+    monkeypatch.chdir(ROOT)
+    values = flags.FlagValues()
+    train.define_config_flags(values)
+    values(["train", "--flagfile=experiments/esmm_tuned.flags", "--data_dir=/data"])
+    assert "circular" not in capsys.readouterr().err
+    config = train.config_from_flags(values)
+    assert config.model == "esmm" and config.tower_units == (200, 80)
+    assert config.validation_fraction > 0 and config.early_stopping_patience > 0
+    assert config.embedding_l2 > 0 and config.tower_l2 > 0 and config.dropout > 0
