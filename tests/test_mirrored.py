@@ -40,3 +40,23 @@ def test_one_step_on_two_replicas_equals_one_device_on_their_union(tiny_data_dir
     assert report["copies_agree"]
     assert report["max_update"] > 1e-4
     assert report["max_diff_vs_one_device"] < 1e-6
+
+
+@pytest.mark.slow
+def test_a_training_run_under_mirrored_trains_evaluates_and_exports(tiny_data_dir, tmp_path):
+    """The whole TrainingRun (per-replica steps, evaluation, checkpoints,
+    export) on two logical CPUs."""
+    model_dir = str(tmp_path / "run")
+    result = subprocess.run(
+        [sys.executable, "-m", "tests.mirrored_run_driver", tiny_data_dir, model_dir],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["step"] > 10
+    assert 0 <= report["ctr_auc"] <= 1
+    assert os.path.exists(os.path.join(report["export_path"], "saved_model.pb"))
+    assert os.path.exists(os.path.join(model_dir, "checkpoints"))
