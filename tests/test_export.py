@@ -25,7 +25,7 @@ from esmm_tf.export import (
 )
 from esmm_tf.model import CTR_LOGIT, CVR_LOGIT, build_model
 from esmm_tf.serving_requests import impression_examples, rank_request
-from tests.test_input_pipeline import (
+from tests.helpers import (
     make_example,
     parse_grouped,
     parse_serving,

@@ -9,7 +9,7 @@ import os
 import pytest
 
 from esmm_tf import training_run
-from tests.conftest import make_tiny_config
+from tests.helpers import make_tiny_config
 
 # Measured on this data (200k impressions, seed 4, 2 epochs): CTR AUC ~0.72,
 # CTCVR ~0.78, entire-space CVR ~0.60; chance is 0.5 and the generator's

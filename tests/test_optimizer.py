@@ -252,6 +252,7 @@ print("MIRRORED_OK")
 """
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_two_replicas_matches_one(tmp_path):
     """Two CPU replicas: gradients summed across replicas, copies stay in sync."""
     script = tmp_path / "mirrored.py"

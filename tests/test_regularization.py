@@ -22,7 +22,7 @@ from esmm_tf.model import build_model
 from esmm_tf.optimizer import Adam
 from esmm_tf.serving_requests import impression_examples
 from esmm_tf.towers import Tower
-from tests.test_input_pipeline import (
+from tests.helpers import (
     parse_grouped,
     randomize_embeddings,
     read_records,
@@ -299,6 +299,7 @@ print("MIRRORED_OK", got, want)
 """
 
 
+@pytest.mark.slow
 def test_replicas_penalties_add_up_to_the_global_batchs(tiny_data_dir, tmp_path):
     """Two CPU replicas, a batch each: their penalties sum to the penalty of
     the two batches as one (embedding terms weighted by batch size, the tower
