@@ -26,6 +26,7 @@ from esmm_tf.export import (
 from esmm_tf.model import CTR_LOGIT, CVR_LOGIT, build_model
 from esmm_tf.serving_requests import impression_examples, rank_request
 from tests.helpers import (
+    ROOT,
     make_example,
     parse_grouped,
     parse_serving,
@@ -444,9 +445,8 @@ def test_serving_api_pin_is_the_one_installed():
     from esmm_tf.export import SERVING_API_PIN
 
     name, pinned = SERVING_API_PIN.split("==")
-    root = os.path.dirname(os.path.dirname(__file__))
-    with open(os.path.join(root, "setup.py")) as f:
+    with open(os.path.join(ROOT, "setup.py")) as f:
         assert f'SERVING_API = "{SERVING_API_PIN}"' in f.read()
-    with open(os.path.join(root, "Makefile")) as f:
+    with open(os.path.join(ROOT, "Makefile")) as f:
         assert "--no-deps" not in f.read()
     assert version(name) == pinned

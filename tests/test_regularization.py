@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,6 +22,7 @@ from esmm_tf.optimizer import Adam
 from esmm_tf.serving_requests import impression_examples
 from esmm_tf.towers import Tower
 from tests.helpers import (
+    ROOT,
     parse_grouped,
     randomize_embeddings,
     read_records,
@@ -306,8 +306,7 @@ def test_replicas_penalties_add_up_to_the_global_batchs(tiny_data_dir, tmp_path)
     term once)."""
     script = tmp_path / "mirrored.py"
     script.write_text(_MIRRORED_SCRIPT)
-    root = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "PYTHONPATH": str(root), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env = {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "3"}
     proc = subprocess.run(
         [sys.executable, str(script), tiny_data_dir],
         env=env,
