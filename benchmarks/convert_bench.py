@@ -4,7 +4,7 @@
 
 For each size: generates the raw logs (once, kept in work_dir), runs
 ``python -m data_prep.convert`` as a separate process on a fresh output
-directory, and reads what it measured itself (stats.json): wall time,
+directory, and reads what it measured itself (convert_timings.json): wall time,
 impressions/s, raw MB/s, peak RSS of the main process and of the largest
 worker. The table is printed and written between markers in
 benchmarks/RESULTS.md.
@@ -55,7 +55,7 @@ def measure(impressions: int, work_dir: str, workers: int) -> dict:
         ]
     )
     wall = time.time() - start
-    with open(os.path.join(out_dir, "stats.json")) as f:
+    with open(os.path.join(out_dir, "convert_timings.json")) as f:
         stats = json.load(f)
     raw_mb = (
         sum(os.path.getsize(os.path.join(raw_dir, n)) for n in os.listdir(raw_dir) if ".csv" in n)

@@ -79,7 +79,7 @@ def ensure_dataset(data_dir: str) -> None:
 
 def export(data_dir: str, model_dir: str, export_dir: str) -> tuple[str, str]:
     """(version dir, what was exported)."""
-    from esmm_tf import data_layout, export, serving_requests
+    from esmm_tf import data_layout, serving, serving_requests
 
     if model_dir:
         return export.export_model_dir(model_dir, export_dir), f"last checkpoint of {model_dir}"
@@ -88,7 +88,7 @@ def export(data_dir: str, model_dir: str, export_dir: str) -> tuple[str, str]:
 
     model = build_model(Config(data_dir=data_dir))
     warmup = serving_requests.read_records(
-        data_layout.shard_files(data_dir, "test"), export.WARMUP_RECORDS
+        data_layout.shard_files(data_dir, "test"), serving.WARMUP_RECORDS
     )
     path = export.export_saved_model(model, export_dir, warmup_records=warmup)
     return path, "an initialised ESMM (paper architecture) on the dataset's vocabularies"
@@ -142,7 +142,7 @@ def main(argv) -> None:
     import numpy as np
     import tensorflow as tf
 
-    from esmm_tf.export import RANK_SIGNATURE
+    from esmm_tf.serving import RANK_SIGNATURE
 
     with tempfile.TemporaryDirectory() as tmp:
         version_dir, what = export(FLAGS.data_dir, FLAGS.model_dir, tmp)

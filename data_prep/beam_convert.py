@@ -22,44 +22,56 @@ filesystem Beam knows (``gs://``, ``s3://``, ``hdfs://``).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import json
 import logging
-import math
 import os
 import sys
 import time
 
-from esmm_tf import cli
+from absl import flags
+
+from esmm_tf import cli, config_flags
 
 with cli.python_log_level(logging.ERROR):  # "apitools not found": optional GCP clients
     import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from data_prep import convert as convert_lib
-from data_prep import raw
+from data_prep import publish, raw, raw_layout
+from data_prep import stats as stats_lib
 from data_prep.beam import pipeline
 from data_prep.beam import stats as S
-from data_prep.convert import ConvertError, log
+from data_prep.stats import ConvertError, log
 from esmm_tf import data_layout
+from esmm_tf.config_flags import option
 
 
 @dataclasses.dataclass(frozen=True)
 class BeamConvertConfig:
-    raw_dir: str
-    out_dir: str
-    min_count: int = 2
-    max_bad_fraction: float = 0.001
-    max_group_size: int = 256
-    num_shards: int = 0  # per split; 0 = from the skeleton's size (~256 MB of raw rows a shard)
-    keep_conversion_without_click: bool = False
-    overwrite: bool = False
+    """The pipeline's options: one flag per field (``esmm_tf.config_flags``;
+    ``read_chunk_bytes`` is given as ``--read_chunk_mb``, ``verbosity`` also
+    as ``-v``); every other flag is a Beam pipeline option."""
+
+    raw_dir: str = option(help="Directory with the raw csv(.gz) files.")
+    out_dir: str = option(help="Output dataset directory.")
+    min_count: int = option(2, "Ids seen fewer times map to OOV.")
+    max_bad_fraction: float = option(0.001, "Fail if more rows than this are malformed.")
+    max_group_size: int = option(256, "Max impressions per record.")
+    num_shards: int = option(
+        0,
+        "Shards per split (0: one per ~256 MB of raw skeleton rows). The same value as "
+        "data_prep.convert's gives byte-identical shards.",
+    )
+    keep_conversion_without_click: bool = option(False, "Keep rows with conversion=1 and click=0.")
+    overwrite: bool = option(False, "Replace an existing out_dir.")
     read_chunk_bytes: int = 64 << 20  # raw files are read in parallel in ranges of this size
     # What Beam and its workers log (absl's scale: 0 INFO, -1 WARNING, -2 ERROR).
-    verbosity: int = cli.QUIET_VERBOSITY
+    verbosity: int = option(
+        cli.QUIET_VERBOSITY,
+        "Logs of Beam and its workers: 0 INFO, -1 WARNING, -2 (default) errors only.",
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -70,72 +82,25 @@ def _size(path: str) -> int:
     return FileSystems.match([path])[0].metadata_list[0].size_in_bytes
 
 
-def _find(raw_dir: str, stem: str, required: bool = True) -> str | None:
-    """``data_prep.raw.find_raw_file`` for any filesystem (same names, same errors)."""
-    for name in (f"{stem}.csv", f"{stem}.csv.gz"):
-        path = FileSystems.join(raw_dir, name)
-        if FileSystems.exists(path):
-            if _size(path) == 0:
-                raise raw.RawInputError(f"{path}: file is empty")
-            return path
-    if required:
-        raise raw.RawInputError(
-            f"{FileSystems.join(raw_dir, stem)}.csv (or .csv.gz) not found; the raw Ali-CCP "
-            "directory must hold sample_skeleton_{train,test}.csv and "
-            "common_features_{train,test}.csv (see README: 'Real Ali-CCP data')"
-        )
-    return None
+def _stat(path: str) -> tuple[int, float]:
+    meta = FileSystems.match([path])[0].metadata_list[0]
+    return meta.size_in_bytes, meta.last_updated_in_seconds
 
 
-def _inputs(raw_dir: str) -> dict[str, dict[str, str | None]]:
-    """The raw files of each split present (as ``data_prep.convert`` finds them)."""
-    if FileSystems.get_scheme(raw_dir) is None and not os.path.isdir(raw_dir):
-        raise raw.RawInputError(f"raw dir {raw_dir!r} does not exist")
-    inputs = {}
-    for split in data_layout.SPLITS:
-        skeleton, common = f"sample_skeleton_{split}", f"common_features_{split}"
-        if not any(_find(raw_dir, stem, required=False) for stem in (skeleton, common)):
-            continue
-        inputs[split] = {
-            "skeleton": _find(raw_dir, skeleton),
-            "common": _find(raw_dir, common),
-            "ground_truth": _find(raw_dir, f"ground_truth_{split}", required=False),
-        }
-    if not inputs:
-        raise raw.RawInputError(
-            f"{raw_dir} holds no split: expected sample_skeleton_<split>.csv and "
-            "common_features_<split>.csv (or .csv.gz) for train, test or both "
-            "(see README: 'Real Ali-CCP data')"
-        )
-    return inputs
+# The raw directory through Beam's FileSystems (local, gs://, s3://, hdfs://).
+_BEAM_FS = raw_layout.FileSystem(
+    exists=FileSystems.exists,
+    size=_size,
+    join=FileSystems.join,
+    stat=_stat,
+    dir_missing=lambda path: FileSystems.get_scheme(path) is None and not os.path.isdir(path),
+)
 
 
 def _num_shards(config: BeamConvertConfig, skeleton: str) -> int:
     if config.num_shards > 0:
         return config.num_shards
-    size = _size(skeleton) * (convert_lib._GZIP_RATIO if skeleton.endswith(".gz") else 1)
-    return max(1, math.ceil(size / convert_lib._SHARD_TARGET_BYTES))
-
-
-def _fingerprint(config: BeamConvertConfig, inputs: dict, shards: dict[str, int]) -> dict:
-    """``data_prep.convert``'s fingerprint of the same inputs and options."""
-    files = {}
-    for split_files in inputs.values():
-        for path in split_files.values():
-            if path:
-                meta = FileSystems.match([path])[0].metadata_list[0]
-                files[os.path.basename(path)] = [
-                    meta.size_in_bytes,
-                    int(meta.last_updated_in_seconds),
-                ]
-    return {
-        "files": files,
-        "partitions": shards,
-        "min_count": config.min_count,
-        "max_group_size": config.max_group_size,
-        "keep_conversion_without_click": config.keep_conversion_without_click,
-        "format_version": convert_lib.FORMAT_VERSION,
-    }
+    return raw_layout.shards_by_size(skeleton, _BEAM_FS)
 
 
 # ---------------------------------------------------------------------------
@@ -177,7 +142,7 @@ def _remove(path: str) -> None:
 def _publish(work_dir: str, out_dir: str) -> None:
     """Moves the complete work dir to out_dir; stats.json is the last file to appear."""
     if FileSystems.get_scheme(out_dir) is None:
-        convert_lib.swap_into_place(work_dir, out_dir)  # one atomic rename
+        publish.swap_into_place(work_dir, out_dir)  # one atomic rename
         return
     _remove(out_dir)
     stats = data_layout.stats_file(work_dir)
@@ -194,16 +159,19 @@ def _finish(config, plan, inputs, fingerprint, start) -> dict:
     _remove(os.path.join(plan.work_dir, pipeline.META_DIR))
     split_stats = {}
     for split in plan.inputs:
-        s, fatal = S.finalize(S.merge_into(S.new_delta(), merged.get(split, S.new_delta())))
-        if fatal:
-            raise ConvertError(fatal[0])
-        split_stats[split] = convert_lib.summarize_split(split, s, plan.shards[split], config)
+        delta = S.Delta.from_json(merged.get(split, {}))
+        if delta.fatal:
+            raise ConvertError(delta.fatal[0][1])
+        split_stats[split] = stats_lib.summarize_split(split, delta, plan.shards[split], config)
+        names = [data_layout.shard_name(i, plan.shards[split]) for i in range(plan.shards[split])]
+        shard_dir = data_layout.split_dir(plan.work_dir, split)
+        split_stats[split]["shard_bytes"] = [_size(FileSystems.join(shard_dir, n)) for n in names]
 
     raw_bytes = sum(_size(p) for files in inputs.values() for p in files.values() if p)
     # peak_rss_mb: the driver, and the DirectRunner's worker processes (0 on remote runners).
-    stats = convert_lib.dataset_stats(
-        config, split_stats, fields, inputs, raw_bytes, fingerprint, start
-    )
+    timings = stats_lib.timing_stats(split_stats, raw_bytes, start)
+    _write_json(data_layout.timings_file(plan.work_dir), timings)
+    stats = stats_lib.dataset_stats(config, split_stats, fields, inputs, fingerprint)
     _write_json(data_layout.stats_file(plan.work_dir), stats)
     return stats
 
@@ -212,7 +180,7 @@ def convert(config: BeamConvertConfig, pipeline_args: list[str] | tuple[str, ...
     """Runs the pipeline with ``pipeline_args`` (Beam options); returns the stats
     (also written to stats.json)."""
     start = time.time()
-    inputs = _inputs(config.raw_dir)
+    inputs = raw_layout.find_inputs(config.raw_dir, _BEAM_FS)
     out_dir = config.out_dir.rstrip("/")
     if FileSystems.get_scheme(out_dir) is None:
         out_dir = os.path.normpath(out_dir)
@@ -239,12 +207,13 @@ def convert(config: BeamConvertConfig, pipeline_args: list[str] | tuple[str, ...
             beam.Pipeline(options=options) as p,
         ):
             pipeline.build(p, plan)
-        stats = _finish(config, plan, inputs, _fingerprint(config, inputs, shards), start)
+        fingerprint = raw_layout.fingerprint(config, inputs, shards, _BEAM_FS)
+        stats = _finish(config, plan, inputs, fingerprint, start)
         _publish(work_dir, out_dir)
     except BaseException:
         _remove(work_dir)  # nothing to resume: the runner retries failed work itself
         raise
-    convert_lib._print_summary(stats, out_dir)
+    stats_lib.print_summary(stats, out_dir, _read_json(data_layout.timings_file(out_dir)))
     return stats
 
 
@@ -266,81 +235,62 @@ def _beam_logs(verbosity: int, pipeline_args):
 # Entry point.
 
 
-def _bool(text: str) -> bool:
-    if text.lower() in ("1", "true", "yes"):
-        return True
-    if text.lower() in ("0", "false", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"not a boolean: {text!r}")
+_DESCRIPTION = (
+    "data_prep.convert as an Apache Beam pipeline; unknown flags are Beam pipeline "
+    "options (--runner, --direct_num_workers, --project, ...)."
+)
+
+
+def _flag_values() -> flags.FlagValues:
+    """This command's flags (its own FlagValues: Beam's options pass through)."""
+    values = flags.FlagValues()
+    module = "data_prep.beam_convert"
+    config_flags.define_flags(
+        BeamConvertConfig, values, exclude=("read_chunk_bytes", "verbosity"), module_name=module
+    )
+    flags.DEFINE_float(
+        "read_chunk_mb",
+        BeamConvertConfig.read_chunk_bytes / 2**20,
+        "Uncompressed raw files are read in parallel ranges of this size.",
+        flag_values=values,
+        module_name=module,
+    )
+    verbosity = {f.name: f for f in dataclasses.fields(BeamConvertConfig)}["verbosity"]
+    flags.DEFINE_integer(
+        "verbosity",
+        verbosity.default,
+        verbosity.metadata["help"],
+        short_name="v",
+        flag_values=values,
+        module_name=module,
+    )
+    return values
 
 
 def parse_args(argv: list[str]) -> tuple[BeamConvertConfig, list[str]]:
-    """(config, Beam pipeline options): the flags below; everything else goes to Beam."""
-    d = BeamConvertConfig
-    parser = argparse.ArgumentParser(
-        prog="python -m data_prep.beam_convert",
-        description="data_prep.convert as an Apache Beam pipeline; unknown flags are Beam "
-        "pipeline options (--runner, --direct_num_workers, --project, ...).",
-    )
-    parser.add_argument("--raw_dir", required=True, help="Directory with the raw csv(.gz) files.")
-    parser.add_argument("--out_dir", required=True, help="Output dataset directory.")
-    parser.add_argument(
-        "--min_count", type=int, default=d.min_count, help="Ids seen fewer times map to OOV."
-    )
-    parser.add_argument(
-        "--max_bad_fraction",
-        type=float,
-        default=d.max_bad_fraction,
-        help="Fail if more rows than this are malformed.",
-    )
-    parser.add_argument("--max_group_size", type=int, default=d.max_group_size)
-    parser.add_argument(
-        "--num_shards",
-        type=int,
-        default=d.num_shards,
-        help="Shards per split (0: one per ~256 MB of raw skeleton rows). The same value as "
-        "data_prep.convert's gives byte-identical shards.",
-    )
-    for name, help_text in (
-        ("keep_conversion_without_click", "Keep rows with conversion=1 and click=0."),
-        ("overwrite", "Replace an existing out_dir."),
-    ):
-        parser.add_argument(
-            f"--{name}", type=_bool, nargs="?", const=True, default=False, help=help_text
-        )
-    parser.add_argument(
-        "--read_chunk_mb",
-        type=float,
-        default=d.read_chunk_bytes / 2**20,
-        help="Uncompressed raw files are read in parallel ranges of this size.",
-    )
-    parser.add_argument(
-        "--verbosity",
-        "-v",
-        type=int,
-        default=cli.QUIET_VERBOSITY,
-        help="Logs of Beam and its workers: 0 INFO, -1 WARNING, -2 (default) errors only.",
-    )
-    args, pipeline_args = parser.parse_known_args(argv)
-    config = BeamConvertConfig(
-        raw_dir=args.raw_dir,
-        out_dir=args.out_dir,
-        min_count=args.min_count,
-        max_bad_fraction=args.max_bad_fraction,
-        max_group_size=args.max_group_size,
-        num_shards=args.num_shards,
-        keep_conversion_without_click=args.keep_conversion_without_click,
-        overwrite=args.overwrite,
-        read_chunk_bytes=max(1, int(args.read_chunk_mb * 2**20)),
-        verbosity=args.verbosity,
+    """(config, Beam pipeline options): the flags of BeamConvertConfig; everything
+    else (in order) goes to Beam. ``--help`` prints the flags and exits."""
+    values = _flag_values()
+    if any(a in ("-h", "--help", "-help", "--helpshort", "--helpfull") for a in argv):
+        print(f"usage: python -m data_prep.beam_convert [flags] [Beam options]\n\n{_DESCRIPTION}")
+        print(values.get_help())
+        sys.exit(0)
+    try:
+        pipeline_args = values(["beam_convert", *argv], known_only=True)[1:]
+    except flags.Error as e:
+        raise ConvertError(str(e)) from None
+    config = config_flags.config_from_flags(
+        BeamConvertConfig,
+        values,
+        read_chunk_bytes=max(1, int(values.read_chunk_mb * 2**20)),
+        verbosity=values.verbosity,
     )
     return config, pipeline_args
 
 
 def main(argv: list[str]) -> None:
-    config, pipeline_args = parse_args(argv)
     try:
-        convert(config, pipeline_args)
+        convert(*parse_args(argv))
     except (ConvertError, raw.RawInputError) as e:
         log(f"error: {e}")
         sys.exit(1)

@@ -19,16 +19,19 @@ How it streams with bounded memory (a partitioned hash join):
    order; records in order of their index's first row) and write one
    TFRecord shard. Train tasks also count ids per field.
 3. *Finish*: merge the counts into vocabularies (train only; or copy those of
-   ``--vocab_from``), write ``stats.json``, and rename the work directory
-   ``<out_dir>.partial`` to ``<out_dir>``.
+   ``--vocab_from``), write ``convert_timings.json`` then ``stats.json``, and
+   rename the work directory ``<out_dir>.partial`` to ``<out_dir>``
+   (``data_prep.publish``).
 
 A raw directory may hold one split only (e.g. new logs to score: test files
 only); the output then holds that split only.
 
 Every task writes under a temporary name and renames when complete, so an
-interrupted run resumes where it stopped (same inputs and options), and
+interrupted run resumes where it stopped (same inputs and options), a run
+killed while publishing is completed by the rerun (``data_prep.publish``), and
 ``<out_dir>`` only ever appears complete. Output is deterministic: the same
-input gives byte-identical shards, whatever the number of workers.
+input gives byte-identical shards and stats.json, whatever the number of
+workers (timings and memory go to convert_timings.json).
 """
 
 from __future__ import annotations
@@ -36,119 +39,64 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 import multiprocessing
 import os
-import resource
 import shutil
-import sys
 import time
 import zlib
 from collections.abc import Iterator
 
 import numpy as np
 
-from data_prep import grouping, raw
+from data_prep import duplicates, grouping, publish, raw, raw_layout
+from data_prep import stats as stats_lib
 from data_prep.counting import IdCounter, merge_counts
 from data_prep.records import build_example
 from data_prep.tfrecord import TFRecordWriter
-from esmm_tf import data_layout, vocab
+from esmm_tf import config_flags, data_layout, vocab
 from esmm_tf import features as F
+from esmm_tf.config_flags import option
 
-_EXAMPLES_PER_KIND = 5
 _PROGRESS_SECONDS = 5.0
-_SHARD_TARGET_BYTES = 256 << 20
-_GZIP_RATIO = 4  # rough uncompressed/compressed size of the raw csv
-_SAMPLE_BYTES = 1 << 20  # read from a skeleton file to estimate its line count
-FORMAT_VERSION = 2  # of the output (2: every row of an index grouped, whatever the order)
 
-
-class ConvertError(Exception):
-    """The conversion cannot finish (too many bad rows, misaligned inputs...)."""
+ConvertError = stats_lib.ConvertError
+log = stats_lib.log
 
 
 @dataclasses.dataclass(frozen=True)
 class ConvertConfig:
-    raw_dir: str
-    out_dir: str
-    min_count: int = 2
-    max_bad_fraction: float = 0.001
-    max_group_size: int = 256
-    num_shards: int = 0  # per split; 0 = from input size and memory budget
-    workers: int = 0  # 0 = all cores
-    memory_budget_mb: int = 128  # raw common_features MB per partition (held by one worker)
-    keep_conversion_without_click: bool = False
-    overwrite: bool = False
-    vocab_from: str | None = None  # a data dir or run dir whose vocab/ to reuse
+    """The conversion's options; ``python -m data_prep.convert`` has one flag
+    per field (``esmm_tf.config_flags``), with the field's name, default and help."""
 
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-# ---------------------------------------------------------------------------
-# Stats of one task; merged by summing.
-
-
-def _new_stats() -> dict:
-    return {
-        "rows_read": 0,
-        "impressions": 0,
-        "records": 0,
-        "clicks": 0,
-        "conversions": 0,
-        "conversion_without_click": 0,
-        "bad_rows": {},
-        "bad_examples": {},
-        "ignored_features": {},
-        "record_sizes": {},  # impressions per record -> records (grouping.add_size)
-    }
-
-
-def _bad(stats: dict, kind: str, path: str, lineno: int, message: str) -> None:
-    """Counts a bad row; examples are the first by file and line, whatever the
-    order rows are processed in (kept as ``[path, line, message]`` until merged)."""
-    stats["bad_rows"][kind] = stats["bad_rows"].get(kind, 0) + 1
-    examples = stats["bad_examples"].setdefault(kind, [])
-    examples.append([path, lineno, message])
-    if len(examples) > 2 * _EXAMPLES_PER_KIND:
-        examples[:] = sorted(examples)[:_EXAMPLES_PER_KIND]
-
-
-def _merge_stats(parts: list[dict]) -> dict:
-    total = _new_stats()
-    for part in parts:
-        for key, value in part.items():
-            if isinstance(value, int):
-                total[key] += value
-        for kind, n in part["bad_rows"].items():
-            total["bad_rows"][kind] = total["bad_rows"].get(kind, 0) + n
-        for kind, examples in part["bad_examples"].items():
-            total["bad_examples"].setdefault(kind, []).extend(tuple(e) for e in examples)
-        for field, n in part["ignored_features"].items():
-            total["ignored_features"][field] = total["ignored_features"].get(field, 0) + n
-        grouping.merge_sizes(total["record_sizes"], part["record_sizes"])
-    total["bad_rows"] = dict(sorted(total["bad_rows"].items()))
-    # The first examples by file and line, as "path:line: message", sorted.
-    total["bad_examples"] = {
-        kind: sorted(f"{p}:{n}: {m}" for p, n, m in sorted(v)[:_EXAMPLES_PER_KIND])
-        for kind, v in sorted(total["bad_examples"].items())
-    }
-    return total
+    raw_dir: str = option(help="Directory with the raw Ali-CCP csv(.gz) files.")
+    out_dir: str = option(help="Output dataset directory (created atomically).")
+    min_count: int = option(2, "Ids seen fewer times in train map to OOV.")
+    max_bad_fraction: float = option(0.001, "Fail if more rows than this are malformed.")
+    max_group_size: int = option(256, "Max impressions per record.")
+    num_shards: int = option(0, "Shards per split (0: automatic).")
+    workers: int = option(0, "Worker processes (0: all cores).")
+    memory_budget_mb: int = option(128, "Raw common_features MB held per worker.")
+    keep_conversion_without_click: bool = option(
+        False, "Keep rows with conversion=1 and click=0 (dropped and counted by default)."
+    )
+    overwrite: bool = option(False, "Replace an existing out_dir.")
+    vocab_from: str | None = option(
+        None,
+        "Reuse the vocabularies of this converted data dir or training run dir "
+        "(its vocab/<field>.tsv) instead of building them from train.",
+    )
 
 
 # ---------------------------------------------------------------------------
 # Stage 1: partition raw files by common_feature_index.
 
 
-def _partition_key(content: bytes, column: int) -> bytes:
-    cols = content.split(b",", column + 1)
-    return cols[column] if len(cols) > column else b""
-
-
 def _partition_task(args: tuple) -> str:
-    """Splits one raw file into ``num_parts`` files; returns a progress line."""
+    """Splits one raw file into ``num_parts`` files; returns a progress line. A
+    skeleton file's sample_ids are checked for duplicates on the way."""
     path, gt_path, out_prefix, num_parts, key_column, label = args
+    sample_ids = duplicates.SampleIds() if key_column == raw_layout.SKELETON_INDEX_COLUMN else None
+    add_id = sample_ids.append if sample_ids is not None else None
     start = time.time()
     tmp_paths = [f"{out_prefix}-{p:05d}.tmp" for p in range(num_parts)]
     outs = [open(p, "wb", buffering=1 << 18) for p in tmp_paths]  # noqa: SIM115 (closed below)
@@ -164,7 +112,11 @@ def _partition_task(args: tuple) -> str:
                     raise ConvertError(
                         f"{gt_path} has fewer rows than {path} (ends before line {lineno})"
                     )
-            key = _partition_key(content, key_column)
+            cols = content.split(b",", key_column + 1)
+            key = cols[key_column] if len(cols) > key_column else b""
+            if sample_ids is not None:
+                token = cols[0]
+                add_id(int(token) if token.isdigit() and len(token) < 19 else duplicates.NO_ID)
             out = outs[zlib.crc32(key) % num_parts]
             out.write(b"%d\t%d\t%s\t%s\n" % (lineno, has_newline, gt, content))
             n += 1
@@ -178,8 +130,14 @@ def _partition_task(args: tuple) -> str:
             out.close()
     for p, tmp in enumerate(tmp_paths):
         os.replace(tmp, f"{out_prefix}-{p:05d}")
+    if sample_ids is not None:
+        sample_ids.save(_duplicates_path(out_prefix))
     _touch(out_prefix + ".done")
     return f"{label}: {n:,} lines partitioned in {time.time() - start:.1f} s"
+
+
+def _duplicates_path(prefix: str) -> str:
+    return prefix + "-duplicates.npy"
 
 
 def _ground_truth_lines(path: str) -> Iterator[bytes]:
@@ -201,7 +159,7 @@ def _partition_fields(line: bytes) -> tuple[int, bool, bytes, bytes]:
 
 def _skeleton_key(line: bytes) -> bytes:
     """The common_feature_index column of a skeleton partition line (raw, unparsed)."""
-    return _partition_key(line.split(b"\t", 3)[3], 3)
+    return raw_layout.index_column(line.split(b"\t", 3)[3], raw_layout.SKELETON_INDEX_COLUMN)
 
 
 # ---------------------------------------------------------------------------
@@ -237,25 +195,30 @@ class _JoinTask:
     def partition(self, kind: str) -> str:
         return os.path.join(self.work_dir, "parts", f"{self.split}-{kind}-{self.part:05d}")
 
+    @property
+    def duplicates_path(self) -> str:
+        return _duplicates_path(os.path.join(self.work_dir, "parts", f"{self.split}-skeleton"))
+
 
 _BAD_COMMON = object()
 
 
 def _join_task(task: _JoinTask) -> dict:
     start = time.time()
-    stats = _new_stats()
+    stats = stats_lib.SplitStats()
     users: dict[bytes, object] = {}
     for lineno, has_newline, _, content in _read_partition(task.partition("common")):
-        stats["rows_read"] += 1
+        stats.rows_read += 1
         try:
             cfi, feats = raw.parse_common_row(content)
         except raw.BadRow as e:
-            _bad(stats, raw.classify(e, has_newline), task.common_path, lineno, str(e))
-            users.setdefault(_partition_key(content, 0), _BAD_COMMON)
+            stats.add_bad(raw.classify(e, has_newline), task.common_path, lineno, str(e))
+            users.setdefault(
+                raw_layout.index_column(content, raw_layout.COMMON_INDEX_COLUMN), _BAD_COMMON
+            )
             continue
         if cfi in users:
-            _bad(
-                stats,
+            stats.add_bad(
                 raw.DUPLICATE_COMMON_FEATURE_INDEX,
                 task.common_path,
                 lineno,
@@ -263,10 +226,11 @@ def _join_task(task: _JoinTask) -> dict:
             )
             continue
         users[cfi] = raw.PackedFeatures.pack(feats)
-        _count_ignored(stats, feats)
+        stats.count_ignored(feats)
 
     counters = {f.id: IdCounter() for f in F.FIELDS} if task.count_ids else None
     tmp_shard = task.shard_path + ".tmp"
+    skips = duplicates.Skips(task.duplicates_path)
     group_user, group_rows, group_gt = None, [], []
 
     def flush() -> None:
@@ -275,11 +239,7 @@ def _join_task(task: _JoinTask) -> dict:
         user = group_user
         gt = group_gt if task.ground_truth_path else None
         writer.write(build_example(user, group_rows, gt))
-        stats["records"] += 1
-        grouping.add_size(stats["record_sizes"], len(group_rows))
-        stats["impressions"] += len(group_rows)
-        stats["clicks"] += sum(r.click for r in group_rows)
-        stats["conversions"] += sum(r.conversion for r in group_rows)
+        stats.add_record(group_rows)
         if counters is not None:
             for k, field in enumerate(F.USER_FIELDS):
                 counters[field.id].add(np.array(user.field(k)[0], np.int64), len(group_rows))
@@ -297,18 +257,27 @@ def _join_task(task: _JoinTask) -> dict:
                 flush()
                 current_group, group_rows, group_gt = group, [], []
             lineno, has_newline, gt_line, content = _partition_fields(line)
-            stats["rows_read"] += 1
+            stats.rows_read += 1
             try:
                 row = raw.parse_skeleton_row(content)
             except raw.BadRow as e:
-                _bad(stats, raw.classify(e, has_newline), task.skeleton_path, lineno, str(e))
+                stats.add_bad(raw.classify(e, has_newline), task.skeleton_path, lineno, str(e))
+                continue
+            repeated = skips.check(lineno)
+            if repeated is not None:
+                stats.add_bad(
+                    duplicates.DUPLICATE_SAMPLE_ID,
+                    task.skeleton_path,
+                    lineno,
+                    f"sample_id {repeated[0]} seen before (line {repeated[1]}); keeping the first",
+                )
                 continue
             gt_row = None
             if task.ground_truth_path:
                 try:
                     gt_row = raw.parse_ground_truth_row(gt_line)
                 except raw.BadRow as e:
-                    _bad(stats, e.kind, task.ground_truth_path, lineno, str(e))
+                    stats.add_bad(e.kind, task.ground_truth_path, lineno, str(e))
                     continue
                 if gt_row.sample_id != row.sample_id:
                     raise ConvertError(
@@ -317,14 +286,13 @@ def _join_task(task: _JoinTask) -> dict:
                         "ground truth rows must follow the skeleton's order"
                     )
             if row.conversion and not row.click:
-                stats["conversion_without_click"] += 1
+                stats.conversion_without_click += 1
                 if not task.keep_conversion_without_click:
                     continue
             user = users.get(row.common_feature_index)
             if user is None or user is _BAD_COMMON:
                 kind = raw.UNKNOWN_COMMON_FEATURE_INDEX if user is None else raw.BAD_COMMON_ROW
-                _bad(
-                    stats,
+                stats.add_bad(
                     kind,
                     task.skeleton_path,
                     lineno,
@@ -333,7 +301,7 @@ def _join_task(task: _JoinTask) -> dict:
                     + task.common_path,
                 )
                 continue
-            _count_ignored(stats, row.features)
+            stats.count_ignored(row.features)
             if len(group_rows) >= task.max_group_size:
                 flush()
                 group_rows, group_gt = [], []
@@ -349,15 +317,9 @@ def _join_task(task: _JoinTask) -> dict:
             ids, counts = counter.result()
             arrays[f"ids/{field_id}"], arrays[f"counts/{field_id}"] = ids, counts
         _atomic_npz(task.counts_path, arrays)
-    stats["seconds"] = time.time() - start
-    _atomic_json(task.stats_path, stats)
-    return stats
-
-
-def _count_ignored(stats: dict, feats: raw.FeatureArrays) -> None:
-    for field, n in feats.ignored.items():
-        key = field.decode("ascii", "replace")
-        stats["ignored_features"][key] = stats["ignored_features"].get(key, 0) + n
+    out = {**stats.to_json(), "seconds": time.time() - start}
+    _atomic_json(task.stats_path, out)
+    return out
 
 
 # ---------------------------------------------------------------------------
@@ -390,76 +352,6 @@ def _load_json(path: str):
 
 # ---------------------------------------------------------------------------
 # Orchestration.
-
-
-def _inputs(raw_dir: str) -> dict[str, dict[str, str | None]]:
-    """The raw files of each split present in ``raw_dir`` (a split is present
-    when either of its two required files is; then both must be)."""
-    if not os.path.isdir(raw_dir):
-        raise raw.RawInputError(f"raw dir {raw_dir!r} does not exist")
-    inputs = {}
-    for split in data_layout.SPLITS:
-        skeleton, common = f"sample_skeleton_{split}", f"common_features_{split}"
-        if not any(raw.find_raw_file(raw_dir, s, required=False) for s in (skeleton, common)):
-            continue
-        inputs[split] = {
-            "skeleton": raw.find_raw_file(raw_dir, skeleton),
-            "common": raw.find_raw_file(raw_dir, common),
-            "ground_truth": raw.find_raw_file(raw_dir, f"ground_truth_{split}", required=False),
-        }
-    if not inputs:
-        raise raw.RawInputError(
-            f"{raw_dir} holds no split: expected sample_skeleton_<split>.csv and "
-            "common_features_<split>.csv (or .csv.gz) for train, test or both "
-            "(see README: 'Real Ali-CCP data')"
-        )
-    return inputs
-
-
-def _raw_bytes(path: str) -> int:
-    size = os.path.getsize(path)
-    return size * _GZIP_RATIO if path.endswith(".gz") else size
-
-
-def _estimated_lines(path: str) -> int:
-    """Lines of a raw file, estimated from the mean length of its first lines."""
-    with raw.open_raw(path) as f:
-        sample = f.read(_SAMPLE_BYTES)
-    lines = max(sample.count(b"\n"), 1)
-    return math.ceil(_raw_bytes(path) * lines / max(len(sample), 1))
-
-
-def _num_parts(config: ConvertConfig, files: dict[str, str | None], workers: int) -> int:
-    """Partitions of a split: each one's common_features rows and its skeleton
-    line index (``grouping.BYTES_PER_LINE`` a line) fit ``--memory_budget_mb``,
-    and a shard holds about ``_SHARD_TARGET_BYTES`` of raw skeleton rows."""
-    if config.num_shards > 0:
-        return config.num_shards
-    budget = config.memory_budget_mb << 20
-    by_skeleton = math.ceil(_raw_bytes(files["skeleton"]) / _SHARD_TARGET_BYTES)
-    by_memory = math.ceil(_raw_bytes(files["common"]) / budget)
-    by_index = math.ceil(_estimated_lines(files["skeleton"]) * grouping.BYTES_PER_LINE / budget)
-    return max(workers, by_skeleton, by_memory, by_index)
-
-
-def _fingerprint(config: ConvertConfig, inputs: dict, parts: dict[str, int]) -> dict:
-    files = {}
-    for split_files in inputs.values():
-        for path in split_files.values():
-            if path:
-                st = os.stat(path)
-                files[os.path.basename(path)] = [st.st_size, int(st.st_mtime)]
-    fingerprint = {
-        "files": files,
-        "partitions": parts,
-        "min_count": config.min_count,
-        "max_group_size": config.max_group_size,
-        "keep_conversion_without_click": config.keep_conversion_without_click,
-        "format_version": FORMAT_VERSION,
-    }
-    if config.vocab_from:
-        fingerprint["vocab_from"] = vocab_fingerprint(config.vocab_from)
-    return fingerprint
 
 
 def vocab_fingerprint(vocab_from: str) -> dict[str, str]:
@@ -505,12 +397,37 @@ def _run(pool, fn, tasks):
 def convert(config: ConvertConfig) -> dict:
     """Runs the conversion; returns the stats (also written to stats.json)."""
     start = time.time()
-    inputs = _inputs(config.raw_dir)
+    inputs = raw_layout.find_inputs(config.raw_dir)
     out_dir = os.path.normpath(config.out_dir)
     work_dir = out_dir + ".partial"
     workers = config.workers or os.cpu_count() or 1
-    parts = {split: _num_parts(config, files, workers) for split, files in inputs.items()}
-    fingerprint = _fingerprint(config, inputs, parts)
+    parts = {
+        split: raw_layout.num_parts(
+            files,
+            num_shards=config.num_shards,
+            memory_budget_mb=config.memory_budget_mb,
+            workers=workers,
+        )
+        for split, files in inputs.items()
+    }
+    fingerprint = raw_layout.fingerprint(config, inputs, parts)
+    if config.vocab_from:
+        fingerprint["vocab_from"] = vocab_fingerprint(config.vocab_from)
+
+    if os.path.lexists(out_dir) and not os.path.isdir(out_dir):
+        raise ConvertError(
+            f"{out_dir} is a file, not a dataset directory; remove it or choose another --out_dir"
+        )
+    if publish.finish_interrupted(work_dir, out_dir, fingerprint):
+        stats_path = data_layout.stats_file(out_dir)
+        if os.path.exists(stats_path) and _load_json(stats_path).get("fingerprint") == fingerprint:
+            return _load_json(stats_path)
+    finished = publish.complete_stats(work_dir, fingerprint)
+    if finished is not None and (config.overwrite or not os.path.exists(out_dir)):
+        log(f"{work_dir} is complete: publishing it (an earlier run was killed while publishing)")
+        publish.publish(work_dir, out_dir)
+        stats_lib.print_summary(finished, out_dir)
+        return finished
 
     if os.path.exists(out_dir):
         stats_path = data_layout.stats_file(out_dir)
@@ -531,7 +448,10 @@ def convert(config: ConvertConfig) -> dict:
         # Stage 1: partition.
         partition_tasks = []
         for split in inputs:
-            for kind, column in (("skeleton", 3), ("common", 0)):
+            for kind, column in (
+                ("skeleton", raw_layout.SKELETON_INDEX_COLUMN),
+                ("common", raw_layout.COMMON_INDEX_COLUMN),
+            ):
                 prefix = os.path.join(work_dir, "parts", f"{split}-{kind}")
                 if os.path.exists(prefix + ".done"):
                     continue
@@ -575,67 +495,20 @@ def convert(config: ConvertConfig) -> dict:
             pool.join()
 
     stats = _finish(config, join_tasks, inputs, work_dir, fingerprint, start)
-    _publish(work_dir, out_dir)
-    _print_summary(stats, out_dir)
+    publish.publish(work_dir, out_dir)
+    stats_lib.print_summary(stats, out_dir, _load_json(data_layout.timings_file(out_dir)))
     return stats
-
-
-def summarize_split(split: str, s: dict, shards: int, config) -> dict:
-    """Adds the rates and totals to a split's merged stats; raises ConvertError when
-    the split has no valid impression or too many bad rows (``config`` needs
-    ``max_bad_fraction`` and ``keep_conversion_without_click``)."""
-    s["bad_rows_total"] = sum(s["bad_rows"].values())
-    s["bad_fraction"] = s["bad_rows_total"] / max(s["rows_read"], 1)
-    s["ctr"] = s["clicks"] / max(s["impressions"], 1)
-    s["cvr"] = s["conversions"] / max(s["clicks"], 1)
-    s["ctcvr"] = s["conversions"] / max(s["impressions"], 1)
-    s["shards"] = shards
-    s["impressions_per_record"] = grouping.size_summary(s.pop("record_sizes"))
-    s["conversion_without_click_kept"] = config.keep_conversion_without_click
-    if s["impressions"] == 0:
-        raise ConvertError(
-            f"no valid impressions in the {split} split; bad rows: {s['bad_rows']}; "
-            f"examples: {s['bad_examples']}"
-        )
-    if s["bad_fraction"] > config.max_bad_fraction:
-        examples = "\n".join(e for ex in s["bad_examples"].values() for e in ex)
-        raise ConvertError(
-            f"{split}: {s['bad_rows_total']:,} bad rows of {s['rows_read']:,} "
-            f"({s['bad_fraction']:.4%}) exceed --max_bad_fraction={config.max_bad_fraction}"
-            f"\nby kind: {s['bad_rows']}\nexamples:\n{examples}"
-        )
-    return s
-
-
-def dataset_stats(config, split_stats, fields, inputs, raw_bytes, fingerprint, start) -> dict:
-    """stats.json's content (also data_prep.beam_convert's): per split, per
-    field (in the spec's order), the settings, throughput and peak RSS of this
-    process and its largest worker (child) process."""
-    seconds = time.time() - start
-    impressions = sum(s["impressions"] for s in split_stats.values())
-    return {
-        "splits": split_stats,
-        "fields": {field.id: fields[field.id] for field in F.FIELDS if field.id in fields},
-        "vocab_from": getattr(config, "vocab_from", None),
-        "min_count": config.min_count,
-        "max_group_size": config.max_group_size,
-        "has_ground_truth": all(files["ground_truth"] for files in inputs.values()),
-        "seconds": round(seconds, 2),
-        "impressions_per_second": round(impressions / seconds, 1),
-        "raw_mb_per_second": round(raw_bytes / 2**20 / seconds, 2),
-        "peak_rss_mb": {
-            "main": _max_rss_mb(resource.RUSAGE_SELF),
-            "largest_worker": _max_rss_mb(resource.RUSAGE_CHILDREN),
-        },
-        "fingerprint": fingerprint,
-    }
 
 
 def _finish(config, join_tasks, inputs, work_dir, fingerprint, start) -> dict:
     split_stats = {}
     for split in inputs:
         per_task = [_load_json(t.stats_path) for t in join_tasks if t.split == split]
-        split_stats[split] = summarize_split(split, _merge_stats(per_task), len(per_task), config)
+        total = stats_lib.merged(stats_lib.SplitStats.from_json(s) for s in per_task)
+        split_stats[split] = stats_lib.summarize_split(split, total, len(per_task), config)
+        # Lets readers tell a shard deleted or emptied since (esmm_tf.data_layout).
+        tasks = [t for t in join_tasks if t.split == split]
+        split_stats[split]["shard_bytes"] = [os.path.getsize(t.shard_path) for t in tasks]
 
     if config.vocab_from:
         fields = _copy_vocab(config.vocab_from, work_dir, fingerprint["vocab_from"])
@@ -645,8 +518,11 @@ def _finish(config, join_tasks, inputs, work_dir, fingerprint, start) -> dict:
         fields = {}  # test only: no vocabulary (a trained run owns its own)
 
     raw_bytes = sum(os.path.getsize(p) for files in inputs.values() for p in files.values() if p)
-    stats = dataset_stats(config, split_stats, fields, inputs, raw_bytes, fingerprint, start)
-    _atomic_json(data_layout.stats_file(work_dir), stats)
+    _atomic_json(
+        data_layout.timings_file(work_dir), stats_lib.timing_stats(split_stats, raw_bytes, start)
+    )
+    stats = stats_lib.dataset_stats(config, split_stats, fields, inputs, fingerprint)
+    _atomic_json(data_layout.stats_file(work_dir), stats)  # last: the work dir is complete
     return stats
 
 
@@ -678,106 +554,17 @@ def _copy_vocab(vocab_from: str, work_dir: str, digests: dict[str, str]) -> dict
     return fields
 
 
-def _max_rss_mb(who) -> float:
-    return round(resource.getrusage(who).ru_maxrss / 1024, 1)  # ru_maxrss is in KiB on Linux
-
-
-def _publish(work_dir: str, out_dir: str) -> None:
-    """Removes scratch files and renames the work dir into place."""
-    for sub in ("parts", "tasks"):
-        shutil.rmtree(os.path.join(work_dir, sub))
-    os.remove(os.path.join(work_dir, "fingerprint.json"))
-    swap_into_place(work_dir, out_dir)
-
-
-def swap_into_place(work_dir: str, out_dir: str) -> None:
-    """Renames the complete ``work_dir`` to ``out_dir`` (replacing an old one)."""
-    old = None
-    if os.path.exists(out_dir):
-        old = f"{out_dir}.old-{os.getpid()}"
-        os.rename(out_dir, old)
-    os.rename(work_dir, out_dir)
-    if old:
-        shutil.rmtree(old)
-
-
-def _print_summary(stats: dict, out_dir: str) -> None:
-    log(f"\nwrote {out_dir}")
-    log(
-        f"{'split':<6} {'impressions':>12} {'records':>9} {'imp/rec':>7} {'CTR':>7} {'CVR':>7} "
-        f"{'bad rows':>9}"
-    )
-    for split, s in stats["splits"].items():
-        log(
-            f"{split:<6} {s['impressions']:>12,} {s['records']:>9,} "
-            f"{s['impressions_per_record']['mean']:>7.1f} {s['ctr']:>7.4f} "
-            f"{s['cvr']:>7.4f} {s['bad_rows_total']:>9,}"
-        )
-    log(
-        f"{stats['seconds']:.1f} s, {stats['impressions_per_second']:,.0f} impressions/s, "
-        f"{stats['raw_mb_per_second']:.1f} raw MB/s, peak RSS {stats['peak_rss_mb']['main']:.0f}"
-        f" MB (main) / {stats['peak_rss_mb']['largest_worker']:.0f} MB (largest worker)"
-    )
-
-
 # ---------------------------------------------------------------------------
 # Entry point.
 
 
 def main(argv) -> None:
     del argv
-    from absl import flags
+    from esmm_tf.cli import one_line_errors
 
-    FLAGS = flags.FLAGS
-    config = ConvertConfig(
-        raw_dir=FLAGS.raw_dir,
-        out_dir=FLAGS.out_dir,
-        min_count=FLAGS.min_count,
-        max_bad_fraction=FLAGS.max_bad_fraction,
-        max_group_size=FLAGS.max_group_size,
-        num_shards=FLAGS.num_shards,
-        workers=FLAGS.workers,
-        memory_budget_mb=FLAGS.memory_budget_mb,
-        keep_conversion_without_click=FLAGS.keep_conversion_without_click,
-        overwrite=FLAGS.overwrite,
-        vocab_from=FLAGS.vocab_from,
-    )
-    try:
+    config = config_flags.config_from_flags(ConvertConfig)
+    with one_line_errors(f"--out_dir={config.out_dir}", (ConvertError, raw.RawInputError)):
         convert(config)
-    except (ConvertError, raw.RawInputError) as e:
-        log(f"error: {e}")
-        sys.exit(1)
-
-
-def _define_flags() -> None:
-    from absl import flags
-
-    d = ConvertConfig
-    flags.DEFINE_string("raw_dir", None, "Directory with the raw Ali-CCP csv(.gz) files.")
-    flags.DEFINE_string("out_dir", None, "Output dataset directory (created atomically).")
-    flags.DEFINE_integer("min_count", d.min_count, "Ids seen fewer times in train map to OOV.")
-    flags.DEFINE_float(
-        "max_bad_fraction", d.max_bad_fraction, "Fail if more rows than this are malformed."
-    )
-    flags.DEFINE_integer("max_group_size", d.max_group_size, "Max impressions per record.")
-    flags.DEFINE_integer("num_shards", d.num_shards, "Shards per split (0: automatic).")
-    flags.DEFINE_integer("workers", d.workers, "Worker processes (0: all cores).")
-    flags.DEFINE_integer(
-        "memory_budget_mb", d.memory_budget_mb, "Raw common_features MB held per worker."
-    )
-    flags.DEFINE_bool(
-        "keep_conversion_without_click",
-        d.keep_conversion_without_click,
-        "Keep rows with conversion=1 and click=0 (dropped and counted by default).",
-    )
-    flags.DEFINE_bool("overwrite", d.overwrite, "Replace an existing out_dir.")
-    flags.DEFINE_string(
-        "vocab_from",
-        d.vocab_from,
-        "Reuse the vocabularies of this converted data dir or training run dir "
-        "(its vocab/<field>.tsv) instead of building them from train.",
-    )
-    flags.mark_flags_as_required(["raw_dir", "out_dir"])
 
 
 if __name__ == "__main__":
@@ -786,5 +573,5 @@ if __name__ == "__main__":
     quiet_tensorflow()
     from absl import app
 
-    _define_flags()
+    config_flags.define_flags(ConvertConfig)
     app.run(main)

@@ -21,6 +21,8 @@ import dataclasses
 import gzip
 import math
 import os
+import re
+import zlib
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -49,6 +51,11 @@ INT64_MAX = 2**63 - 1
 _SEPARATORS = F.FEATURE_SEP + F.ID_SEP + F.VALUE_SEP
 _NOT_SEPARATORS = bytes(b for b in range(256) if bytes([b]) not in _SEPARATORS)
 _SEP_PATTERN = F.ID_SEP + F.VALUE_SEP + F.FEATURE_SEP
+# The strict grammar of numbers: integers (ids, labels, feature_num) are ASCII
+# digits only; values are a plain decimal with an optional exponent. Python's
+# int()/float() alone would also take "+240", " 241", "242_0", "1_0.5", "nan".
+_VALUE = re.compile(rb"-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
+_VALUE_CHARS = b"0123456789.-"  # a row whose values use only these takes the fast path
 
 
 class BadRow(ValueError):
@@ -141,12 +148,16 @@ def parse_feature_list(buf: bytes, feature_num: int, index: FieldIndex) -> Featu
         .split(F.FEATURE_SEP)
     )
     position = index.position
+    if not (b"".join(parts[1::3]).isdigit() and _plain_values(parts[2::3])):
+        _raise_bad_token(parts)
     it = iter(parts)
     try:
         for field, fid, value in zip(it, it, it, strict=True):
             k = position.get(field)
             if k is None:
                 ignored[field] = ignored.get(field, 0) + 1
+                if not is_plain_value(value):  # kept values are checked by float()
+                    _raise_bad_token(parts)
                 continue
             ids[k].append(int(fid))
             weights[k].append(float(value))
@@ -171,30 +182,34 @@ def parse_feature_list(buf: bytes, feature_num: int, index: FieldIndex) -> Featu
     return FeatureArrays(ids, weights, ignored)
 
 
+def _plain_values(tokens: list[bytes]) -> bool:
+    """True when every value token is a plain decimal (with optional exponent).
+    The common case (digits, '.', '-' only) is checked for the whole row at
+    once; float() then rejects the misplaced '.'s and '-'s."""
+    if not b"".join(tokens).translate(None, _VALUE_CHARS):
+        return True
+    return all(_VALUE.fullmatch(t) for t in tokens)
+
+
+def is_plain_value(token: bytes) -> bool:
+    return _VALUE.fullmatch(token) is not None
+
+
 def _raise_bad_token(parts: list[bytes]) -> None:
     for token in parts[1::3]:
-        if not _parses(token, int):
+        if not token.isdigit():
             raise BadRow(BAD_FEATURE_ID, f"feature id {token[:40]!r} is not an integer")
     for token in parts[2::3]:
-        if not _parses(token, float):
+        if not is_plain_value(token):
             raise BadRow(BAD_FEATURE_VALUE, f"feature value {token[:40]!r} is not a number")
     raise AssertionError("unreachable: a token failed to parse")
 
 
-def _parses(token: bytes, parse) -> bool:
-    try:
-        parse(token)
-        return True
-    except ValueError:
-        return False
-
-
 def _parse_int(token: bytes, kind: str, what: str) -> int:
-    try:
-        value = int(token)
-    except ValueError:
-        raise BadRow(kind, f"{what} {token[:40]!r} is not an integer") from None
-    if not 0 <= value <= INT64_MAX:
+    if not token.isdigit():  # ASCII digits only: no sign, space or '_'
+        raise BadRow(kind, f"{what} {token[:40]!r} is not an integer")
+    value = int(token)
+    if value > INT64_MAX:
         raise BadRow(kind, f"{what} {value} is out of range")
     return value
 
@@ -258,12 +273,11 @@ def parse_ground_truth_row(line: bytes) -> GroundTruthRow:
     cols = line.split(b",")
     if len(cols) != 4:
         raise BadRow(BAD_GROUND_TRUTH, f"expected 4 columns, got {len(cols)}")
-    try:
-        sample_id = int(cols[0])
-        pctr, pcvr = float(cols[1]), float(cols[2])
-        conversion = int(cols[3])
-    except ValueError:
-        raise BadRow(BAD_GROUND_TRUTH, f"unparsable ground truth row {line[:60]!r}") from None
+    if not (cols[0].isdigit() and cols[3].isdigit() and all(map(is_plain_value, cols[1:3]))):
+        raise BadRow(BAD_GROUND_TRUTH, f"unparsable ground truth row {line[:60]!r}")
+    sample_id = int(cols[0])
+    pctr, pcvr = float(cols[1]), float(cols[2])
+    conversion = int(cols[3])
     if not (0.0 <= pctr <= 1.0 and 0.0 <= pcvr <= 1.0 and conversion in (0, 1)):
         raise BadRow(BAD_GROUND_TRUTH, f"ground truth out of range: {line[:60]!r}")
     return GroundTruthRow(sample_id, pctr, pcvr, conversion)
@@ -291,17 +305,34 @@ class RawInputError(Exception):
     """A raw input problem that stops the conversion (missing/empty file...)."""
 
 
-def find_raw_file(raw_dir: str, stem: str, required: bool = True) -> str | None:
-    """Returns ``raw_dir/stem.csv`` or ``raw_dir/stem.csv.gz``."""
-    for name in (f"{stem}.csv", f"{stem}.csv.gz"):
-        path = os.path.join(raw_dir, name)
-        if os.path.exists(path):
-            if os.path.getsize(path) == 0:
-                raise RawInputError(f"{path}: file is empty")
-            return path
+def find_raw_file(
+    raw_dir: str,
+    stem: str,
+    required: bool = True,
+    *,
+    exists=os.path.exists,
+    size=os.path.getsize,
+    join=os.path.join,
+) -> str | None:
+    """Returns ``raw_dir/stem.csv`` or ``raw_dir/stem.csv.gz`` (the one raw-file
+    lookup: the converter, the Beam pipeline and the TFDS builder use it).
+
+    Refuses (RawInputError) a directory holding both, or an empty file; a
+    missing file is an error when ``required``, else None. ``exists``, ``size``
+    and ``join`` are the filesystem's (Beam passes its FileSystems')."""
+    found = [join(raw_dir, n) for n in (f"{stem}.csv", f"{stem}.csv.gz")]
+    found = [path for path in found if exists(path)]
+    if len(found) == 2:
+        raise RawInputError(
+            f"both {found[0]} and {found[1]} exist; keep one of them (move the other away)"
+        )
+    if found:
+        if size(found[0]) == 0:
+            raise RawInputError(f"{found[0]}: file is empty")
+        return found[0]
     if required:
         raise RawInputError(
-            f"{os.path.join(raw_dir, stem)}.csv (or .csv.gz) not found; the raw Ali-CCP "
+            f"{join(raw_dir, stem)}.csv (or .csv.gz) not found; the raw Ali-CCP "
             "directory must hold sample_skeleton_{train,test}.csv and "
             "common_features_{train,test}.csv (see README: 'Real Ali-CCP data')"
         )
@@ -318,13 +349,21 @@ def open_raw(path: str):
 def read_lines(path: str) -> Iterator[tuple[int, bytes, bool]]:
     """Yields ``(line_number, content, ends_with_newline)``; content has no EOL.
 
-    A file with no rows at all raises RawInputError.
+    A file with no rows at all, or a ``.gz`` that is truncated, corrupt or not
+    gzip at all, raises RawInputError naming the file.
     """
     any_line = False
-    with open_raw(path) as f:
-        for lineno, line in enumerate(f, 1):
-            any_line = True
-            yield lineno, *split_eol(line)
+    lineno = 0
+    try:
+        with open_raw(path) as f:
+            for lineno, line in enumerate(f, 1):
+                any_line = True
+                yield lineno, *split_eol(line)
+    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+        what = "truncated" if isinstance(e, EOFError) else f"not a valid gzip file ({e})"
+        raise RawInputError(
+            f"{path}: {what}, after {lineno:,} lines; download or decompress it again"
+        ) from None
     if not any_line:
         raise RawInputError(f"{path}: file is empty")
 

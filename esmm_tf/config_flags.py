@@ -9,7 +9,8 @@ config. One flag per field, with the field's name and default:
   ``choices`` becomes ``DEFINE_enum``.
 * ``tuple[int, ...]`` and ``tuple[str, ...]`` become comma-separated lists
   (``DEFINE_list``), converted back to tuples of that type.
-* Help text: the field's ``metadata["help"]``, else the comment on the field's
+* Help text: the field's ``metadata["help"]`` (``option(default, help, choices)``
+  makes such a field), else the comment on the field's
   line (``x: int = 3  # what x is``), else a string literal right below it,
   else the field's name.
 * Fields without a default, and the names in ``required``, are required flags.
@@ -133,6 +134,16 @@ def _specs(dataclass_type: type, required: Iterable[str], exclude: Iterable[str]
             choices=choices,
             required=is_required,
         )
+
+
+def option(default=dataclasses.MISSING, help: str = "", choices=None):  # noqa: A002
+    """A config field with its flag's ``help`` (and ``choices``, for a str field):
+    ``min_count: int = option(2, "Ids seen fewer times map to OOV.")``; no
+    ``default`` makes a required flag."""
+    metadata = {"help": help}
+    if choices is not None:
+        metadata["choices"] = tuple(choices)
+    return dataclasses.field(default=default, metadata=metadata)
 
 
 def define_flags(

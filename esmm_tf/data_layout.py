@@ -3,7 +3,8 @@
 <data_dir>/train/part-00000-of-00008.tfrecord ...  grouped tf.train.Examples
 <data_dir>/test/part-00000-of-00008.tfrecord ...
 <data_dir>/vocab/<field>.tsv    "raw_id<TAB>train_count", most frequent first
-<data_dir>/stats.json           counts, rates, records per split, bad rows, throughput
+<data_dir>/stats.json           counts, rates, records per split, bad rows (deterministic: written last)
+<data_dir>/convert_timings.json wall time, throughput, peak memory of the conversion
 
 A conversion of raw logs holding one split has only that split's directory
 (and its entry in stats.json). ``vocab/`` is built from the train split, or
@@ -15,10 +16,13 @@ conversion of test logs alone without ``--vocab_from`` has no ``vocab/``.
 from __future__ import annotations
 
 import glob
+import json
 import os
+import re
 
 SPLITS = ("train", "test")
 STATS_FILE = "stats.json"
+TIMINGS_FILE = "convert_timings.json"
 VOCAB_DIR = "vocab"
 
 
@@ -42,6 +46,10 @@ def stats_file(data_dir: str) -> str:
     return os.path.join(data_dir, STATS_FILE)
 
 
+def timings_file(data_dir: str) -> str:
+    return os.path.join(data_dir, TIMINGS_FILE)
+
+
 def shard_files(data_dir: str, split: str) -> list[str]:
     """The split's shards, sorted; a clear error when there are none."""
     if not os.path.isdir(data_dir):
@@ -55,4 +63,46 @@ def shard_files(data_dir: str, split: str) -> list[str]:
             f"no TFRecord shards in {split_dir(data_dir, split)!r}; is {data_dir!r} the "
             "--out_dir of a completed data_prep.convert run?"
         )
+    _check_complete(data_dir, split, files)
     return files
+
+
+_SHARD = re.compile(r"part-(\d{5})-of-(\d{5})\.tfrecord")
+_RECONVERT = "re-run data_prep.convert --overwrite for this dataset"
+
+
+def _check_complete(data_dir: str, split: str, files: list[str]) -> None:
+    """Before any reading starts: every shard of the split is there and none
+    that the conversion wrote with records is now empty (its size in stats.json's
+    ``shard_bytes``). Cheap: names and sizes only (record CRCs are checked as they
+    are read, see esmm_tf.shards)."""
+    names = [os.path.basename(f) for f in files]
+    totals = {int(m.group(2)) for m in map(_SHARD.fullmatch, names) if m}
+    where = split_dir(data_dir, split)
+    if len(totals) > 1:
+        raise DatasetError(f"{where} holds shards of different conversions; {_RECONVERT}")
+    if not totals:
+        return
+    total = totals.pop()
+    missing = sorted(set(shard_name(i, total) for i in range(total)) - set(names))
+    if missing:
+        raise DatasetError(
+            f"{where}: {len(missing)} of {total} shards are missing ({', '.join(missing[:3])}"
+            f"{', ...' if len(missing) > 3 else ''}); {_RECONVERT}"
+        )
+    expected = _shard_bytes(data_dir, split)
+    if expected is None or len(expected) != total:
+        return
+    for path, size in zip(files, expected, strict=True):
+        if size > 0 and os.path.getsize(path) == 0:
+            raise DatasetError(
+                f"{path} is empty (0 bytes; the conversion wrote {size:,}); {_RECONVERT}"
+            )
+
+
+def _shard_bytes(data_dir: str, split: str) -> list[int] | None:
+    try:
+        with open(stats_file(data_dir)) as f:
+            return json.load(f)["splits"][split].get("shard_bytes")
+    except (OSError, ValueError, KeyError, TypeError):
+        return None

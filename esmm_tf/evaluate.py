@@ -14,9 +14,32 @@ import dataclasses
 import json
 import sys
 
-from absl import app, flags
+from absl import app
 
-FLAGS = flags.FLAGS
+from esmm_tf import config_flags, data_layout
+from esmm_tf.config_flags import option
+from esmm_tf.run_dir import CHECKPOINT_CHOICES
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluateConfig:
+    """The command line of ``python -m esmm_tf.evaluate`` (one flag per field)."""
+
+    model_dir: str = option(help="The --model_dir of a training run.")
+    data_dir: str | None = option(None, "Dataset (default: the one the model trained on).")
+    split: str = option("test", "Split to evaluate.", choices=data_layout.SPLITS)
+    checkpoint: str = option(
+        "auto",
+        "Which checkpoint: auto = the best on the validation split if the run has one, "
+        "else the last.",
+        choices=CHECKPOINT_CHOICES,
+    )
+    output_json: str | None = option(None, "Also write the metrics here.")
+    progress: bool = option(
+        True,
+        "Report impressions done, rate and ETA on stderr (a redrawn line on a terminal, "
+        "a plain line every 15 s in a log file).",
+    )
 
 
 def restore_model(model_dir: str, data_dir: str | None = None, checkpoint: str = "auto"):
@@ -32,8 +55,6 @@ def restore_model(model_dir: str, data_dir: str | None = None, checkpoint: str =
 
 def split_impressions(data_dir: str, split: str) -> int | None:
     """The split's impression count from the dataset's stats.json, or None."""
-    from esmm_tf import data_layout
-
     try:
         with open(data_layout.stats_file(data_dir)) as f:
             return int(json.load(f)["splits"][split]["impressions"])
@@ -48,7 +69,7 @@ def evaluate_model_dir(
     show_progress: bool = False,
     checkpoint: str = "auto",
 ) -> dict:
-    from esmm_tf import data_layout, evaluation, shards, training_run
+    from esmm_tf import evaluator, shards, training_run
     from esmm_tf.progress import Progress
 
     config, model, path = restore_model(model_dir, data_dir, checkpoint)
@@ -60,7 +81,7 @@ def evaluate_model_dir(
         enabled=show_progress,
     )
     with shards.naming_corrupt_shards(files):
-        metrics = evaluation.evaluate(
+        metrics = evaluator.evaluate(
             model, training_run.eval_dataset(config, split, files), progress=progress
         )
     metrics["checkpoint"] = path
@@ -72,49 +93,31 @@ def evaluate_model_dir(
 def main(argv) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    from esmm_tf import data_layout, evaluation
+    from esmm_tf import evaluator
 
+    config = config_flags.config_from_flags(EvaluateConfig)
     try:
         metrics = evaluate_model_dir(
-            FLAGS.model_dir,
-            FLAGS.data_dir,
-            FLAGS.split,
-            show_progress=FLAGS.progress,
-            checkpoint=FLAGS.checkpoint,
+            config.model_dir,
+            config.data_dir,
+            config.split,
+            show_progress=config.progress,
+            checkpoint=config.checkpoint,
         )
     except (FileNotFoundError, ValueError, data_layout.DatasetError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
-    print(evaluation.format_table(metrics, f"{metrics['model']} on {FLAGS.split}"))
-    if FLAGS.output_json:
-        with open(FLAGS.output_json + ".tmp", "w") as f:
+    print(evaluator.format_table(metrics, f"{metrics['model']} on {config.split}"))
+    if config.output_json:
+        with open(config.output_json + ".tmp", "w") as f:
             json.dump(metrics, f, indent=2, sort_keys=True)
         import os
 
-        os.replace(FLAGS.output_json + ".tmp", FLAGS.output_json)
+        os.replace(config.output_json + ".tmp", config.output_json)
 
 
 def define_flags() -> None:
-    from esmm_tf.run_dir import CHECKPOINT_CHOICES
-
-    flags.DEFINE_string("model_dir", None, "The --model_dir of a training run.")
-    flags.DEFINE_string("data_dir", None, "Dataset (default: the one the model trained on).")
-    flags.DEFINE_enum("split", "test", ["train", "test"], "Split to evaluate.")
-    flags.DEFINE_enum(
-        "checkpoint",
-        "auto",
-        list(CHECKPOINT_CHOICES),
-        "Which checkpoint: auto = the best on the validation split if the run has one, "
-        "else the last.",
-    )
-    flags.DEFINE_string("output_json", None, "Also write the metrics here.")
-    flags.DEFINE_bool(
-        "progress",
-        True,
-        "Report impressions done, rate and ETA on stderr (a redrawn line on a terminal, "
-        "a plain line every 15 s in a log file).",
-    )
-    flags.mark_flag_as_required("model_dir")
+    config_flags.define_flags(EvaluateConfig)
 
 
 if __name__ == "__main__":

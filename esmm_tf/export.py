@@ -1,237 +1,24 @@
-"""SavedModel export for TensorFlow Serving; also an entry point that exports
-a training run's last checkpoint: ``python -m esmm_tf.export --model_dir=RUN
---export_dir=EXPORT [--version=N]``.
+"""Export a training run for TensorFlow Serving: ``python -m esmm_tf.export
+--model_dir=RUN --export_dir=EXPORT [--version=N]``.
 
-Layout: ``<export_dir>/<version>/`` with ``saved_model.pb``, ``variables/``,
-``assets/`` (the vocabulary files: the raw-id lookup is inside the model) and,
-when warm-up records are given, ``assets.extra/tf_serving_warmup_requests``
-(``PredictionLog`` records that TensorFlow Serving replays before it serves
-the version). The version is an integer (seconds since the epoch unless
-given), as TensorFlow Serving expects. The directory is written under a
-hidden temporary name and renamed when complete, so a server polling
-``export_dir`` never sees a partial version. ``assets.extra/export_source.json``
-names the checkpoint a version was made from (its path and the sha256 of its
-index, which holds every tensor's checksum): exporting the same checkpoint
+Exports the run's model (its best checkpoint on the validation split if it
+has one, else its last) with ``esmm_tf.serving`` (the layout, the signatures
+and the warm-up requests are described there). Exporting the same checkpoint
 again reuses the newest version instead of writing an identical one.
-
-Signatures, both returning ``ctr``, ``cvr``, ``ctcvr`` (float32, one per
-impression):
-
-* ``serving_default``: input ``examples``, a [batch] string tensor of
-  serialized per-impression ``tf.train.Example``s holding ``ids/<field>``
-  (int64 raw ids) and, for weighted fields, ``w/<field>`` (float) — no labels.
-* ``rank``: inputs ``user``, one serialized Example with the user-side fields
-  (a scalar string), and ``items``, a [N] string tensor of Examples with the
-  item-side fields of N candidates. The user fields are pooled once for all
-  N, as in the grouped training records; fields of the other side are ignored.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import shutil
-import socket
 import sys
-import time
 
 if __name__ == "__main__":  # quiet before TensorFlow loads (esmm_tf/cli.py)
     from esmm_tf.cli import quiet_tensorflow
 
     quiet_tensorflow()
 
-import tensorflow as tf  # noqa: E402
-
-from esmm_tf import features as F
-from esmm_tf import input_pipeline, scoring, serving_requests
-
-SIGNATURE_INPUT = "examples"
-DEFAULT_SIGNATURE = "serving_default"
-RANK_SIGNATURE = "rank"
-RANK_USER = "user"
-RANK_ITEMS = "items"
-WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
-SERVING_API_PIN = "tensorflow-serving-api==2.21.0"
-WARMUP_RECORDS = 8  # default: test records whose requests warm up TensorFlow Serving
-SOURCE_FILE = os.path.join("assets.extra", "export_source.json")
-
-
-class ServingModule(tf.Module):
-    """Wraps a trained model with the serving signatures."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-        # The model's tf.Variables, tracked by this module. Keras 3 variables
-        # are not tf.Variables: without this list the SavedModel's functions
-        # still capture them (so tf.saved_model.load works) but the graph-mode
-        # loader of TensorFlow Serving and saved_model_cli does not restore
-        # them ("Could not find variable ...").
-        self.model_variables = [getattr(v, "value", v) for v in model.variables]
-        self._spec = input_pipeline.serving_spec()
-        self._user_spec = input_pipeline.serving_spec(F.USER_FIELDS)
-        self._item_spec = input_pipeline.serving_spec(F.ITEM_FIELDS)
-
-    def _outputs(self, inputs: dict) -> dict:
-        outputs = self.model(inputs, training=False)
-        return {k: tf.identity(outputs[k], name=k) for k in F.OUTPUT_KEYS}
-
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=SIGNATURE_INPUT)])
-    def serve(self, examples):
-        parsed = tf.io.parse_example(examples, self._spec)
-        return self._outputs(input_pipeline.serving_to_inputs(parsed))
-
-    @tf.function(
-        input_signature=[
-            tf.TensorSpec([], tf.string, name=RANK_USER),
-            tf.TensorSpec([None], tf.string, name=RANK_ITEMS),
-        ]
-    )
-    def rank(self, user, items):
-        parsed_user = tf.io.parse_example(tf.reshape(user, [1]), self._user_spec)
-        parsed_items = tf.io.parse_example(items, self._item_spec)
-        return self._outputs(input_pipeline.rank_to_inputs(parsed_user, parsed_items))
-
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="records")])
-    def score_records(self, records):
-        """Not a serving signature: per-impression scores of serialized grouped
-        training-format records (esmm_tf.predict --saved_model)."""
-        return scoring.record_scores(self.model, records)
-
-    def signatures(self) -> dict:
-        return {DEFAULT_SIGNATURE: self.serve, RANK_SIGNATURE: self.rank}
-
-
-def warmup_requests(records: list[bytes], model_name: str = "esmm") -> list[bytes]:
-    """Serialized ``PredictionLog``s made from grouped records: per record, a
-    ``serving_default`` request with all its impressions, one with its first
-    impression alone, and a ``rank`` request."""
-    try:
-        from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
-    except ImportError as e:
-        raise ImportError(
-            "writing TensorFlow Serving warm-up requests needs the tensorflow-serving-api "
-            f"protos: pip install {SERVING_API_PIN} (a dependency of esmm_tf)"
-        ) from e
-
-    def log(signature: str, inputs: dict) -> bytes:
-        request = predict_pb2.PredictRequest()
-        request.model_spec.name = model_name
-        request.model_spec.signature_name = signature
-        for key, value in inputs.items():
-            request.inputs[key].CopyFrom(tf.make_tensor_proto(value, dtype=tf.string))
-        predict_log = prediction_log_pb2.PredictLog(request=request)
-        return prediction_log_pb2.PredictionLog(predict_log=predict_log).SerializeToString()
-
-    out = []
-    for record in records:
-        examples = serving_requests.impression_examples(record)
-        user, items = serving_requests.rank_request(record)
-        out.append(log(DEFAULT_SIGNATURE, {SIGNATURE_INPUT: examples}))
-        out.append(log(DEFAULT_SIGNATURE, {SIGNATURE_INPUT: examples[:1]}))
-        out.append(log(RANK_SIGNATURE, {RANK_USER: user, RANK_ITEMS: items}))
-    return out
-
-
-def _write_warmup(version_dir: str, requests: list[bytes]) -> None:
-    path = os.path.join(version_dir, WARMUP_FILE)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with tf.io.TFRecordWriter(path) as writer:
-        for request in requests:
-            writer.write(request)
-
-
-def _tmp_prefix() -> str:
-    return f".tmp-{socket.gethostname()}-"
-
-
-def _remove_stale_tmp_dirs(export_dir: str) -> None:
-    """Removes temporary export directories that this host's killed exports
-    left behind (their process is gone); a live export's is left alone."""
-    prefix = _tmp_prefix()
-    for name in os.listdir(export_dir):
-        if not name.startswith(prefix):
-            continue
-        pid = name[len(prefix) :].split("-")[0]
-        if not pid.isdigit():
-            continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            shutil.rmtree(os.path.join(export_dir, name), ignore_errors=True)
-        except PermissionError:  # alive, another user's
-            pass
-
-
-def checkpoint_source(checkpoint: str) -> dict:
-    """What identifies a checkpoint's weights: its path and its index's sha256."""
-    with open(checkpoint + ".index", "rb") as f:
-        digest = hashlib.sha256(f.read()).hexdigest()
-    return {"checkpoint": os.path.abspath(checkpoint), "index_sha256": digest}
-
-
-def export_of(export_dir: str, source_checkpoint: str) -> str | None:
-    """The newest version in ``export_dir`` if it was exported from
-    ``source_checkpoint`` (same weights), else None."""
-    if not os.path.isdir(export_dir):
-        return None
-    versions = [n for n in os.listdir(export_dir) if n.isdigit()]
-    if not versions:
-        return None
-    newest = os.path.join(export_dir, max(versions, key=int))
-    try:
-        with open(os.path.join(newest, SOURCE_FILE)) as f:
-            recorded = json.load(f)
-    except (OSError, ValueError):
-        return None
-    return newest if recorded == checkpoint_source(source_checkpoint) else None
-
-
-def export_saved_model(
-    model,
-    export_dir: str,
-    version: int | None = None,
-    warmup_records: list[bytes] | None = None,
-    model_name: str = "esmm",
-    source_checkpoint: str | None = None,
-) -> str:
-    """Writes ``export_dir/<version>`` atomically; returns its path.
-
-    ``warmup_records``: grouped training records (``esmm_tf.serving_requests``)
-    from which the TensorFlow Serving warm-up requests are made; none: no
-    warm-up file. ``source_checkpoint``: the checkpoint ``model`` was restored
-    from (or just saved to); recorded in the version, and when the newest
-    version already came from it (and no ``version`` is asked for), that
-    version's path is returned and nothing is written.
-    """
-    os.makedirs(export_dir, exist_ok=True)
-    _remove_stale_tmp_dirs(export_dir)
-    if source_checkpoint and version is None:
-        existing = export_of(export_dir, source_checkpoint)
-        if existing:
-            return existing
-    if version is None:
-        version = int(time.time())
-        while os.path.exists(os.path.join(export_dir, str(version))):
-            version += 1
-    final = os.path.join(export_dir, str(version))
-    if os.path.exists(final):
-        raise FileExistsError(f"{final} already exists")
-    requests = warmup_requests(warmup_records, model_name) if warmup_records else []
-    tmp = os.path.join(export_dir, f"{_tmp_prefix()}{os.getpid()}-{version}")
-    if os.path.exists(tmp):
-        shutil.rmtree(tmp)
-    module = ServingModule(model)
-    tf.saved_model.save(module, tmp, signatures=module.signatures())
-    if requests:
-        _write_warmup(tmp, requests)
-    if source_checkpoint:
-        os.makedirs(os.path.join(tmp, "assets.extra"), exist_ok=True)
-        with open(os.path.join(tmp, SOURCE_FILE), "w") as f:
-            json.dump(checkpoint_source(source_checkpoint), f, indent=2, sort_keys=True)
-    os.rename(tmp, final)
-    return final
+from esmm_tf import serving_requests  # noqa: E402
+from esmm_tf.serving import WARMUP_RECORDS, export_saved_model  # noqa: E402
 
 
 def export_model_dir(
@@ -262,28 +49,48 @@ def export_model_dir(
     )
 
 
-def main(argv) -> None:
-    from absl import app, flags
+# ---------------------------------------------------------------------------
+# Entry point (python -m esmm_tf.export).
 
-    from esmm_tf import data_layout
+import dataclasses  # noqa: E402
+
+from esmm_tf.config_flags import option  # noqa: E402
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportConfig:
+    """The command line of ``python -m esmm_tf.export`` (one flag per field)."""
+
+    model_dir: str = option(help="The --model_dir of a training run.")
+    export_dir: str = option(help="Writes EXPORT_DIR/<version>/.")
+    version: int | None = option(None, "Version number (default: seconds since the epoch).")
+    warmup_records: int = option(
+        WARMUP_RECORDS, "Test records whose requests go into the warm-up file (0: none)."
+    )
+
+
+def main(argv) -> None:
+    from absl import app
+
+    from esmm_tf import config_flags, data_layout
 
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    FLAGS = flags.FLAGS
-    before = set(os.listdir(FLAGS.export_dir)) if os.path.isdir(FLAGS.export_dir) else set()
-    try:
-        path = export_model_dir(
-            FLAGS.model_dir, FLAGS.export_dir, FLAGS.version, FLAGS.warmup_records
-        )
-    except (
+    from esmm_tf.cli import one_line_errors
+
+    config = config_flags.config_from_flags(ExportConfig)
+    before = set(os.listdir(config.export_dir)) if os.path.isdir(config.export_dir) else set()
+    expected = (
         FileNotFoundError,
         FileExistsError,
         ValueError,
         data_layout.DatasetError,
         ImportError,
-    ) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+    )
+    with one_line_errors(f"--export_dir={config.export_dir}", expected):
+        path = export_model_dir(
+            config.model_dir, config.export_dir, config.version, config.warmup_records
+        )
     if os.path.basename(path) in before:
         print(f"{path} is up to date (exported from the same checkpoint)")
     else:
@@ -291,15 +98,9 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-    from absl import app, flags
+    from absl import app
 
-    flags.DEFINE_string("model_dir", None, "The --model_dir of a training run.")
-    flags.DEFINE_string("export_dir", None, "Writes EXPORT_DIR/<version>/.")
-    flags.DEFINE_integer("version", None, "Version number (default: seconds since the epoch).")
-    flags.DEFINE_integer(
-        "warmup_records",
-        WARMUP_RECORDS,
-        "Test records whose requests go into the warm-up file (0: none).",
-    )
-    flags.mark_flags_as_required(["model_dir", "export_dir"])
+    from esmm_tf import config_flags
+
+    config_flags.define_flags(ExportConfig)
     app.run(main)

@@ -63,6 +63,56 @@ def serving_spec(fields: tuple[F.Field, ...] = F.FIELDS) -> dict:
     return spec
 
 
+def _decode(serialized: tf.Tensor, message: str, fields: list[str], types: list) -> list:
+    """``decode_proto`` of every string of ``serialized`` (any shape), each output
+    flattened to [n]. decode_proto checks the whole wire encoding and fails with
+    DATA_LOSS and a message that does not quote the bytes."""
+    flat = tf.concat([tf.reshape(serialized, [-1]), [""]], 0)  # it refuses an empty batch
+    _, values = tf.io.decode_proto(flat, f"tensorflow.{message}", fields, types)
+    return [tf.reshape(v, [-1]) for v in values]
+
+
+def check_encoding(serialized: tf.Tensor) -> tf.Tensor:
+    """``serialized`` itself, once every string has been decoded as a
+    tf.train.Example down to its value lists (Example, Features, map entries,
+    Feature, Int64List/FloatList/BytesList). ``parse_example`` reads some broken
+    encodings as an empty Example (e.g. a ``features`` field whose length runs
+    past the end) and quotes the raw bytes in its errors for others (which an
+    in-process Python caller cannot even decode: UnicodeDecodeError)."""
+    (features,) = _decode(serialized, "Example", ["features"], [tf.string])
+    (entries,) = _decode(features, "Features", ["feature"], [tf.string])
+    (values,) = _decode(entries, "Features.FeatureEntry", ["value"], [tf.string])
+    lists = _decode(values, "Feature", ["bytes_list", "float_list", "int64_list"], [tf.string] * 3)
+    decoded = [
+        _decode(lists[0], "BytesList", ["value"], [tf.string])[0],
+        _decode(lists[1], "FloatList", ["value"], [tf.float32])[0],
+        _decode(lists[2], "Int64List", ["value"], [tf.int64])[0],
+    ]
+    # The strings, through a data dependency on every decoded value (Grappler
+    # drops control dependencies on stateless ops): the parse runs after the check.
+    total = tf.add_n([tf.size(v) for v in decoded])
+    return tf.strings.substr(serialized, 0, tf.maximum(total, tf.int32.max))
+
+
+def parse_serving(serialized: tf.Tensor, spec: dict, name: str) -> dict:
+    """``tf.io.parse_example(serialized, spec)`` for a serving request, strict:
+
+    * a string that is not a valid serialized tf.train.Example is a DATA_LOSS
+      error from ``check_encoding`` (never scored, never quoted);
+    * a NaN or infinite weight ``w/<field>`` is an INVALID_ARGUMENT error
+      naming the field (finite weights are used as sent).
+
+    ``name`` is the request input (``examples``, ``user``, ``items``)."""
+    parsed = tf.io.parse_example(check_encoding(serialized), spec)
+    for key, value in parsed.items():
+        if value.dtype == tf.float32:
+            finite = tf.debugging.check_numerics(
+                value.values, f"{name}: {key} holds a NaN or infinite weight"
+            )
+            parsed[key] = value.with_values(finite)
+    return parsed
+
+
 def _weights(ids: tf.RaggedTensor, weights: tf.RaggedTensor | None) -> tf.Tensor:
     """Weight values aligned with ``ids.values``, row by row: a row whose weights
     are missing or do not match its ids gets 1.0 (a serving request may omit

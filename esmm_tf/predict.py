@@ -14,18 +14,33 @@ as its OOV rows.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
 
-from absl import app, flags
+from absl import app
 
-FLAGS = flags.FLAGS
+from esmm_tf import config_flags, data_layout
+from esmm_tf.config_flags import option
+from esmm_tf.run_dir import CHECKPOINT_CHOICES
+
+
+@dataclasses.dataclass(frozen=True)
+class PredictConfig:
+    """The command line of ``python -m esmm_tf.predict`` (one flag per field)."""
+
+    data_dir: str = option(help="Converted data to score (data_prep.convert --out_dir).")
+    output: str = option(help="CSV file to write: sample_id,ctr,cvr,ctcvr.")
+    model_dir: str | None = option(None, "A training run (--model_dir of esmm_tf.train).")
+    saved_model: str | None = option(None, "Or an export's version directory, EXPORT/<version>.")
+    split: str = option("test", "Split to score.", choices=data_layout.SPLITS)
+    checkpoint: str = option(
+        "auto", "With --model_dir: which checkpoint.", choices=CHECKPOINT_CHOICES
+    )
 
 
 def _expected(data_dir: str, split: str) -> int | None:
-    from esmm_tf import data_layout
-
     try:
         with open(data_layout.stats_file(data_dir)) as f:
             return int(json.load(f)["splits"][split]["impressions"])
@@ -44,7 +59,7 @@ def predict(
     """Writes the predictions file; returns the number of impressions scored."""
     import tensorflow as tf
 
-    from esmm_tf import data_layout, run_dir, scoring, shards
+    from esmm_tf import run_dir, scoring, shards
 
     if bool(model_dir) == bool(saved_model):
         raise ValueError("give exactly one of --model_dir=RUN and --saved_model=EXPORT/<version>")
@@ -73,35 +88,24 @@ def predict(
 def main(argv) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    from esmm_tf import data_layout
-
+    config = config_flags.config_from_flags(PredictConfig)
     try:
         n = predict(
-            FLAGS.data_dir,
-            FLAGS.output,
-            FLAGS.model_dir,
-            FLAGS.saved_model,
-            FLAGS.split,
-            FLAGS.checkpoint,
+            config.data_dir,
+            config.output,
+            config.model_dir,
+            config.saved_model,
+            config.split,
+            config.checkpoint,
         )
     except (FileNotFoundError, ValueError, data_layout.DatasetError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
-    print(f"wrote {n:,} predictions to {FLAGS.output}")
+    print(f"wrote {n:,} predictions to {config.output}")
 
 
 def define_flags() -> None:
-    from esmm_tf.run_dir import CHECKPOINT_CHOICES
-
-    flags.DEFINE_string("model_dir", None, "A training run (--model_dir of esmm_tf.train).")
-    flags.DEFINE_string("saved_model", None, "Or an export's version directory, EXPORT/<version>.")
-    flags.DEFINE_string("data_dir", None, "Converted data to score (data_prep.convert --out_dir).")
-    flags.DEFINE_enum("split", "test", ["train", "test"], "Split to score.")
-    flags.DEFINE_enum(
-        "checkpoint", "auto", list(CHECKPOINT_CHOICES), "With --model_dir: which checkpoint."
-    )
-    flags.DEFINE_string("output", None, "CSV file to write: sample_id,ctr,cvr,ctcvr.")
-    flags.mark_flags_as_required(["data_dir", "output"])
+    config_flags.define_flags(PredictConfig)
 
 
 if __name__ == "__main__":

@@ -116,8 +116,10 @@ def copy_vocab(source: str, model_dir: str) -> str:
     if has_vocab(model_dir):
         return vocab_fingerprint(model_dir)
     if not has_vocab(source):
-        missing = data_layout.vocab_file(source, F.FIELDS[0].id)
-        vocab.read_vocab(missing)  # the clear error when the first file is missing
+        for field in F.FIELDS:  # the clear error naming the first missing file
+            path = data_layout.vocab_file(source, field.id)
+            if not os.path.exists(path):
+                vocab.read_vocab(path)
         raise data_layout.DatasetError(
             f"{source!r} has an incomplete vocabulary under "
             f"{os.path.join(source, data_layout.VOCAB_DIR)}"

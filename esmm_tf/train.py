@@ -10,7 +10,6 @@ cluster every worker runs the same command with its own ``TF_CONFIG`` and
 from __future__ import annotations
 
 import os
-import sys
 
 from absl import app, flags
 
@@ -36,21 +35,15 @@ def main(argv) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     from esmm_tf import data_layout, distribute, training_run
+    from esmm_tf.cli import one_line_errors
 
-    try:
+    expected = (ValueError, FileNotFoundError, data_layout.DatasetError, training_run.TrainingError)
+    with one_line_errors(f"--model_dir={FLAGS.model_dir}", expected):
         config = config_from_flags()
         strategy = distribute.make_strategy(config.strategy)  # before any TensorFlow op
         training_run.train_and_evaluate(
             config, FLAGS.model_dir, export_dir=FLAGS.export_dir, strategy=strategy
         )
-    except (
-        ValueError,
-        FileNotFoundError,
-        data_layout.DatasetError,
-        training_run.TrainingError,
-    ) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
 
 
 def define_flags() -> None:

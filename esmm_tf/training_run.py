@@ -41,7 +41,7 @@ from esmm_tf import config as config_lib
 from esmm_tf import (
     data_layout,
     distribute,
-    evaluation,
+    evaluator,
     input_pipeline,
     objectives,
     regularization,
@@ -157,7 +157,7 @@ class _TrainWindow:
         self.reset()
 
     def reset(self) -> None:
-        self.evaluator = evaluation.Evaluator()
+        self.evaluator = evaluator.Evaluator()
         self.loss_sums: dict[str, float] = {}
         self.steps = 0
         self.impressions = 0
@@ -334,7 +334,7 @@ class TrainingRun:
             step_counter=self.optimizer.iterations,
         )
         self._restore_or_warm_start()
-        self.predict = evaluation.predict_function(self.model)
+        self.predict = evaluator.predict_function(self.model)
         if self.chief:
             self.writer = tf.summary.create_file_writer(
                 run_dir.events_dir(model_dir, run_dir.TRAIN_EVENTS)
@@ -557,7 +557,7 @@ class TrainingRun:
                 impressions=config.eval_impressions,
             )
             with self.progbar.paused():
-                metrics = evaluation.evaluate(self.model, dataset, self.predict)
+                metrics = evaluator.evaluate(self.model, dataset, self.predict)
             _write_eval_summaries(self.eval_writer, metrics, self.step)
             if self.has_validation:
                 improved, stop = self._early_stopping(metrics)
@@ -622,13 +622,13 @@ class TrainingRun:
         try:
             if not self.chief:
                 if self.export_dir:  # as the chief does (saving may take part in collectives)
-                    from esmm_tf.export import export_saved_model
+                    from esmm_tf.serving import export_saved_model
 
                     export_saved_model(self.model, os.path.join(self.scratch, "export"))
                 _log(f"{self.prefix}done at step {step}; the chief writes {self.model_dir}")
                 _barrier(self.strategy, self.global_sum)
                 return {"step": step}
-            metrics = evaluation.evaluate(
+            metrics = evaluator.evaluate(
                 self.model, eval_dataset(config, files=self.test_files), self.predict
             )
             _write_eval_summaries(self.eval_writer, metrics, step, prefix="test/")
@@ -637,7 +637,7 @@ class TrainingRun:
                 if best
                 else f"after step {step}"
             )
-            _log("\n" + evaluation.format_table(metrics, title))
+            _log("\n" + evaluator.format_table(metrics, title))
             metrics["step"] = step
             metrics["checkpoint"] = best or run_dir.latest_checkpoint(self.model_dir)
             metrics["epochs_trained"] = self.epoch
@@ -651,7 +651,7 @@ class TrainingRun:
             _write_json(run_dir.eval_file(self.model_dir), metrics)
             if self.export_dir:
                 from esmm_tf import serving_requests
-                from esmm_tf.export import WARMUP_RECORDS, export_saved_model
+                from esmm_tf.serving import WARMUP_RECORDS, export_saved_model
 
                 warmup = serving_requests.read_records(self.test_files, WARMUP_RECORDS)
                 path = export_saved_model(

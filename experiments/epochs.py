@@ -6,11 +6,14 @@ training longer must never make the model worse).
         [--update_reference]
 
 For every setting (a set of training flags on top of experiments/esmm.flags)
-and seed, one run directory is trained with ``--epochs=1``, then resumed with
-``--epochs=2``, ``3``, ``5``: each time the run's final test metrics
-(``eval_metrics.json``: the last model, or with a validation split the best
-checkpoint on it) are kept as ``metrics-epoch<E>.json``. Finished points are
-not redone, so an interrupted experiment resumes. Writes ``epochs.md``,
+and seed, one run directory. Settings without a validation split train all
+the epochs in one run that evaluates the whole test split at each epoch end
+(the model after E epochs; read back from the run's TensorBoard events);
+settings with early stopping are trained with ``--epochs=1``, then resumed
+with ``--epochs=2``, ``3``, ``5``, each time keeping the run's final test
+metrics (the best checkpoint on the validation split so far). Each point is
+kept as ``metrics-epoch<E>.json``; finished points are not redone, so an
+interrupted experiment resumes. Writes ``epochs.md``,
 ``epochs.json`` and ``epochs.png`` (mean ± std over seeds of CTR, CVR on
 clicked, CTCVR and entire-space CVR AUC vs epochs) into ``--out_dir``
 (``experiments/results`` with ``--update_reference``).
@@ -18,6 +21,7 @@ clicked, CTCVR and entire-space CVR AUC vs epochs) into ``--out_dir``
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -27,12 +31,19 @@ import time
 
 from absl import app, flags
 
-from experiments import runner
+if __name__ == "__main__":
+    from esmm_tf.cli import quiet_tensorflow
+
+    quiet_tensorflow()
+
+from experiments import runner  # noqa: E402
 
 # Flags of each setting on top of experiments/esmm.flags. The regularizers'
 # strengths are the tuned ones of experiments/esmm_tuned.flags; early
 # stopping selects on a validation split carved from train by request.
-NO_EVAL = ["--eval_every_steps=1000000"]  # evaluate at epoch ends only (no selection)
+# Without selection: one run of all the epochs, evaluated on the whole test
+# split at each epoch end (and only then), read back from its TensorBoard events.
+NO_EVAL = ["--eval_every_steps=1000000", "--eval_impressions=0"]
 EARLY_STOPPING = [
     "--validation_fraction=0.1",
     "--early_stopping_metric=ctcvr_auc",
@@ -71,12 +82,7 @@ flags.mark_flag_as_required("data_dir")
 FLAGS = flags.FLAGS
 
 
-def point(data_dir: str, run: str, setting: str, seed: int, epochs: int) -> dict:
-    """The run's test metrics after ``epochs`` epochs (trains or resumes it)."""
-    path = os.path.join(run, f"metrics-epoch{epochs}.json")
-    if os.path.exists(path):
-        with open(path) as f:
-            return json.load(f)
+def _train(data_dir: str, run: str, setting: str, seed: int, epochs: int) -> None:
     cmd = [
         sys.executable,
         "-m",
@@ -93,13 +99,49 @@ def point(data_dir: str, run: str, setting: str, seed: int, epochs: int) -> dict
     result = subprocess.run(cmd, cwd=runner.ROOT, env=env, capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{result.stderr[-3000:]}")
-    shutil.copyfile(os.path.join(run, "eval_metrics.json"), path + ".tmp")
-    os.replace(path + ".tmp", path)
+    runner.log(f"  {setting} seed {seed}: {epochs} epochs ({time.time() - start:.0f} s)")
+
+
+def _epoch_end_evaluations(run: str) -> list[dict]:
+    """The run's evaluations on the test split, in step order (one per epoch)."""
+    import tensorflow as tf
+
+    by_step: dict[int, dict] = {}
+    for path in sorted(glob.glob(os.path.join(run, "eval", "events.out.tfevents.*"))):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                if value.tag.startswith("auc/"):
+                    key = value.tag.split("/", 1)[1]
+                    by_step.setdefault(event.step, {})[key] = float(tf.make_ndarray(value.tensor))
+    return [by_step[step] for step in sorted(by_step)]
+
+
+def point(data_dir: str, run: str, setting: str, seed: int, epochs: int, last: int) -> dict:
+    """The test metrics after ``epochs`` epochs (``last``: the most the
+    experiment trains)."""
+    path = os.path.join(run, f"metrics-epoch{epochs}.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            return json.load(f)
+    if "--validation_fraction=0.1" in SETTINGS[setting]:  # selection: resume up to `epochs`
+        _train(data_dir, run, setting, seed, epochs)
+        shutil.copyfile(os.path.join(run, "eval_metrics.json"), path + ".tmp")
+        os.replace(path + ".tmp", path)
+    else:  # one run of every epoch; the epoch-end evaluations are the points
+        evaluations = _epoch_end_evaluations(run)
+        if len(evaluations) < last:
+            _train(data_dir, run, setting, seed, last)
+            evaluations = _epoch_end_evaluations(run)
+        for e, metrics in enumerate(evaluations[:last], 1):
+            runner.atomic_write(
+                os.path.join(run, f"metrics-epoch{e}.json"),
+                json.dumps({**metrics, "epochs_trained": e}, indent=2) + "\n",
+            )
     with open(path) as f:
         metrics = json.load(f)
     runner.log(
         f"  {setting} seed {seed} epochs {epochs}: CVR AUC {metrics['cvr_auc']:.4f}, "
-        f"CTCVR AUC {metrics['ctcvr_auc']:.4f} ({time.time() - start:.0f} s)"
+        f"CTCVR AUC {metrics['ctcvr_auc']:.4f}"
     )
     return metrics
 
@@ -151,7 +193,7 @@ def run_experiment(data_dir, settings, seeds, epochs, out_dir) -> dict:
         for seed in range(seeds):
             run = os.path.join(out_dir, "runs", "epochs", setting, f"seed{seed}")
             for e in epochs:
-                per_epoch[e].append(point(data_dir, run, setting, seed, e))
+                per_epoch[e].append(point(data_dir, run, setting, seed, e, epochs[-1]))
         for e, runs in per_epoch.items():
             summary[setting][str(e)] = {
                 k: runner.mean_std([100 * m[k] for m in runs if k in m]) for k in METRICS

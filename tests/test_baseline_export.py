@@ -10,8 +10,8 @@ import tensorflow as tf
 
 from esmm_tf import data_layout
 from esmm_tf import features as F
-from esmm_tf.export import export_saved_model
 from esmm_tf.model import build_model
+from esmm_tf.serving import export_saved_model
 from esmm_tf.serving_requests import impression_examples, read_records
 
 

@@ -190,6 +190,19 @@ def test_flags_and_pipeline_options():
     )
     assert config.keep_conversion_without_click and not config.overwrite
     assert pipeline_args == ["--runner=DataflowRunner", "--project=p", "--setup_file=./setup.py"]
+    assert config.read_chunk_bytes == 64 << 20 and config.verbosity == -2
+
+
+def test_flags_from_the_config_dataclass():
+    config, pipeline_args = beam_convert.parse_args(
+        ["--raw_dir=R", "--out_dir=D", "--read_chunk_mb=0.5", "-v", "0", "--runner", "Direct"]
+    )
+    assert (config.read_chunk_bytes, config.verbosity) == (1 << 19, 0)
+    assert pipeline_args == ["--runner", "Direct"]
+    with pytest.raises(ConvertError, match="raw_dir"):
+        beam_convert.parse_args(["--out_dir=D"])
+    with pytest.raises(ConvertError, match="min_count"):
+        beam_convert.parse_args(["--raw_dir=R", "--out_dir=D", "--min_count=many"])
 
 
 def test_numbered_ranges_match_read_lines(tmp_path):

@@ -130,3 +130,68 @@ def test_every_config_field_is_a_flag_with_help():
     assert names == [f.name for f in dataclasses.fields(Config)]
     assert all(values[n].help != n for n in names)
     assert config_flags.config_from_flags(Config, values) == Config(data_dir="d")
+
+
+# The entry points' flags as they were spelled by hand before config_flags: name -> default
+# (None for a required flag); the README and the tests use these names.
+_ENTRY_POINT_FLAGS = {
+    ("data_prep.convert", "ConvertConfig"): {
+        "raw_dir": None,
+        "out_dir": None,
+        "min_count": 2,
+        "max_bad_fraction": 0.001,
+        "max_group_size": 256,
+        "num_shards": 0,
+        "workers": 0,
+        "memory_budget_mb": 128,
+        "keep_conversion_without_click": False,
+        "overwrite": False,
+        "vocab_from": None,
+    },
+    ("esmm_tf.evaluate", "EvaluateConfig"): {
+        "model_dir": None,
+        "data_dir": None,
+        "split": "test",
+        "checkpoint": "auto",
+        "output_json": None,
+        "progress": True,
+    },
+    ("esmm_tf.predict", "PredictConfig"): {
+        "data_dir": None,
+        "output": None,
+        "model_dir": None,
+        "saved_model": None,
+        "split": "test",
+        "checkpoint": "auto",
+    },
+    ("esmm_tf.export", "ExportConfig"): {
+        "model_dir": None,
+        "export_dir": None,
+        "version": None,
+        "warmup_records": 8,
+    },
+}
+_REQUIRED = {
+    "ConvertConfig": {"raw_dir", "out_dir"},
+    "EvaluateConfig": {"model_dir"},
+    "PredictConfig": {"data_dir", "output"},
+    "ExportConfig": {"model_dir", "export_dir"},
+}
+
+
+@pytest.mark.parametrize("module, name", sorted(_ENTRY_POINT_FLAGS))
+def test_entry_point_flags_keep_their_names_and_defaults(module, name):
+    import importlib
+
+    config_type = getattr(importlib.import_module(module), name)
+    required = _REQUIRED[name]
+    argv = [f"--{n}=x" for n in sorted(required)]
+    values, names = _parse(argv, dataclass_type=config_type)
+    want = _ENTRY_POINT_FLAGS[module, name]
+    assert {n: values[n].default for n in names} == want
+    assert all(values[n].help != n for n in names)
+    config = config_flags.config_from_flags(config_type, values)
+    assert {n: getattr(config, n) for n in required} == dict.fromkeys(required, "x")
+    for missing in required:
+        with pytest.raises(flags.IllegalFlagValueError, match=missing):
+            _parse([a for a in argv if not a.startswith(f"--{missing}=")], config_type)

@@ -327,3 +327,43 @@ def test_synthetic_logs_convert_cleanly(tiny_raw_dir, tiny_data_dir):
         assert converted["impressions"] == generated["impressions"]
         assert converted["clicks"] == generated["clicks"]
         assert converted["conversions"] == generated["conversions"]
+
+
+def test_duplicate_sample_ids_are_bad_rows_keeping_the_first(tmp_path):
+    sk, cf = simple_dataset(users=4, impressions_per_user=3)  # sample ids 1..12
+    later = skeleton(3, 1, 1, f"{1:016x}", item_features(9))  # id 3 again, another user
+    sk = sk[:6] + [later] + sk[6:] + [sk[0]]  # lines 7 and 14 repeat ids 3 and 1
+    raw_dir = write_raw_dir(tmp_path / "raw", sk, cf)
+    stats = _convert(raw_dir, tmp_path / "out", max_bad_fraction=0.2)
+    s = stats["splits"]["train"]
+    assert s["bad_rows"] == {"duplicate_sample_id": 2}
+    path = os.path.join(raw_dir, "sample_skeleton_train.csv")
+    assert s["bad_examples"]["duplicate_sample_id"] == [
+        f"{path}:14: sample_id 1 seen before (line 1); keeping the first",
+        f"{path}:7: sample_id 3 seen before (line 3); keeping the first",
+    ]
+    assert s["impressions"] == 12
+    ids = sorted(i for r in _records(tmp_path / "out") for i in _ints(r, F.SAMPLE_ID))
+    assert ids == list(range(1, 13))
+    # the kept row 3 is the first one (user 0's), not the later one (user 1's)
+    first = next(r for r in _records(tmp_path / "out") if 3 in _ints(r, F.SAMPLE_ID))
+    assert _ints(first, "ids/101") == [1000]
+
+
+def test_duplicate_finder_on_shuffled_ids():
+    from data_prep import duplicates
+
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 50, 300)
+    finder = duplicates.SampleIds()
+    for i in ids:
+        finder.add(b"%d,0,0,x,0," % i)
+    finder.add(b"+1,0,0,x,0,")  # unparsable: reported elsewhere, never a duplicate
+    got = finder.duplicates()
+    seen, expected = {}, []
+    for line, i in enumerate(ids, 1):
+        if i in seen:
+            expected.append((line, seen[i], i))
+        else:
+            seen[i] = line
+    assert got.tolist() == [list(e) for e in expected]

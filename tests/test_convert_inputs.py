@@ -38,7 +38,11 @@ def _same_files(a, b):
 def test_test_split_only_with_and_without_vocab_from(tiny_raw_dir, tiny_data_dir, tmp_path):
     raw_dir = _one_split(tiny_raw_dir, tmp_path / "raw", "test")
     stats = _convert(raw_dir, tmp_path / "plain")
-    assert sorted(os.listdir(tmp_path / "plain")) == ["stats.json", "test"]  # no vocab/
+    assert sorted(os.listdir(tmp_path / "plain")) == [
+        "convert_timings.json",
+        "stats.json",
+        "test",
+    ]  # no vocab/
     assert list(stats["splits"]) == ["test"] and stats["fields"] == {}
     assert stats["has_ground_truth"]
     # The same test shards as the conversion of both splits.
@@ -78,7 +82,12 @@ def test_test_split_only_with_and_without_vocab_from(tiny_raw_dir, tiny_data_dir
 def test_train_split_only_builds_the_vocabulary(tiny_raw_dir, tiny_data_dir, tmp_path):
     raw_dir = _one_split(tiny_raw_dir, tmp_path / "raw", "train")
     stats = _convert(raw_dir, tmp_path / "out")
-    assert sorted(os.listdir(tmp_path / "out")) == ["stats.json", "train", "vocab"]
+    assert sorted(os.listdir(tmp_path / "out")) == [
+        "convert_timings.json",
+        "stats.json",
+        "train",
+        "vocab",
+    ]
     assert list(stats["splits"]) == ["train"]
     for field in F.FIELDS:
         _same_files(

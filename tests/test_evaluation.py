@@ -1,4 +1,4 @@
-"""esmm_tf.evaluation: which impressions and labels each metric uses."""
+"""esmm_tf.evaluator: which impressions and labels each metric uses."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 from sklearn.metrics import log_loss, roc_auc_score
 
-from esmm_tf import evaluation
+from esmm_tf import evaluator
 from esmm_tf import features as F
 
 
@@ -50,9 +50,9 @@ def hand_made(n: int = 4000, seed: int = 0) -> tuple[dict, dict]:
 
 
 def one_shot(labels, outputs) -> dict:
-    evaluator = evaluation.Evaluator()
-    evaluator.update(labels, outputs)
-    return evaluator.result()
+    acc = evaluator.Evaluator()
+    acc.update(labels, outputs)
+    return acc.result()
 
 
 def test_cvr_auc_uses_clicked_impressions_only():
@@ -115,13 +115,13 @@ def test_calibration_uses_the_same_impressions_as_the_aucs():
 def test_chunked_updates_equal_one_shot():
     labels, outputs = hand_made()
     want = one_shot(labels, outputs)
-    evaluator = evaluation.Evaluator()
+    acc = evaluator.Evaluator()
     bounds = [0, 1, 17, 500, 501, 1999, 3000, 4000]
     for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
-        evaluator.update(
+        acc.update(
             {k: v[lo:hi] for k, v in labels.items()}, {k: v[lo:hi] for k, v in outputs.items()}
         )
-    got = evaluator.result()
+    got = acc.result()
     assert got.keys() == want.keys()
     for key in ("ctr_auc", "cvr_auc", "ctcvr_auc", "cvr_auc_entire_space"):
         assert got[key] == pytest.approx(want[key], abs=1e-12), key
@@ -139,17 +139,17 @@ def test_without_ground_truth_there_is_no_entire_space_auc():
     metrics = one_shot(labels, outputs)
     assert "cvr_auc_entire_space" not in metrics
     assert "ground_truth" not in metrics["calibration"][F.CVR]
-    table = evaluation.format_table(metrics)
+    table = evaluator.format_table(metrics)
     assert "entire-space" not in table
     assert "nan" not in table
     cvr_row = next(line.split() for line in table.splitlines() if line.split()[:1] == ["cvr"])
-    assert cvr_row[-2:] == [evaluation.NO_VALUE, evaluation.NO_VALUE]
+    assert cvr_row[-2:] == [evaluator.NO_VALUE, evaluator.NO_VALUE]
 
 
 def test_calibration_table_compares_like_with_like():
     labels, outputs = hand_made()
     metrics = one_shot(labels, outputs)
-    table = evaluation.format_table(metrics)
+    table = evaluator.format_table(metrics)
     cvr_row = next(line.split() for line in table.splitlines() if line.split()[:1] == ["cvr"])
     clicked = labels[F.CLICK] > 0
     # cvr, scored on clicked impressions: mean pCVR there vs the observed CVR there ...
@@ -186,7 +186,7 @@ def test_evaluate_streams_batches_through_the_predict_fn():
         rows = inputs["row"].numpy()
         return {k: tf.constant(v[rows]) for k, v in outputs.items()}
 
-    metrics = evaluation.evaluate(None, batches, predict)
+    metrics = evaluator.evaluate(None, batches, predict)
     want = one_shot(labels, outputs)
     for key in ("ctr_auc", "cvr_auc", "ctcvr_auc", "cvr_auc_entire_space", "impressions"):
         assert metrics[key] == pytest.approx(want[key], abs=1e-12)
@@ -196,7 +196,7 @@ def test_evaluate_streams_batches_through_the_predict_fn():
 def test_format_table_names_the_metrics_honestly():
     labels, outputs = hand_made()
     metrics = one_shot(labels, outputs)
-    table = evaluation.format_table(metrics, "title")
+    table = evaluator.format_table(metrics, "title")
     assert table.splitlines()[0] == "title"
     lines = table.splitlines()
     cvr_line = next(line for line in lines if "CVR AUC (clicked impressions)" in line)

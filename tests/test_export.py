@@ -14,7 +14,8 @@ import tensorflow as tf
 
 from esmm_tf import data_layout, input_pipeline, losses, training_run
 from esmm_tf import features as F
-from esmm_tf.export import (
+from esmm_tf.model import CTR_LOGIT, CVR_LOGIT, build_model
+from esmm_tf.serving import (
     DEFAULT_SIGNATURE,
     RANK_ITEMS,
     RANK_SIGNATURE,
@@ -23,7 +24,6 @@ from esmm_tf.export import (
     WARMUP_FILE,
     export_saved_model,
 )
-from esmm_tf.model import CTR_LOGIT, CVR_LOGIT, build_model
 from esmm_tf.serving_requests import impression_examples, rank_request
 from tests.helpers import (
     ROOT,
@@ -230,15 +230,102 @@ def test_very_long_lists(serve, model):
         np.testing.assert_allclose(out[key], want[key], rtol=1e-5, atol=1e-6)
 
 
-def test_malformed_request_is_an_invalid_argument(serve, records):
+NOT_EXAMPLES = [
+    b"not a serialized tf.train.Example",
+    b"\xff\xfenot a serialized tf.train.Example",  # not UTF-8 either
+    bytes.fromhex("0affffffff0f"),  # a features field running past the end
+    tf.train.Example().SerializeToString() + b"\x0a\x05\x0a\x03\x0a\x01",  # broken inside
+    # a valid structure whose packed int64 list runs past its end
+    make_example({"ids/205": [7]})
+    .SerializeToString()
+    .replace(b"\x1a\x03\x0a\x01\x07", b"\x1a\x03\x0a\x05\x07"),
+]
+
+
+@pytest.mark.parametrize("bad", NOT_EXAMPLES)
+def test_a_string_that_is_not_an_example_is_rejected_without_its_bytes(serve, rank, records, bad):
+    """A DATA_LOSS error from the encoding check (decode_proto's message), never
+    the raw bytes (which parse_example's own message would quote, so that an
+    in-process caller got a UnicodeDecodeError), never scored as an empty Example."""
     good = impression_examples(records[0])[0]
-    with pytest.raises(tf.errors.InvalidArgumentError, match="Could not parse example"):
-        call(serve, [good, b"not a serialized tf.train.Example"])
-    # Non-UTF-8 garbage is refused too; TensorFlow's Python wrapper then fails
-    # to decode its own error message (which echoes the bytes) and raises
-    # UnicodeDecodeError instead (plain tf.io.parse_example does the same).
-    with pytest.raises((tf.errors.InvalidArgumentError, UnicodeDecodeError)):
-        call(serve, [good, b"\xff\xfenot a serialized tf.train.Example"])
+    user, items = rank_request(records[0])
+    for run, where in (
+        (lambda: call(serve, [good, bad]), "examples: "),
+        (lambda: call_rank(rank, bad, items), "user: "),
+        (lambda: call_rank(rank, user, [items[0], bad]), "items: "),
+    ):
+        with pytest.raises(tf.errors.DataLossError) as error:
+            run()
+        assert "DecodeProtoV2" in error.value.message, where
+        assert "Could not parse" not in error.value.message
+
+
+NON_FINITE = [float("nan"), float("inf"), -float("inf")]
+
+
+def _with_weight(example: bytes, field: str, value: float) -> bytes:
+    ex = tf.train.Example.FromString(example)
+    feature = ex.features.feature
+    n = len(feature[f"ids/{field}"].int64_list.value)
+    assert n > 0, field
+    del feature[f"w/{field}"].float_list.value[:]
+    feature[f"w/{field}"].float_list.value.extend([0.5] * (n - 1) + [value])
+    return ex.SerializeToString()
+
+
+def _weighted(side) -> str:
+    return next(f.id for f in side if f.weighted)
+
+
+@pytest.mark.parametrize("value", NON_FINITE)
+def test_non_finite_weights_are_an_invalid_argument_naming_the_field(
+    serve, rank, records, version_dir, value
+):
+    record = next(
+        r for r in records if all(len(e) for e in impression_examples(r))
+    )  # any record: its impressions hold the weighted fields
+    user, items = rank_request(record)
+    item_field, user_field = _weighted(F.ITEM_FIELDS), _weighted(F.USER_FIELDS)
+    bad_item = _with_weight(items[0], item_field, value)
+    bad_user = _with_weight(user, user_field, value)
+    examples = impression_examples(record)
+    bad_example = _with_weight(examples[0], item_field, value)
+    server = GraphModeServer(version_dir)  # as TensorFlow Serving runs it
+    cases = [
+        (lambda: call(serve, [examples[0], bad_example]), f"examples: w/{item_field}"),
+        (lambda: call_rank(rank, user, [items[0], bad_item]), f"items: w/{item_field}"),
+        (lambda: call_rank(rank, bad_user, items), f"user: w/{user_field}"),
+        (
+            lambda: server.run(DEFAULT_SIGNATURE, {SIGNATURE_INPUT: np.array([bad_example])}),
+            f"examples: w/{item_field}",
+        ),
+        (
+            lambda: server.run(RANK_SIGNATURE, {RANK_USER: bad_user, RANK_ITEMS: np.array(items)}),
+            f"user: w/{user_field}",
+        ),
+    ]
+    for run, message in cases:
+        with pytest.raises(tf.errors.InvalidArgumentError) as error:
+            run()
+        assert f"{message} holds a NaN or infinite weight" in error.value.message
+
+
+def test_graph_mode_loader_rejects_what_is_not_an_example(version_dir, records):
+    server = GraphModeServer(version_dir)
+    good = impression_examples(records[0])[0]
+    assert server.run(DEFAULT_SIGNATURE, {SIGNATURE_INPUT: np.array([good])})[F.CTR].shape == (1,)
+    for bad in NOT_EXAMPLES:
+        with pytest.raises(tf.errors.DataLossError, match="DecodeProtoV2"):
+            server.run(DEFAULT_SIGNATURE, {SIGNATURE_INPUT: np.array([good, bad], dtype=object)})
+
+
+def test_a_feature_of_the_wrong_type_is_an_invalid_argument_naming_the_key(serve):
+    ex = make_example({"ids/205": [7]})
+    ex.features.feature["ids/205"].CopyFrom(
+        tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"\xff"]))
+    )
+    with pytest.raises(tf.errors.InvalidArgumentError, match="Key: ids/205"):
+        call(serve, [ex.SerializeToString()])
 
 
 def test_two_exports_get_different_versions(model, version_dir, export_dir):
@@ -327,7 +414,7 @@ def test_rank_edge_cases(serve, rank, records):
     plain = call_rank(rank, user, items)
     for key in F.OUTPUT_KEYS:
         np.testing.assert_allclose(swapped[key], plain[key], rtol=0, atol=1e-6)
-    with pytest.raises(tf.errors.InvalidArgumentError, match="Could not parse example"):
+    with pytest.raises(tf.errors.DataLossError, match="DecodeProtoV2"):
         call_rank(rank, b"not an example", items)
 
 
@@ -417,7 +504,7 @@ def test_saved_model_cli_runs_the_signature(version_dir, serve, records, tmp_pat
 
 
 def test_stale_temporary_exports_are_removed(model, export_dir):
-    from esmm_tf import export
+    from esmm_tf import serving
 
     dead = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"],
@@ -425,8 +512,8 @@ def test_stale_temporary_exports_are_removed(model, export_dir):
         capture_output=True,
         check=True,
     ).stdout.strip()
-    stale = os.path.join(export_dir, f"{export._tmp_prefix()}{dead}-123")
-    live = os.path.join(export_dir, f"{export._tmp_prefix()}{os.getpid()}-456")
+    stale = os.path.join(export_dir, f"{serving.tmp_prefix()}{dead}-123")
+    live = os.path.join(export_dir, f"{serving.tmp_prefix()}{os.getpid()}-456")
     other_host = os.path.join(export_dir, ".tmp-elsewhere-1-789")
     for path in (stale, live, other_host):
         os.makedirs(os.path.join(path, "variables"))
@@ -442,7 +529,7 @@ def test_serving_api_pin_is_the_one_installed():
     no --no-deps install beside it), and what is installed agree."""
     from importlib.metadata import version
 
-    from esmm_tf.export import SERVING_API_PIN
+    from esmm_tf.serving import SERVING_API_PIN
 
     name, pinned = SERVING_API_PIN.split("==")
     with open(os.path.join(ROOT, "setup.py")) as f:

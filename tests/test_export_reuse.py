@@ -6,7 +6,7 @@ import os
 
 import tensorflow as tf
 
-from esmm_tf import export
+from esmm_tf import serving
 from esmm_tf.model import build_model
 from tests.helpers import small_config
 
@@ -22,19 +22,19 @@ def test_same_checkpoint_reuses_the_newest_version(tiny_data_dir, tmp_path):
     )
     export_dir = str(tmp_path / "export")
     first_ckpt = manager.save()
-    first = export.export_saved_model(model, export_dir, source_checkpoint=first_ckpt)
-    assert export.export_of(export_dir, first_ckpt) == first
-    again = export.export_saved_model(model, export_dir, source_checkpoint=first_ckpt)
+    first = serving.export_saved_model(model, export_dir, source_checkpoint=first_ckpt)
+    assert serving.export_of(export_dir, first_ckpt) == first
+    again = serving.export_saved_model(model, export_dir, source_checkpoint=first_ckpt)
     assert again == first and versions(export_dir) == [os.path.basename(first)]
 
     # New weights, new checkpoint: a new version, and the old one no longer matches.
     model.trainable_variables[0].assign_add(tf.ones_like(model.trainable_variables[0]))
     second_ckpt = manager.save()
-    second = export.export_saved_model(model, export_dir, source_checkpoint=second_ckpt)
+    second = serving.export_saved_model(model, export_dir, source_checkpoint=second_ckpt)
     assert second != first and len(versions(export_dir)) == 2
-    assert export.export_of(export_dir, first_ckpt) is None
+    assert serving.export_of(export_dir, first_ckpt) is None
 
     # Without a source (or with an explicit version) it always writes.
-    third = export.export_saved_model(model, export_dir)
+    third = serving.export_saved_model(model, export_dir)
     assert third not in (first, second) and len(versions(export_dir)) == 3
-    assert export.export_of(export_dir, second_ckpt) is None  # the newest has no source
+    assert serving.export_of(export_dir, second_ckpt) is None  # the newest has no source

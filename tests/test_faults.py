@@ -5,6 +5,7 @@ training non-finite (a clear stop; the last good checkpoint is kept)."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
 
@@ -132,3 +133,34 @@ def test_absurd_weight_stops_training_and_keeps_the_last_good_checkpoint(data_di
     assert latest in str(error.value)
     assert int(latest.rsplit("-", 1)[1]) >= per_epoch
     assert all(np.isfinite(v.numpy()).all() for v in model.variables)
+
+
+@pytest.mark.parametrize("damage", ["deleted", "emptied"])
+def test_deleted_or_emptied_shard_is_found_before_training(data_dir, tmp_path, damage):
+    bad = data_layout.shard_files(data_dir, "train")[1]
+    if damage == "deleted":
+        os.remove(bad)
+        expected = f"1 of 2 shards are missing ({os.path.basename(bad)})"
+    else:
+        open(bad, "wb").close()
+        expected = f"{bad} is empty (0 bytes; the conversion wrote "
+    with pytest.raises(data_layout.DatasetError) as error:
+        data_layout.shard_files(data_dir, "train")
+    assert expected in str(error.value)
+    model_dir = str(tmp_path / "run")
+    with pytest.raises(data_layout.DatasetError, match="re-run data_prep.convert"):
+        training_run.train_and_evaluate(make_tiny_config(data_dir), model_dir)
+    assert not os.path.exists(os.path.join(model_dir, "checkpoints"))  # no step was taken
+
+
+def test_a_shard_written_empty_is_not_an_error(data_dir):
+    """A partition with no records is a legitimate 0-byte shard (stats.json says so)."""
+    path = data_layout.stats_file(data_dir)
+    with open(path) as f:
+        stats = json.load(f)
+    bad = data_layout.shard_files(data_dir, "test")[0]
+    open(bad, "wb").close()
+    stats["splits"]["test"]["shard_bytes"][0] = 0
+    with open(path, "w") as f:
+        json.dump(stats, f)
+    assert data_layout.shard_files(data_dir, "test")[0] == bad

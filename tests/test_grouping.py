@@ -13,8 +13,7 @@ import shutil
 import pytest
 import tensorflow as tf
 
-from data_prep import convert as convert_lib
-from data_prep import grouping, raw
+from data_prep import grouping, raw, raw_layout
 from data_prep.convert import ConvertConfig, convert
 from data_prep.shuffle_logs import ShuffleConfig, shuffle_logs
 from esmm_tf import data_layout
@@ -243,10 +242,9 @@ def test_partitions_keep_the_line_index_within_the_memory_budget(tmp_path):
     raw_dir.mkdir()
     (raw_dir / "sample_skeleton_train.csv").write_bytes(b"1,0,0,a,0,\n" * 20_000)
     (raw_dir / "common_features_train.csv").write_bytes(b"a,0,\n")
-    files = convert_lib._inputs(str(raw_dir))["train"]
-    config = ConvertConfig(raw_dir=str(raw_dir), out_dir="unused", memory_budget_mb=1)
+    files = raw_layout.find_inputs(str(raw_dir))["train"]
     # 20,000 lines x 128 bytes in partitions of 1 MB.
-    assert convert_lib._num_parts(config, files, workers=1) == 3
+    assert raw_layout.num_parts(files, num_shards=0, memory_budget_mb=1, workers=1) == 3
 
 
 @pytest.mark.slow

@@ -22,8 +22,8 @@ import pytest
 import tensorflow as tf
 
 from esmm_tf import distribute, training_run
-from esmm_tf.export import SIGNATURE_INPUT
 from esmm_tf.model import build_model
+from esmm_tf.serving import SIGNATURE_INPUT
 from esmm_tf.serving_requests import impression_examples
 from tests.helpers import (
     ENV,

@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 
-from esmm_tf import evaluation
+from esmm_tf import evaluator
 from esmm_tf import features as F
 from esmm_tf.progress import Progress, format_duration
 
@@ -121,7 +121,7 @@ def test_evaluate_reports_impressions_to_the_progress():
 
     out = io.StringIO()
     progress = Progress("evaluate test", total=n, stream=out, interval=0)
-    evaluation.evaluate(None, batches, predict, progress=progress)
+    evaluator.evaluate(None, batches, predict, progress=progress)
     lines = out.getvalue().splitlines()
     assert [re.search(r"([\d,]+)/600", line).group(1) for line in lines] == [
         "200",

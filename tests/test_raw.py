@@ -133,3 +133,73 @@ def test_missing_and_empty_files(tmp_path):
     with pytest.raises(raw.RawInputError, match="empty"):
         raw.find_raw_file(str(tmp_path), "sample_skeleton_train")
     assert raw.find_raw_file(str(tmp_path), "ground_truth_train", required=False) is None
+
+
+@pytest.mark.parametrize("token", [b"+240", b" 241", b"242_0", b"241 ", b"0x10", b"\xd9\xa1"])
+def test_integers_are_ascii_digits_only(token):
+    """int() takes each of these; the raw grammar does not (``242_0`` would
+    become sample id 2420 and collide with the real row 2420)."""
+    for line, kind in (
+        (GOOD.replace(b"1,1,1,", token + b",1,1,", 1), raw.BAD_SAMPLE_ID),
+        (GOOD.replace(b",6,", b"," + token + b",", 1), raw.BAD_FEATURE_NUM),
+        (GOOD.replace(b"\x025000\x03", b"\x02" + token + b"\x03", 1), raw.BAD_FEATURE_ID),
+        (GOOD.replace(b"1,1,1,", b"1," + token + b",1,", 1), raw.BAD_LABEL),
+    ):
+        with pytest.raises(raw.BadRow) as err:
+            raw.parse_skeleton_row(line)
+        assert err.value.kind in (kind, raw.INVALID_BYTES)
+
+
+@pytest.mark.parametrize(
+    "token", [b"1_0.5", b"+1.5", b" 1.5", b"1.5 ", b"inf", b"nan", b"1e", b".", b"-", b"1.2.3"]
+)
+def test_values_are_plain_decimals(token):
+    line = GOOD.replace(b"\x030.5", b"\x03" + token, 1)
+    with pytest.raises(raw.BadRow) as err:
+        raw.parse_skeleton_row(line)
+    assert err.value.kind == raw.BAD_FEATURE_VALUE
+    # ... also in a field the converter does not keep
+    bad = feature_list([("999", 1, 1.0)]).replace(b"\x031.0", b"\x03" + token)
+    with pytest.raises(raw.BadRow):
+        raw.parse_feature_list(bad, 1, raw.ITEM_INDEX)
+
+
+@pytest.mark.parametrize("token", [b"0.5", b"-0.5", b"5", b"5.", b".5", b"1e-05", b"2.5E+3"])
+def test_plain_decimal_values_parse(token):
+    row = raw.parse_skeleton_row(GOOD.replace(b"\x030.5", b"\x03" + token, 1))
+    k = [f.id for f in raw.ITEM_INDEX.fields].index("508")
+    assert row.features.field(k)[1] == [float(token)]
+
+
+def test_strict_ground_truth_numbers():
+    for bad in (b"+5,0.25,0.5,1", b"5,0.2_5,0.5,1", b"5,0.25,0.5, 1", b"5_0,0.25,0.5,1"):
+        with pytest.raises(raw.BadRow):
+            raw.parse_ground_truth_row(bad)
+
+
+def test_both_csv_and_gz_are_refused_naming_both(tmp_path):
+    (tmp_path / "sample_skeleton_train.csv").write_bytes(b"x\n")
+    (tmp_path / "sample_skeleton_train.csv.gz").write_bytes(b"y")
+    with pytest.raises(raw.RawInputError) as err:
+        raw.find_raw_file(str(tmp_path), "sample_skeleton_train")
+    assert "sample_skeleton_train.csv and " in str(err.value)
+    assert "sample_skeleton_train.csv.gz exist" in str(err.value)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "corrupt", "not_gzip"])
+def test_bad_gzip_is_one_error_naming_the_file(tmp_path, damage):
+    import gzip
+
+    data = gzip.compress(b"".join(b"%d,some row of text\n" % i for i in range(20000)))
+    if damage == "truncated":
+        data = data[: len(data) // 2]
+    elif damage == "corrupt":
+        data = data[:100] + bytes(b ^ 0xFF for b in data[100:200]) + data[200:]
+    else:
+        data = b"plain text, not gzip\n"
+    path = tmp_path / "common_features_train.csv.gz"
+    path.write_bytes(data)
+    with pytest.raises(raw.RawInputError) as err:
+        list(raw.read_lines(str(path)))
+    assert str(err.value).startswith(f"{path}: ")
+    assert "\n" not in str(err.value)

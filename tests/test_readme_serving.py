@@ -17,8 +17,8 @@ import pytest
 import tensorflow as tf
 
 from esmm_tf import features as F
-from esmm_tf.export import export_saved_model
 from esmm_tf.model import build_model
+from esmm_tf.serving import export_saved_model
 from tests.helpers import ROOT, make_tiny_config
 
 pytestmark = pytest.mark.slow  # end-to-end runs: `make test-fast` leaves them out

@@ -16,9 +16,9 @@ import tensorflow as tf
 from esmm_tf import data_layout, input_pipeline, objectives, regularization, schedules, training_run
 from esmm_tf import features as F
 from esmm_tf.embedding import FieldEmbeddings
-from esmm_tf.export import SIGNATURE_INPUT, export_saved_model
 from esmm_tf.model import build_model
 from esmm_tf.optimizer import Adam
+from esmm_tf.serving import SIGNATURE_INPUT, export_saved_model
 from esmm_tf.serving_requests import impression_examples
 from esmm_tf.towers import Tower
 from tests.helpers import (

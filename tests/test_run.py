@@ -283,3 +283,26 @@ def test_warm_start_refuses_another_architecture(trained, tmp_path):
     other = dataclasses.replace(config, warm_start_from=source, embedding_dim=8)
     with pytest.raises(ValueError, match="embedding_dim"):
         training_run.train_and_evaluate(other, str(tmp_path / "run"))
+
+
+def test_a_new_days_test_logs_convert_with_the_runs_vocabulary_and_score(
+    trained, tiny_raw_dir, tmp_path
+):
+    """The daily flow: a directory with only the test files, converted with
+    --vocab_from=RUN (no train data, no vocabulary of its own), scores like
+    the run's own conversion."""
+    from data_prep.convert import ConvertConfig, convert
+
+    config, model_dir, metrics = trained
+    day = tmp_path / "day"
+    day.mkdir()
+    for name in os.listdir(tiny_raw_dir):
+        if "_test" in name:
+            shutil.copy(os.path.join(tiny_raw_dir, name), day / name)
+    out = str(tmp_path / "day_data")
+    convert(ConvertConfig(raw_dir=str(day), out_dir=out, vocab_from=model_dir, workers=1))
+    assert not os.path.isdir(os.path.join(out, "train"))
+    assert run_dir.vocab_fingerprint(out) == run_dir.vocab_fingerprint(model_dir)
+    again = evaluate_model_dir(model_dir, out)
+    for key in AUC_KEYS:
+        assert again[key] == pytest.approx(metrics[key], abs=1e-9), key

@@ -272,5 +272,5 @@ def test_tfds_command_line_builds_the_dummy_data(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     builder = tfds.builder("ali_ccp/full", data_dir=str(tmp_path))
-    assert builder.info.splits["train"].num_examples == 22
+    assert builder.info.splits["train"].num_examples == 21
     assert builder.info.splits["test"].num_examples == 23

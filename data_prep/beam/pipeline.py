@@ -45,10 +45,10 @@ import numpy as np
 from apache_beam import pvalue
 from apache_beam.io.filesystems import FileSystems
 
-from data_prep import grouping, raw
+from data_prep import raw, raw_layout
+from data_prep import stats as stats_lib
 from data_prep.beam import stats as S
 from data_prep.beam.lines import ReadNumberedLines
-from data_prep.convert import _count_ignored, _partition_key
 from data_prep.records import build_example
 from data_prep.tfrecord import frame_record
 from esmm_tf import data_layout, vocab
@@ -104,9 +104,9 @@ class _PairGroundTruth(S.StatsDoFn):
             yield skeleton[0], truth[0][2]
         elif skeleton:
             message = f"{gt_path} has fewer rows than {sk_path} (ends before line {lineno})"
-            S.add_fatal(self.delta(split), lineno, message)
+            self.delta(split).add_fatal(lineno, message)
         else:
-            S.add_fatal(self.delta(split), lineno, f"{gt_path} has more rows than {sk_path}")
+            self.delta(split).add_fatal(lineno, f"{gt_path} has more rows than {sk_path}")
 
 
 # ---------------------------------------------------------------------------
@@ -119,7 +119,7 @@ class _Parse(S.StatsDoFn):
     def process(self, item, plan: Plan):
         (source, lineno, content, has_newline), truth = item
         split, kind, path = source
-        self.delta(split)["rows_read"] += 1
+        self.delta(split).rows_read += 1
         if kind == "common":
             yield from self._common(split, path, lineno, content, has_newline)
         else:
@@ -130,10 +130,12 @@ class _Parse(S.StatsDoFn):
             cfi, feats = raw.parse_common_row(content)
         except raw.BadRow as e:
             self.bad(split, raw.classify(e, has_newline), path, lineno, str(e))
-            yield (split, _partition_key(content, 0)), ("c", lineno, None)
+            yield (
+                (split, raw_layout.index_column(content, raw_layout.COMMON_INDEX_COLUMN)),
+                ("c", lineno, None),
+            )
             return
-        ignored = {}
-        _count_ignored({"ignored_features": ignored}, feats)
+        ignored = stats_lib.ignored_counts(feats)
         yield (split, cfi), ("c", lineno, ignored)
         yield pvalue.TaggedOutput(HEAVY, ((split, cfi), ("c", lineno, content)))
 
@@ -142,7 +144,10 @@ class _Parse(S.StatsDoFn):
             row = raw.parse_skeleton_row(content)
         except raw.BadRow as e:
             self.bad(split, raw.classify(e, has_newline), path, lineno, str(e))
-            yield (split, _partition_key(content, 3)), (SEEN, lineno)
+            yield (
+                (split, raw_layout.index_column(content, raw_layout.SKELETON_INDEX_COLUMN)),
+                (SEEN, lineno),
+            )
             return
         key = (split, row.common_feature_index)
         if plan.has_ground_truth(split):
@@ -159,10 +164,10 @@ class _Parse(S.StatsDoFn):
                     f"does not match {path}:{lineno} ({row.sample_id}); "
                     "ground truth rows must follow the skeleton's order"
                 )
-                S.add_fatal(self.delta(split), lineno, message)
+                self.delta(split).add_fatal(lineno, message)
                 return
         if row.conversion and not row.click:
-            self.delta(split)["conversion_without_click"] += 1
+            self.delta(split).conversion_without_click += 1
             if not plan.keep_conversion_without_click:
                 yield key, (SEEN, lineno)
                 return
@@ -187,9 +192,7 @@ class _JoinIndex(S.StatsDoFn):
                 message = f"common_feature_index {cfi.decode()} seen before; keeping the first"
                 self.bad(split, raw.DUPLICATE_COMMON_FEATURE_INDEX, common_path, lineno, message)
         if user_ok:
-            delta_ignored = self.delta(split)["ignored_features"]
-            for field, n in common[0][2].items():
-                delta_ignored[field] = delta_ignored.get(field, 0) + n
+            self.delta(split).add_ignored(common[0][2])
             if skeleton:
                 first = min(v[1] for v in values if v[0] in ("s", SEEN))
                 size = plan.max_group_size
@@ -239,13 +242,9 @@ class _Build(S.StatsDoFn):
             rows = [raw.parse_skeleton_row(v[2]) for v in group]
             truth = [raw.parse_ground_truth_row(v[3]) for v in group] if has_truth else None
             yield (split, shard), ((first, k), build_example(user, rows, truth))
-            delta["records"] += 1
-            grouping.add_size(delta["record_sizes"], len(rows))
-            delta["impressions"] += len(rows)
-            delta["clicks"] += sum(r.click for r in rows)
-            delta["conversions"] += sum(r.conversion for r in rows)
+            delta.add_record(rows)
             for row in rows:
-                _count_ignored(delta, row.features)
+                delta.count_ignored(row.features)
                 if counts is not None:
                     for k, field in enumerate(F.ITEM_FIELDS):
                         counts.update((field.id, i) for i in row.features.ids[k])

@@ -1,94 +1,67 @@
 """Per-split conversion stats as a Beam side output, merged by a combiner.
 
-A *delta* is :func:`data_prep.convert._new_stats`'s dict, with bad-row
-examples kept as ``(path, line, message)`` tuples (the first
-``_EXAMPLES_PER_KIND`` by file and line, whatever the order rows were
-processed in) and a ``fatal`` list of ``(line, message)`` problems that stop
-the conversion (the ground truth out of step with the skeleton). DoFns add to
-one delta per split and bundle and emit it when the bundle finishes, so the
-stats cost a few elements per bundle, not one per row.
+A *delta* is a :class:`data_prep.stats.SplitStats` (the record
+``data_prep.convert``'s tasks count into) with a ``fatal`` list of
+``(line, message)`` problems that stop the conversion (the ground truth out
+of step with the skeleton). DoFns add to one delta per split and bundle and
+emit it when the bundle finishes, so the stats cost a few elements per
+bundle, not one per row.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import apache_beam as beam
 from apache_beam import pvalue
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import GlobalWindows
 
-from data_prep import convert, grouping
+from data_prep import stats as stats_lib
 
 STATS = "stats"  # the tag of the stats side output
-_KEEP = convert._EXAMPLES_PER_KIND
-
-
-def new_delta() -> dict:
-    delta = convert._new_stats()
-    delta["fatal"] = []
-    return delta
 
 
 def _keep_first(items: list) -> list:
-    return sorted(items)[:_KEEP]
+    return sorted(items)[: stats_lib.EXAMPLES_PER_KIND]
 
 
-def add_bad(delta: dict, kind: str, path: str, lineno: int, message: str) -> None:
-    delta["bad_rows"][kind] = delta["bad_rows"].get(kind, 0) + 1
-    examples = delta["bad_examples"].setdefault(kind, [])
-    examples.append((path, lineno, message))
-    if len(examples) > 2 * _KEEP:
-        examples[:] = _keep_first(examples)
+@dataclasses.dataclass
+class Delta(stats_lib.SplitStats):
+    fatal: list = dataclasses.field(default_factory=list)  # [(line, message)], the first
 
+    def add_fatal(self, lineno: int, message: str) -> None:
+        self.fatal = _keep_first([*self.fatal, (lineno, message)])
 
-def add_fatal(delta: dict, lineno: int, message: str) -> None:
-    delta["fatal"] = _keep_first([*delta["fatal"], (lineno, message)])
+    def merge(self, other: Delta) -> Delta:
+        super().merge(other)
+        self.fatal = _keep_first(self.fatal + [tuple(f) for f in other.fatal])
+        return self
 
-
-def merge_into(total: dict, delta: dict) -> dict:
-    for key, value in delta.items():
-        if isinstance(value, int):
-            total[key] += value
-    for kind, n in delta["bad_rows"].items():
-        total["bad_rows"][kind] = total["bad_rows"].get(kind, 0) + n
-    for kind, examples in delta["bad_examples"].items():
-        merged = total["bad_examples"].get(kind, []) + list(examples)
-        total["bad_examples"][kind] = _keep_first(merged)
-    for field, n in delta["ignored_features"].items():
-        total["ignored_features"][field] = total["ignored_features"].get(field, 0) + n
-    grouping.merge_sizes(total["record_sizes"], delta["record_sizes"])
-    total["fatal"] = _keep_first(total["fatal"] + list(delta["fatal"]))
-    return total
+    @classmethod
+    def from_json(cls, obj: dict) -> Delta:
+        out = super().from_json(obj)
+        out.fatal = [tuple(f) for f in out.fatal]
+        return out
 
 
 class MergeStats(beam.CombineFn):
     """Merges the deltas of one split."""
 
     def create_accumulator(self):
-        return new_delta()
+        return Delta()
 
     def add_input(self, accumulator, delta):
-        return merge_into(accumulator, delta)
+        return accumulator.merge(delta)
 
     def merge_accumulators(self, accumulators):
-        total = new_delta()
+        total = Delta()
         for acc in accumulators:
-            merge_into(total, acc)
+            total.merge(acc)
         return total
 
     def extract_output(self, accumulator):
-        return accumulator
-
-
-def finalize(total: dict) -> tuple[dict, list[str]]:
-    """(stats in data_prep.convert's format, fatal messages) of a merged delta."""
-    stats = {k: v for k, v in total.items() if k != "fatal"}
-    stats["bad_rows"] = dict(sorted(total["bad_rows"].items()))
-    # The same "path:line: message" strings as data_prep.convert, sorted as it sorts them.
-    stats["bad_examples"] = {
-        kind: sorted(f"{path}:{lineno}: {message}" for path, lineno, message in examples)
-        for kind, examples in sorted(total["bad_examples"].items())
-    }
-    return stats, [message for _, message in total["fatal"]]
+        return accumulator.to_json()  # JSON-able (Delta.from_json reads it back)
 
 
 class StatsDoFn(beam.DoFn):
@@ -97,16 +70,16 @@ class StatsDoFn(beam.DoFn):
     Bad rows also go to a Beam counter (``<split>_bad_rows``), for runners' UIs."""
 
     def start_bundle(self):
-        self._deltas: dict[str, dict] = {}
+        self._deltas: dict[str, Delta] = {}
 
-    def delta(self, split: str) -> dict:
+    def delta(self, split: str) -> Delta:
         delta = self._deltas.get(split)
         if delta is None:
-            delta = self._deltas[split] = new_delta()
+            delta = self._deltas[split] = Delta()
         return delta
 
     def bad(self, split: str, kind: str, path: str, lineno: int, message: str) -> None:
-        add_bad(self.delta(split), kind, path, lineno, message)
+        self.delta(split).add_bad(kind, path, lineno, message)
         Metrics.counter("data_prep", f"{split}_bad_rows").inc()
 
     def finish_bundle(self):

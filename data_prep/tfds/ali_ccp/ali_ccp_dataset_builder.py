@@ -22,13 +22,14 @@ import tensorflow_datasets as tfds
 from etils import epath
 
 from data_prep import convert as convert_lib
+from data_prep import raw, raw_layout
 from data_prep import synthetic as synthetic_lib
 from esmm_tf import data_layout
 from esmm_tf import features as F
 
 # The raw files of one split (``.csv`` or ``.csv.gz``), and the Tianchi archive
 # that holds them.
-RAW_STEMS = (synthetic_lib.SKELETON, synthetic_lib.COMMON)
+RAW_STEMS = (raw_layout.SKELETON, raw_layout.COMMON)
 ARCHIVES = {split: f"sample_{split}.tar.gz" for split in data_layout.SPLITS}
 
 # The ``synthetic`` config: 100k impressions (half train, half test) drawn with
@@ -242,11 +243,14 @@ def _link_manual_files(dl_manager: tfds.download.DownloadManager, raw_dir: epath
 
 
 def _find(directory: epath.Path, stem: str, recursive: bool) -> epath.Path | None:
-    for name in (f"{stem}.csv", f"{stem}.csv.gz"):
-        if recursive:
-            matches = sorted(pathlib.Path(directory).rglob(name))  # epath has no "**"
-            if matches:
-                return epath.Path(matches[0])
-        elif (directory / name).exists():
-            return directory / name
+    """``data_prep.raw.find_raw_file`` in ``directory`` or, when ``recursive``, in
+    the first directory under it (sorted) that holds ``stem.csv(.gz)``."""
+    directories = [pathlib.Path(directory)]
+    if recursive:  # epath has no "**"
+        names = (f"{stem}.csv", f"{stem}.csv.gz")
+        directories = sorted({p.parent for n in names for p in pathlib.Path(directory).rglob(n)})
+    for d in directories:
+        path = raw.find_raw_file(str(d), stem, required=False)
+        if path is not None:
+            return epath.Path(path)
     return None
