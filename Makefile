@@ -11,7 +11,7 @@ DEMO_DIR ?= demo_out
 DEMO_IMPRESSIONS ?= 1000000
 DEMO_FLAGS ?= --flagfile=experiments/esmm.flags
 
-.PHONY: demo test lint format clean install install-dev bench bench-convert bench-train \
+.PHONY: demo test test-fast lint format clean install install-dev bench bench-convert bench-train \
 	bench-serving bench-order
 
 # (tensorflow-cpu: left in a .venv from before setup.py pinned `tensorflow`;
@@ -46,6 +46,12 @@ test: $(DEV_STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest -q
+
+# The edit-test loop: every test but the long end-to-end ones (marked slow:
+# subprocess trainings, kill -9, multi-worker, Beam, TFDS builds, README
+# serving blocks, experiments).
+test-fast: $(DEV_STAMP)
+	$(PY) -m pytest -q -m "not slow"
 
 lint: $(DEV_STAMP)
 	$(VENV)/bin/ruff check .

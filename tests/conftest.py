@@ -41,27 +41,9 @@ def tiny_data_dir(tiny_raw_dir, tmp_path_factory) -> str:
     return out
 
 
-def make_tiny_config(data_dir: str, **overrides):
-    """A small, fast, deterministic training config (the ``tiny_config`` fixture's
-    values; module-scoped fixtures call this directly)."""
-    from esmm_tf.config import Config
-
-    values = dict(
-        data_dir=data_dir,
-        embedding_dim=4,
-        tower_units=(16, 8),
-        batch_size=64,
-        epochs=1,
-        deterministic=True,
-        checkpoint_every_steps=10,
-        log_every_steps=5,
-        seed=3,
-    )
-    values.update(overrides)
-    return Config(**values)
-
-
 @pytest.fixture
 def tiny_config(tiny_data_dir):
     """A small, fast, deterministic training config on the tiny dataset."""
+    from tests.helpers import make_tiny_config
+
     return make_tiny_config(tiny_data_dir)

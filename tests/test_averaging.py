@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 from esmm_tf import averaging, registry
-from tests.entry import run_ok
+from tests.helpers import run_ok
 
 
 @pytest.fixture(scope="module")
@@ -21,6 +21,7 @@ def replica_losses() -> dict:
     return json.loads(out.split("RESULT ", 1)[1])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", registry.MODELS)
 def test_replicas_add_up_to_the_whole_batch(replica_losses, model):
     result = replica_losses[model]
@@ -29,6 +30,7 @@ def test_replicas_add_up_to_the_whole_batch(replica_losses, model):
         assert result["replicas"][key] == pytest.approx(value, rel=1e-5, abs=1e-7), key
 
 
+@pytest.mark.slow
 def test_local_means_would_differ(replica_losses):
     """The test can fail: the replicas' own means do not add up to it."""
     result = replica_losses["esmm"]

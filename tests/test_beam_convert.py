@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
-import collections
-import filecmp
 import gzip
-import json
 import os
 import shutil
 
 import pytest
-import tensorflow as tf
 
 from data_prep import beam_convert, raw
 from data_prep.beam import lines as beam_lines
 from data_prep.convert import ConvertConfig, ConvertError, convert
 from esmm_tf import data_layout, vocab
 from esmm_tf import features as F
-from tests.conftest import make_tiny_config
+from tests.helpers import assert_same_dataset, beam_convert_dir, make_tiny_config
 from tests.rawrows import item_features, simple_dataset, skeleton, write_raw_dir
 
-IN_MEMORY = ["--runner=DirectRunner", "--direct_running_mode=in_memory"]
 MULTI_PROCESSING = [
     "--runner=DirectRunner",
     "--direct_running_mode=multi_processing",
@@ -28,41 +23,8 @@ MULTI_PROCESSING = [
 ]
 
 
-def _beam(raw_dir, out_dir, pipeline_args=IN_MEMORY, **kwargs):
-    config = beam_convert.BeamConvertConfig(raw_dir=str(raw_dir), out_dir=str(out_dir), **kwargs)
-    return beam_convert.convert(config, pipeline_args)
-
-
 def _convert(raw_dir, out_dir, **kwargs):
     return convert(ConvertConfig(raw_dir=str(raw_dir), out_dir=str(out_dir), workers=1, **kwargs))
-
-
-def _records(data_dir, split):
-    files = data_layout.shard_files(str(data_dir), split)
-    return collections.Counter(r.numpy() for r in tf.data.TFRecordDataset(files))
-
-
-def _assert_same_dataset(a, b, same_fingerprint=True):
-    """Same shards (names and bytes), records, vocabularies and stats.json (timings
-    live in convert_timings.json)."""
-    a, b = str(a), str(b)
-    for split in data_layout.SPLITS:
-        shards_a, shards_b = data_layout.shard_files(a, split), data_layout.shard_files(b, split)
-        assert [os.path.basename(p) for p in shards_a] == [os.path.basename(p) for p in shards_b]
-        records = _records(a, split)
-        assert records == _records(b, split)  # the same multiset of serialized examples...
-        for x, y in zip(shards_a, shards_b, strict=True):
-            assert filecmp.cmp(x, y, shallow=False), (x, y)  # ...even in the same order
-    for field in F.FIELDS:
-        assert filecmp.cmp(
-            data_layout.vocab_file(a, field.id), data_layout.vocab_file(b, field.id), shallow=False
-        ), field.id
-    stats_a = json.load(open(data_layout.stats_file(a)))
-    stats_b = json.load(open(data_layout.stats_file(b)))
-    assert set(stats_a) == set(stats_b)
-    if not same_fingerprint:
-        del stats_a["fingerprint"], stats_b["fingerprint"]
-    assert stats_a == stats_b
 
 
 def _messy_raw_dir(tiny_raw_dir, path):
@@ -106,13 +68,14 @@ def _messy_raw_dir(tiny_raw_dir, path):
     return path
 
 
+@pytest.mark.slow
 def test_same_output_as_convert_with_bad_rows(tiny_raw_dir, tmp_path):
     raw_dir = _messy_raw_dir(tiny_raw_dir, tmp_path / "raw")
     options = dict(min_count=2, num_shards=3, max_group_size=4, max_bad_fraction=0.01)
     expected = _convert(raw_dir, tmp_path / "convert", **options)
     # Ranges of 4 KiB: every raw file is read in parallel pieces.
-    stats = _beam(raw_dir, tmp_path / "beam", read_chunk_bytes=4096, **options)
-    _assert_same_dataset(tmp_path / "convert", tmp_path / "beam")
+    stats = beam_convert_dir(raw_dir, tmp_path / "beam", read_chunk_bytes=4096, **options)
+    assert_same_dataset(tmp_path / "convert", tmp_path / "beam")
     assert stats["splits"] == expected["splits"]
     train, test = stats["splits"]["train"], stats["splits"]["test"]
     assert train["bad_rows"] == {
@@ -138,6 +101,7 @@ def test_same_output_as_convert_with_bad_rows(tiny_raw_dir, tmp_path):
         assert vocab.read_vocab(data_layout.vocab_file(str(tmp_path / "beam"), field.id)).size
 
 
+@pytest.mark.slow
 def test_multi_processing_gzip_equals_convert(tiny_raw_dir, tiny_data_dir, tmp_path):
     """2 worker processes; gzip input (read unsplit) against the csv conversion."""
     gz_dir = tmp_path / "gz"
@@ -149,8 +113,8 @@ def test_multi_processing_gzip_equals_convert(tiny_raw_dir, tiny_data_dir, tmp_p
                 gzip.open(gz_dir / (name + ".gz"), "wb") as dst,
             ):
                 dst.write(src.read())
-    _beam(gz_dir, tmp_path / "beam", MULTI_PROCESSING, min_count=1, num_shards=2)
-    _assert_same_dataset(tiny_data_dir, tmp_path / "beam", same_fingerprint=False)
+    beam_convert_dir(gz_dir, tmp_path / "beam", MULTI_PROCESSING, min_count=1, num_shards=2)
+    assert_same_dataset(tiny_data_dir, tmp_path / "beam", same_fingerprint=False)
 
 
 def _bad_dataset(path):
@@ -161,12 +125,13 @@ def _bad_dataset(path):
     return write_raw_dir(path, sk, cf)
 
 
+@pytest.mark.slow
 def test_too_many_bad_rows_fail_like_convert(tmp_path):
     raw_dir = _bad_dataset(tmp_path / "raw")
     with pytest.raises(ConvertError) as expected:
         _convert(raw_dir, tmp_path / "convert", num_shards=2)
     with pytest.raises(ConvertError) as err:
-        _beam(raw_dir, tmp_path / "beam", num_shards=2)
+        beam_convert_dir(raw_dir, tmp_path / "beam", num_shards=2)
     assert str(err.value) == str(expected.value)
     assert "sample_skeleton_train.csv:13" in str(err.value)
     assert "sample_skeleton_train.csv:14" in str(err.value)
@@ -176,10 +141,11 @@ def test_too_many_bad_rows_fail_like_convert(tmp_path):
     options = dict(num_shards=1, min_count=1, max_bad_fraction=0.5)
     options["keep_conversion_without_click"] = True
     _convert(raw_dir, tmp_path / "convert", **options)
-    _beam(raw_dir, tmp_path / "beam", **options)
-    _assert_same_dataset(tmp_path / "convert", tmp_path / "beam")
+    beam_convert_dir(raw_dir, tmp_path / "beam", **options)
+    assert_same_dataset(tmp_path / "convert", tmp_path / "beam")
 
 
+@pytest.mark.slow
 def test_ground_truth_out_of_step_and_existing_output(tmp_path):
     sk, cf = simple_dataset(users=2, impressions_per_user=2)
     raw_dir = write_raw_dir(tmp_path / "raw", sk, cf)
@@ -189,16 +155,16 @@ def test_ground_truth_out_of_step_and_existing_output(tmp_path):
     with open(os.path.join(raw_dir, "ground_truth_train.csv"), "wb") as f:
         f.write(b"\n".join(gt[:3]) + b"\n")
     with pytest.raises(ConvertError, match=r"fewer rows .*\(ends before line 4\)"):
-        _beam(raw_dir, tmp_path / "out", num_shards=1)
+        beam_convert_dir(raw_dir, tmp_path / "out", num_shards=1)
     with open(os.path.join(raw_dir, "ground_truth_train.csv"), "wb") as f:
         f.write(b"\n".join(gt[::-1]) + b"\n")
     with pytest.raises(ConvertError, match="ground_truth_train.csv:1: sample_id 4 does not match"):
-        _beam(raw_dir, tmp_path / "out", num_shards=1)
+        beam_convert_dir(raw_dir, tmp_path / "out", num_shards=1)
     assert sorted(os.listdir(tmp_path)) == ["raw"]
 
     os.makedirs(tmp_path / "out")
     with pytest.raises(ConvertError, match="--overwrite"):
-        _beam(tmp_path / "raw", tmp_path / "out")
+        beam_convert_dir(tmp_path / "raw", tmp_path / "out")
 
 
 def test_flags_and_pipeline_options():

@@ -6,8 +6,6 @@ import filecmp
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import pytest
 
@@ -15,7 +13,7 @@ from data_prep import raw
 from data_prep.convert import ConvertConfig, ConvertError, convert
 from esmm_tf import data_layout
 from esmm_tf import features as F
-from tests.entry import ENV, ROOT
+from tests.helpers import run_module
 
 
 def _convert(raw_dir, out_dir, **kwargs):
@@ -126,13 +124,9 @@ def test_missing_splits_and_vocabularies(tiny_raw_dir, tmp_path):
 
 def test_command_line_one_line_error(tmp_path):
     (tmp_path / "empty").mkdir()
-    result = subprocess.run(
-        [sys.executable, "-m", "data_prep.convert", f"--raw_dir={tmp_path / 'empty'}"]
-        + [f"--out_dir={tmp_path / 'out'}", f"--vocab_from={tmp_path}"],
-        cwd=ROOT,
-        env=ENV,
-        capture_output=True,
-        text=True,
+    result = run_module(
+        ["data_prep.convert", f"--raw_dir={tmp_path / 'empty'}"]
+        + [f"--out_dir={tmp_path / 'out'}", f"--vocab_from={tmp_path}"]
     )
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [

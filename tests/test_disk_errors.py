@@ -9,14 +9,13 @@ import errno
 import filecmp
 import os
 import subprocess
-import sys
 
 import pytest
 
 from data_prep import convert as convert_lib
 from data_prep.convert import ConvertConfig, ConvertError
 from esmm_tf import cli
-from tests.entry import ENV, ROOT
+from tests.helpers import run_module, run_ok
 from tests.rawrows import simple_dataset, write_raw_dir
 
 
@@ -102,9 +101,7 @@ def _mount(path, options: str):
 
 
 def _fails_with_one_line(args: list[str], must_name: str) -> str:
-    result = subprocess.run(
-        [sys.executable, "-m", *args], cwd=ROOT, env=ENV, capture_output=True, text=True
-    )
+    result = run_module(args)
     assert result.returncode == 1, result.stderr[-2000:]
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
     line = result.stderr.strip().splitlines()[-1]
@@ -123,13 +120,7 @@ def test_full_and_read_only_disks_from_the_command_line(tiny_raw_dir, tiny_data_
         "--tower_units=16,8",
     ]
     run = str(tmp_path / "run")
-    subprocess.run(
-        [sys.executable, "-m", *train, f"--model_dir={run}"],
-        cwd=ROOT,
-        env=ENV,
-        capture_output=True,
-        check=True,
-    )
+    run_ok([*train, f"--model_dir={run}"])
     convert = ["data_prep.convert", f"--raw_dir={tiny_raw_dir}", "--workers=1"]
     with _mount(tmp_path / "full", "size=64k") as full:
         line = _fails_with_one_line([*convert, f"--out_dir={full}/data"], full)

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from esmm_tf import registry
-from tests.entry import run_ok
+from tests.helpers import run_ok
 
 TINY = "--embedding_dim=4,--tower_units=16,--batch_size=128,--log_every_steps=5"
 

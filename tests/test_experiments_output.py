@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 
 import pytest
 
 from experiments import runner
+from tests.helpers import run_module
 
 
 def test_default_is_not_the_committed_results():
@@ -42,12 +42,8 @@ def test_entry_point_refuses_the_reference_dir_without_the_flag(module, tmp_path
         n: os.path.getmtime(os.path.join(runner.REFERENCE_DIR, n))
         for n in os.listdir(runner.REFERENCE_DIR)
     }
-    result = subprocess.run(
-        [sys.executable, "-m", module, f"--data_dir={tmp_path}", "--out_dir=experiments/results"],
-        cwd=runner.ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    result = run_module(
+        [module, f"--data_dir={tmp_path}", "--out_dir=experiments/results"], timeout=120
     )
     assert result.returncode == 1
     assert result.stderr.strip().startswith("error: --out_dir=experiments/results holds the")

@@ -25,7 +25,8 @@ from esmm_tf.serving import (
     export_saved_model,
 )
 from esmm_tf.serving_requests import impression_examples, rank_request
-from tests.test_input_pipeline import (
+from tests.helpers import (
+    ROOT,
     make_example,
     parse_grouped,
     parse_serving,
@@ -531,9 +532,8 @@ def test_serving_api_pin_is_the_one_installed():
     from esmm_tf.serving import SERVING_API_PIN
 
     name, pinned = SERVING_API_PIN.split("==")
-    root = os.path.dirname(os.path.dirname(__file__))
-    with open(os.path.join(root, "setup.py")) as f:
+    with open(os.path.join(ROOT, "setup.py")) as f:
         assert f'SERVING_API = "{SERVING_API_PIN}"' in f.read()
-    with open(os.path.join(root, "Makefile")) as f:
+    with open(os.path.join(ROOT, "Makefile")) as f:
         assert "--no-deps" not in f.read()
     assert version(name) == pinned

@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from esmm_tf import serving
 from esmm_tf.model import build_model
-from tests.test_input_pipeline import small_config
+from tests.helpers import small_config
 
 
 def versions(export_dir: str) -> list[str]:

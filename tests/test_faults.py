@@ -16,8 +16,7 @@ import tensorflow as tf
 from data_prep.tfrecord import TFRecordWriter
 from esmm_tf import data_layout, shards, training_run
 from esmm_tf.evaluate import evaluate_model_dir, restore_model
-from tests.conftest import make_tiny_config
-from tests.entry import ENV, ROOT
+from tests.helpers import make_tiny_config, run_module
 
 
 @pytest.fixture
@@ -87,16 +86,12 @@ def test_skip_leaves_bad_shards_out_and_counts_them(data_dir, tmp_path):
         evaluate_model_dir(model_dir)
 
 
+@pytest.mark.slow
 def test_corrupted_shard_is_a_clear_error_from_the_command_line(data_dir, tmp_path):
-    import subprocess
-    import sys
-
     bad = data_layout.shard_files(data_dir, "test")[1]
     flip_a_byte(bad)
-    result = subprocess.run(
+    result = run_module(
         [
-            sys.executable,
-            "-m",
             "esmm_tf.train",
             "--flagfile=experiments/esmm.flags",
             f"--data_dir={data_dir}",
@@ -105,11 +100,7 @@ def test_corrupted_shard_is_a_clear_error_from_the_command_line(data_dir, tmp_pa
             "--tower_units=8,4",
             "--epochs=1",
         ],
-        cwd=ROOT,
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=300,
+        300,
     )
     assert result.returncode == 1
     last = result.stderr.strip().splitlines()[-1]

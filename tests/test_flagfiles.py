@@ -4,15 +4,13 @@ no circular-include warning) into a valid Config for that model."""
 from __future__ import annotations
 
 import dataclasses
-import os
 
 import pytest
 from absl import flags
 
 from esmm_tf import config as config_lib
 from esmm_tf import train
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.helpers import ROOT
 
 
 @pytest.mark.parametrize("model", config_lib.MODELS)

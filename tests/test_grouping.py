@@ -247,11 +247,12 @@ def test_partitions_keep_the_line_index_within_the_memory_budget(tmp_path):
     assert raw_layout.num_parts(files, num_shards=0, memory_budget_mb=1, workers=1) == 3
 
 
+@pytest.mark.slow
 def test_shuffled_logs_beam_equals_convert(shuffled_raw_dir, tmp_path):
-    from tests.test_beam_convert import _assert_same_dataset, _beam
+    from tests.helpers import assert_same_dataset, beam_convert_dir
 
     shutil.copytree(shuffled_raw_dir, tmp_path / "raw")
     options = dict(min_count=1, num_shards=2, max_group_size=4)
     _convert(tmp_path / "raw", tmp_path / "convert", **options)
-    _beam(tmp_path / "raw", tmp_path / "beam", read_chunk_bytes=1 << 16, **options)
-    _assert_same_dataset(tmp_path / "convert", tmp_path / "beam")
+    beam_convert_dir(tmp_path / "raw", tmp_path / "beam", read_chunk_bytes=1 << 16, **options)
+    assert_same_dataset(tmp_path / "convert", tmp_path / "beam")

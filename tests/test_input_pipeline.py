@@ -17,45 +17,20 @@ import tensorflow as tf
 
 from esmm_tf import data_layout, input_pipeline
 from esmm_tf import features as F
-from esmm_tf.config import Config
-from esmm_tf.embedding import FieldEmbeddings
 from esmm_tf.model import build_model
 from esmm_tf.serving_requests import impression_examples
+from tests.helpers import (
+    floats,
+    ints,
+    make_example,
+    parse_grouped,
+    parse_serving,
+    randomize_embeddings,
+    read_records,
+    small_config,
+)
 
 # ---------------------------------------------------------------- helpers
-# (also used by tests/test_export.py)
-
-
-def read_records(data_dir: str, split: str = "train", n: int | None = None) -> list[bytes]:
-    """The first ``n`` serialized records of the split's first shard."""
-    files = data_layout.shard_files(data_dir, split)
-    ds = tf.data.TFRecordDataset(files[:1])
-    if n is not None:
-        ds = ds.take(n)
-    return [r.numpy() for r in ds]
-
-
-def ints(example: tf.train.Example, key: str) -> list[int]:
-    feature = example.features.feature
-    return list(feature[key].int64_list.value) if key in feature else []
-
-
-def floats(example: tf.train.Example, key: str) -> list[float]:
-    feature = example.features.feature
-    return list(feature[key].float_list.value) if key in feature else []
-
-
-def make_example(values: dict) -> tf.train.Example:
-    """A tf.train.Example from {key: list of ints or floats}."""
-    example = tf.train.Example()
-    for key, vals in values.items():
-        vals = list(vals)
-        feature = example.features.feature[key]
-        if any(isinstance(v, float) for v in vals):
-            feature.float_list.value.extend(vals)
-        else:
-            feature.int64_list.value.extend(vals)
-    return example
 
 
 def num_impressions(example: tf.train.Example) -> int:
@@ -104,41 +79,6 @@ def expected_labels(records: list[bytes]) -> dict[str, np.ndarray]:
         for key in F.GROUND_TRUTH_FLOAT_KEYS:
             out.setdefault(key, []).extend(floats(example, key))
     return {k: np.asarray(v) for k, v in out.items()}
-
-
-def parse_grouped(records: list[bytes], with_ground_truth: bool = True):
-    parse = input_pipeline.make_parse_fn(with_ground_truth)
-    inputs, labels = parse(tf.constant(records))
-    return {k: v.numpy() for k, v in inputs.items()}, {k: v.numpy() for k, v in labels.items()}
-
-
-def parse_serving(examples: list[bytes]) -> dict[str, tf.Tensor]:
-    parsed = tf.io.parse_example(tf.constant(examples, tf.string), input_pipeline.serving_spec())
-    return input_pipeline.serving_to_inputs(parsed)
-
-
-def randomize_embeddings(model, seed: int = 0, scale: float = 1.0) -> None:
-    """Replaces every embedding table by uniform(-scale, scale) values so that
-    predictions differ clearly between impressions (the default +-0.05
-    initialisation makes almost every prediction the same)."""
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        if isinstance(layer, FieldEmbeddings):
-            var = layer.embeddings  # every field's table
-            var.assign(rng.uniform(-scale, scale, size=var.shape).astype(np.float32))
-
-
-def small_config(data_dir: str, **overrides) -> Config:
-    values = dict(
-        data_dir=data_dir,
-        embedding_dim=4,
-        tower_units=(16, 8),
-        batch_size=64,
-        deterministic=True,
-        seed=3,
-    )
-    values.update(overrides)
-    return Config(**values)
 
 
 # ---------------------------------------------------------------- fixtures

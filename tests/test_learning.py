@@ -9,13 +9,14 @@ import os
 import pytest
 
 from esmm_tf import training_run
-from tests.conftest import make_tiny_config
+from tests.helpers import make_tiny_config
 
-# Measured on this data (200k impressions, seed 4, 2 epochs): CTR AUC ~0.72,
-# CTCVR ~0.78, entire-space CVR ~0.60; chance is 0.5 and the generator's
-# oracle ~0.78 / 0.88 / 0.73. The thresholds leave room for seeds and
-# platforms but not for a model that learns nothing.
-THRESHOLDS = {"ctr_auc": 0.65, "ctcvr_auc": 0.65, "cvr_auc_entire_space": 0.55}
+# Measured on this data (200k impressions, seed 4, 2 epochs of 512-impression
+# steps, ~410 steps): CTR AUC 0.678, CTCVR 0.734, entire-space CVR 0.594;
+# chance is 0.5 and the generator's oracle ~0.78 / 0.88 / 0.73. The
+# thresholds leave ~0.05 for seeds and platforms but not for a model that
+# learns nothing.
+THRESHOLDS = {"ctr_auc": 0.62, "ctcvr_auc": 0.66, "cvr_auc_entire_space": 0.55}
 
 
 @pytest.fixture(scope="module")

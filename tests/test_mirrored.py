@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
 from esmm_tf import config as config_lib
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.helpers import run_ok
 
 
 def test_mirrored_is_a_strategy_choice(tiny_data_dir):
@@ -21,14 +17,7 @@ def test_mirrored_is_a_strategy_choice(tiny_data_dir):
 
 @pytest.mark.slow
 def test_one_step_on_two_replicas_equals_one_device_on_their_union(tiny_data_dir):
-    result = subprocess.run(
-        [sys.executable, "-m", "tests.mirrored_driver", tiny_data_dir],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = run_ok(["tests.mirrored_driver", tiny_data_dir], 300)
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["replicas"] == 2
     # Each replica got its own records (4 of the global 8), with impressions.

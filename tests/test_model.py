@@ -13,7 +13,7 @@ from esmm_tf import features as F
 from esmm_tf.embedding import FieldEmbeddings
 from esmm_tf.model import CTR_LOGIT, CVR_LOGIT, build_model
 from esmm_tf.towers import Tower
-from tests.test_input_pipeline import (
+from tests.helpers import (
     make_example,
     parse_grouped,
     parse_serving,

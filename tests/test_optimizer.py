@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import keras
 import numpy as np
@@ -13,6 +12,7 @@ import pytest
 import tensorflow as tf
 
 from esmm_tf.optimizer import Adam
+from tests.helpers import ROOT
 
 ROWS, DIM = 6, 3
 
@@ -252,12 +252,12 @@ print("MIRRORED_OK")
 """
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_two_replicas_matches_one(tmp_path):
     """Two CPU replicas: gradients summed across replicas, copies stay in sync."""
     script = tmp_path / "mirrored.py"
     script.write_text(_MIRRORED_SCRIPT)
-    root = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "PYTHONPATH": str(root), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env = {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "3"}
     proc = subprocess.run(
         [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120
     )

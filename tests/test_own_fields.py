@@ -7,28 +7,19 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 
 import pytest
 import tensorflow as tf
 
 from esmm_tf import features as F
+from tests.helpers import run_ok
 from tests.own_fields import OWN_FIELDS, write_raw_logs
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = ["--embedding_dim=4", "--tower_units=16,8", "--batch_size=64"]
 
 
 def run(module: str, *flags: str) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        [sys.executable, "-m", "tests.own_fields", module, *flags],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result
+    return run_ok(["tests.own_fields", module, *flags], 300)
 
 
 def test_hash_id_is_a_stable_non_negative_int64():

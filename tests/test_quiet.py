@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 
 import pytest
 
 from esmm_tf import cli
+from tests.helpers import USER_ENV, run_module
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# The user's environment, not the test suite's (conftest sets TF_CPP_MIN_LOG_LEVEL).
-USER_ENV = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
 NOISE_SAMPLES = [
     "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
     "I0000 00:00:1795976765.600974    5452 port.cc:153] oneDNN custom operations are on. "
@@ -53,14 +50,8 @@ def test_filtered_stderr_drops_noise_from_child_processes(capfd):
 
 
 def run_entry(module: str, *flags: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", module, "--model_dir=/nonexistent/run", *flags],
-        cwd=REPO,
-        env=USER_ENV,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    # The user's environment, not the test suite's (conftest sets TF_CPP_MIN_LOG_LEVEL).
+    return run_module([module, "--model_dir=/nonexistent/run", *flags], 120, env=USER_ENV)
 
 
 @pytest.mark.parametrize(

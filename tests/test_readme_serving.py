@@ -19,8 +19,9 @@ import tensorflow as tf
 from esmm_tf import features as F
 from esmm_tf.model import build_model
 from esmm_tf.serving import export_saved_model
-from tests.conftest import make_tiny_config
-from tests.entry import ROOT
+from tests.helpers import ROOT, make_tiny_config
+
+pytestmark = pytest.mark.slow  # end-to-end runs: `make test-fast` leaves them out
 
 
 def readme_block(after_heading: str, containing: str) -> str:

@@ -10,8 +10,8 @@ import pytest
 
 from esmm_tf import config as config_lib
 from esmm_tf import objectives, registry
+from tests.helpers import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAPER_ROWS = ("base", "aman", "oversampling", "unbias", "division", "esmm_ns", "esmm")
 
 

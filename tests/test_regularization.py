@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,7 +21,8 @@ from esmm_tf.optimizer import Adam
 from esmm_tf.serving import SIGNATURE_INPUT, export_saved_model
 from esmm_tf.serving_requests import impression_examples
 from esmm_tf.towers import Tower
-from tests.test_input_pipeline import (
+from tests.helpers import (
+    ROOT,
     parse_grouped,
     randomize_embeddings,
     read_records,
@@ -299,14 +299,14 @@ print("MIRRORED_OK", got, want)
 """
 
 
+@pytest.mark.slow
 def test_replicas_penalties_add_up_to_the_global_batchs(tiny_data_dir, tmp_path):
     """Two CPU replicas, a batch each: their penalties sum to the penalty of
     the two batches as one (embedding terms weighted by batch size, the tower
     term once)."""
     script = tmp_path / "mirrored.py"
     script.write_text(_MIRRORED_SCRIPT)
-    root = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "PYTHONPATH": str(root), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env = {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "3"}
     proc = subprocess.run(
         [sys.executable, str(script), tiny_data_dir],
         env=env,

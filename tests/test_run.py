@@ -17,7 +17,7 @@ from esmm_tf import config as config_lib
 from esmm_tf import run_dir, training_run
 from esmm_tf.evaluate import evaluate_model_dir
 from esmm_tf.metrics import AucAccumulator
-from tests.conftest import make_tiny_config
+from tests.helpers import make_tiny_config
 
 AUC_KEYS = ("ctr_auc", "cvr_auc", "ctcvr_auc", "cvr_auc_entire_space")
 

@@ -21,8 +21,8 @@ from absl import flags
 from data_prep import synthetic
 from data_prep.synthetic import lines as synthetic_lines
 from esmm_tf import config_flags, features, metrics
+from tests.helpers import ROOT
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 USER_IDS = {f.id for f in features.USER_FIELDS}
 ITEM_IDS = {f.id for f in features.ITEM_FIELDS}
 WEIGHT = re.compile(rb"\d+\.\d{5}")
@@ -382,7 +382,7 @@ def test_command_line_without_tensorflow(tmp_path):
             "--interleave_fraction=0.5",
             "--behaviour_drop=0.1",
         ],
-        cwd=REPO,
+        cwd=ROOT,
         capture_output=True,
         text=True,
         check=False,
@@ -396,4 +396,4 @@ def test_command_line_without_tensorflow(tmp_path):
     assert summary["config"]["interleave_fraction"] == 0.5
     assert summary["config"]["behaviour_drop"] == 0.1
     check = "import sys, data_prep.synthetic.__main__; assert 'tensorflow' not in sys.modules"
-    subprocess.run([sys.executable, "-c", check], cwd=REPO, check=True)
+    subprocess.run([sys.executable, "-c", check], cwd=ROOT, check=True)

@@ -23,7 +23,7 @@ from data_prep import raw
 from data_prep import synthetic as synthetic_lib
 from data_prep.tfds.ali_ccp import ali_ccp_dataset_builder as ali_ccp
 from esmm_tf import features as F
-from tests.entry import ENV, ROOT
+from tests.helpers import ENV, ROOT
 
 DUMMY_DATA = os.path.join(os.path.dirname(ali_ccp.__file__), "dummy_data")
 MAX_GROUP_SIZE = 256  # data_prep.convert's default
@@ -197,6 +197,7 @@ def _read(path: str) -> bytes:
         return f.read()
 
 
+@pytest.mark.slow
 def test_tianchi_archives_as_manual_download_and_examples_match_the_parser(tmp_path):
     """The manual dir holds only sample_{train,test}.tar.gz (members in a
     subdirectory); every example equals what data_prep.raw parses."""
@@ -220,6 +221,7 @@ def test_tianchi_archives_as_manual_download_and_examples_match_the_parser(tmp_p
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["ali_ccp", "downloads"]
 
 
+@pytest.mark.slow
 def test_synthetic_examples_match_the_parser_and_ground_truth(tmp_path):
     raw_dir = str(tmp_path / "raw")
     synthetic_lib.generate(SMALL_SYNTHETIC.synthetic, raw_dir)
@@ -249,6 +251,7 @@ def test_configs_as_documented():
     assert configs["synthetic"].synthetic.seed == 0
 
 
+@pytest.mark.slow
 def test_tfds_command_line_builds_the_dummy_data(tmp_path):
     """``tfds build <builder dir> --config=full --manual_dir=...`` as the README says."""
     tfds_cli = os.path.join(os.path.dirname(sys.executable), "tfds")

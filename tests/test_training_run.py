@@ -20,7 +20,7 @@ from esmm_tf import features as F
 from esmm_tf import objectives, training_run
 from esmm_tf.config import Config
 from esmm_tf.model import build_model
-from tests.conftest import make_tiny_config
+from tests.helpers import make_tiny_config
 
 METRIC_KEYS = ("ctr_auc", "cvr_auc", "ctcvr_auc", "cvr_auc_entire_space", "calibration")
 TIMING_KEYS = ("seconds", "impressions_per_second")
@@ -151,8 +151,35 @@ def resumed_run(base_run, tmp_path_factory):
     return dataclasses.replace(config, epochs=2), model_dir, metrics, counter.calls
 
 
-def test_base_run_uses_tiny_config(base_run, tiny_config):
-    assert base_run[0] == tiny_config
+def test_config_json_holds_every_field_with_the_values_given(base_run, tiny_data_dir):
+    """config.json, read as plain JSON: every Config field once (plus the
+    vocabulary's fingerprint), the values make_tiny_config passed, and the
+    dataclass defaults for the rest."""
+    _, model_dir, _ = base_run
+    with open(os.path.join(model_dir, config_lib.CONFIG_FILE)) as f:
+        written = json.load(f)
+    fields = {f.name: f for f in dataclasses.fields(Config)}
+    assert set(written) == {*fields, "vocab_fingerprint"}
+    given = dict(
+        data_dir=tiny_data_dir,
+        embedding_dim=4,
+        tower_units=[16, 8],
+        batch_size=64,
+        epochs=1,
+        deterministic=True,
+        checkpoint_every_steps=10,
+        log_every_steps=5,
+        seed=3,
+    )
+    for name, value in given.items():
+        assert written[name] == value, name
+    for name, field in fields.items():
+        if name not in given:
+            default = field.default
+            if default is dataclasses.MISSING:
+                default = field.default_factory()
+            expected = list(default) if isinstance(default, tuple) else default
+            assert written[name] == expected, name
 
 
 def test_run_writes_config_checkpoints_and_metrics(base_run):
