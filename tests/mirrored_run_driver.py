@@ -17,7 +17,7 @@ def main(data_dir: str, model_dir: str) -> None:
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     from esmm_tf import distribute, training_run
-    from tests.conftest import make_tiny_config
+    from tests.helpers import make_tiny_config
 
     config = make_tiny_config(
         data_dir, strategy="mirrored", validation_fraction=0.2, eval_every_steps=5
