@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -36,14 +37,7 @@ def test_a_training_run_under_mirrored_trains_evaluates_and_exports(tiny_data_di
     """The whole TrainingRun (per-replica steps, evaluation, checkpoints,
     export) on two logical CPUs."""
     model_dir = str(tmp_path / "run")
-    result = subprocess.run(
-        [sys.executable, "-m", "tests.mirrored_run_driver", tiny_data_dir, model_dir],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = run_ok(["tests.mirrored_run_driver", tiny_data_dir, model_dir], 600)
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["step"] > 10
     assert 0 <= report["ctr_auc"] <= 1
