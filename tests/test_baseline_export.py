@@ -14,6 +14,9 @@ from esmm_tf.model import build_model
 from esmm_tf.serving import export_saved_model
 from esmm_tf.serving_requests import impression_examples, read_records
 
+# Trains every model for an epoch.
+pytestmark = pytest.mark.slow
+
 
 @pytest.mark.parametrize("model_name", ["base", "division", "esmm_ns", "escm2_dr"])
 def test_baselines_export_the_same_signature(model_name, tiny_config, tmp_path):

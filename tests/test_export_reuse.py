@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import os
 
+import pytest
 import tensorflow as tf
 
 from esmm_tf import serving
 from esmm_tf.model import build_model
 from tests.helpers import small_config
+
+# Exports SavedModels (tens of seconds).
+pytestmark = pytest.mark.slow
 
 
 def versions(export_dir: str) -> list[str]:

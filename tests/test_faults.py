@@ -65,6 +65,7 @@ def test_truncated_shard_stops_training_with_its_name(data_dir, tmp_path):
     assert data_layout.shard_files(data_dir, "train")[0] not in message  # the good one
 
 
+@pytest.mark.slow
 def test_skip_leaves_bad_shards_out_and_counts_them(data_dir, tmp_path):
     good, bad = data_layout.shard_files(data_dir, "train")
     flip_a_byte(bad)
@@ -120,6 +121,7 @@ def poison_weights(path: str, value: float) -> int:
     return len(records)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("value", [3e38])  # finite, but its gradients overflow
 def test_absurd_weight_stops_training_and_keeps_the_last_good_checkpoint(data_dir, tmp_path, value):
     config = make_tiny_config(data_dir, checkpoint_every_steps=1)

@@ -19,6 +19,9 @@ from esmm_tf.evaluate import evaluate_model_dir
 from esmm_tf.metrics import AucAccumulator
 from tests.helpers import make_tiny_config
 
+# Every test here trains a tiny run (seconds to a minute each).
+pytestmark = pytest.mark.slow
+
 AUC_KEYS = ("ctr_auc", "cvr_auc", "ctcvr_auc", "cvr_auc_entire_space")
 
 

@@ -151,6 +151,7 @@ def resumed_run(base_run, tmp_path_factory):
     return dataclasses.replace(config, epochs=2), model_dir, metrics, counter.calls
 
 
+@pytest.mark.slow
 def test_config_json_holds_every_field_with_the_values_given(base_run, tiny_data_dir):
     """config.json, read as plain JSON: every Config field once (plus the
     vocabulary's fingerprint), the values make_tiny_config passed, and the
@@ -182,6 +183,7 @@ def test_config_json_holds_every_field_with_the_values_given(base_run, tiny_data
             assert written[name] == expected, name
 
 
+@pytest.mark.slow
 def test_run_writes_config_checkpoints_and_metrics(base_run):
     config, model_dir, metrics = base_run
     per_epoch = epoch_steps(config, 0)
@@ -205,6 +207,7 @@ def test_run_writes_config_checkpoints_and_metrics(base_run):
     assert_metrics_close(saved, metrics, atol=0)
 
 
+@pytest.mark.slow
 def test_eval_metrics_keys_and_values(base_run, tiny_data_dir):
     _, _, metrics = base_run
     for key in METRIC_KEYS:
@@ -224,6 +227,7 @@ def test_eval_metrics_keys_and_values(base_run, tiny_data_dir):
     assert "ground_truth" in calibration["cvr"]
 
 
+@pytest.mark.slow
 def test_tensorboard_summaries(base_run):
     config, model_dir, metrics = base_run
     train = events(model_dir, "train")
@@ -262,12 +266,14 @@ def test_tensorboard_summaries(base_run):
     assert "impressions_per_second" in evals
 
 
+@pytest.mark.slow
 def test_two_fresh_runs_are_identical(base_run, tmp_path):
     config, _, metrics = base_run
     again = training_run.train_and_evaluate(config, str(tmp_path / "run"))
     assert_metrics_close(again, metrics, atol=0)
 
 
+@pytest.mark.slow
 def test_resume_continues_from_the_checkpoint(resumed_run, base_run):
     config, model_dir, metrics, steps_trained = resumed_run
     first, second = epoch_steps(config, 0), epoch_steps(config, 1)
@@ -285,6 +291,7 @@ def test_resume_continues_from_the_checkpoint(resumed_run, base_run):
     assert metrics["ctr_auc"] != base_run[2]["ctr_auc"]
 
 
+@pytest.mark.slow
 def test_interrupted_run_ends_like_an_uninterrupted_one(
     resumed_run, tiny_data_dir, tmp_path, monkeypatch, capsys
 ):
@@ -307,6 +314,7 @@ def test_interrupted_run_ends_like_an_uninterrupted_one(
     assert_metrics_close(metrics, resumed_run[2], atol=1e-6)
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
     tiny_data_dir, tmp_path, monkeypatch
 ):
@@ -333,9 +341,11 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
     assert all(np.isfinite(v.numpy()).all() for v in model.trainable_variables)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "change", [{"embedding_dim": 8}, {"model": "esmm_ns"}, {"tower_units": (16, 4)}]
 )
+@pytest.mark.slow
 def test_other_model_config_in_the_same_model_dir_is_refused(base_run, tmp_path, change):
     config, base_dir, _ = base_run
     model_dir = str(tmp_path / "run")
