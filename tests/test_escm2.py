@@ -171,7 +171,9 @@ def test_escm2_models_share_embeddings_and_only_dr_has_an_imputation_tower(tiny_
 def test_tiny_training_run(model, tiny_config, tmp_path):
     config = dataclasses.replace(tiny_config, model=model)
     metrics = training_run.train_and_evaluate(config, str(tmp_path / "run"))
-    assert metrics["step"] == training_run.steps_per_epoch(config)
+    assert metrics["epochs_trained"] == 1
+    # One pass: about the estimated steps (whole records packed per step).
+    assert abs(metrics["step"] - training_run.steps_per_epoch(config)) <= 0.15 * metrics["step"]
     for key in ("ctr_auc", "cvr_auc", "ctcvr_auc"):
         assert 0 <= metrics[key] <= 1 and not math.isnan(metrics[key])
     assert config_lib.load(str(tmp_path / "run")).model == model
