@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import time
 
 import tensorflow as tf
 
@@ -26,8 +25,7 @@ from esmm_tf.config import Config
 def write_train_summaries(writer, window, optimizer, step: int) -> float:
     """A train window's scalars (``window``: the run's ``TrainWindow``); returns
     its impressions per second."""
-    seconds = max(time.time() - window.start, 1e-9)
-    rate = window.impressions / seconds
+    rate = window.impressions / max(window.seconds, 1e-9)
     result = window.evaluator.result()
     with writer.as_default(step=step):
         for k, v in window.loss_sums.items():

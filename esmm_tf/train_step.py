@@ -30,7 +30,11 @@ def make_optimizer(config: Config, steps_per_epoch: int = 1) -> Adam:
 
 
 class TrainWindow:
-    """Labels and predictions since the last summary, for train AUCs."""
+    """Labels and predictions since the last summary, for train AUCs, and the
+    training time they took: ``seconds`` sums the time from ``mark`` to each
+    step's end, and ``resume()`` moves ``mark`` past time that is not training
+    (evaluation, checkpoints, the pipeline's start-up), so neither a pause nor
+    the wait for the end of the data counts."""
 
     def __init__(self) -> None:
         self.reset()
@@ -40,7 +44,12 @@ class TrainWindow:
         self.loss_sums: dict[str, float] = {}
         self.steps = 0
         self.impressions = 0
-        self.start = time.time()
+        self.seconds = 0.0
+        self.resume()
+
+    def resume(self) -> None:
+        """Training time counts again from now."""
+        self.mark = time.time()
 
     def update(self, loss: dict, labels: dict, outputs: dict) -> None:
         for k, v in loss.items():
@@ -48,6 +57,9 @@ class TrainWindow:
         self.steps += 1
         self.impressions += int(labels[F.CLICK].shape[0])
         self.evaluator.update(labels, outputs)
+        now = time.time()
+        self.seconds += now - self.mark
+        self.mark = now
 
 
 def build_training(

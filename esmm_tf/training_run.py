@@ -30,7 +30,6 @@ import os
 import shutil
 import sys
 import tempfile
-import time
 
 import keras
 import numpy as np
@@ -368,7 +367,7 @@ class TrainingRun:
         self.window.reset()
         for inputs, labels in self._batches(epoch, skipped):
             if not self.window.steps:  # the pipeline's start-up is not training time
-                self.window.start = time.time()
+                self.window.resume()
             self._train_step(inputs, labels)
             self.progress.epoch_step.assign_add(1)
             step = self.step
@@ -421,16 +420,14 @@ class TrainingRun:
         self.window.reset()
 
     def _save(self) -> None:
-        paused = time.time()
         with self.progbar.paused():
             _save_checkpoint(self.manager, self.model, self.step)
-        self.window.start += time.time() - paused  # throughput counts training time only
+        self.window.resume()  # throughput counts training time only
 
     def _evaluate_during_training(self) -> None:
         """Evaluates on the validation split (else a test sample, for monitoring
         only); with validation, keeps the best checkpoint and decides on early
         stopping. The decision is shared by every worker (a collective)."""
-        paused = time.time()
         config = self.config
         improved = stop = 0.0
         if self.chief:
@@ -468,7 +465,7 @@ class TrainingRun:
             if improved:
                 _save_checkpoint(self.best_manager, self.model, self.step)
             self._save()  # the early-stopping state, consistent with the best checkpoint
-        self.window.start += time.time() - paused  # throughput counts training time only
+        self.window.resume()  # throughput counts training time only
 
     def _early_stopping(self, metrics: dict) -> tuple[float, float]:
         """(improved, stop) on the chief, from a validation evaluation."""

@@ -393,3 +393,25 @@ def test_train_step_fast_path_matches_the_tf_function(tiny_config):
     assert step._flat(inputs, extra) is None
     with pytest.raises((TypeError, ValueError)):
         step(inputs, extra)
+
+
+def test_train_window_counts_training_time_only(monkeypatch):
+    """Impressions per second divide by the time from each resume to the
+    steps' ends: a pause (evaluation, checkpoint) and the wait after the last
+    step (the end of the data) do not count."""
+    from esmm_tf import train_step
+
+    clock = [100.0]
+    monkeypatch.setattr(train_step.time, "time", lambda: clock[0])
+    window = train_step.TrainWindow()
+    labels = {k: np.array([1.0, 0.0, 0.0, 1.0], np.float32) for k in F.LABEL_KEYS}
+    outputs = {k: np.array([0.6, 0.2, 0.3, 0.7], np.float32) for k in F.OUTPUT_KEYS}
+    for pause in (0.0, 30.0, 0.0):  # a step of 2 s, a 30 s evaluation, another 2 s step
+        clock[0] += pause
+        if pause:
+            window.resume()
+        clock[0] += 2.0
+        window.update({"total": 0.5}, labels, outputs)
+    clock[0] += 50.0  # the end of the data
+    assert window.steps == 3 and window.impressions == 12
+    assert window.seconds == pytest.approx(6.0)
