@@ -37,7 +37,6 @@ workers (timings and memory go to convert_timings.json).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import multiprocessing
 import os
@@ -53,7 +52,7 @@ from data_prep import stats as stats_lib
 from data_prep.counting import IdCounter, merge_counts
 from data_prep.records import build_example
 from data_prep.tfrecord import TFRecordWriter
-from esmm_tf import config_flags, data_layout, vocab
+from esmm_tf import config_flags, data_layout, files, vocab
 from esmm_tf import features as F
 from esmm_tf.config_flags import option
 
@@ -318,7 +317,7 @@ def _join_task(task: _JoinTask) -> dict:
             arrays[f"ids/{field_id}"], arrays[f"counts/{field_id}"] = ids, counts
         _atomic_npz(task.counts_path, arrays)
     out = {**stats.to_json(), "seconds": time.time() - start}
-    _atomic_json(task.stats_path, out)
+    files.write_json(task.stats_path, out)
     return out
 
 
@@ -329,13 +328,6 @@ def _join_task(task: _JoinTask) -> dict:
 def _touch(path: str) -> None:
     with open(path + ".tmp", "w"):
         pass
-    os.replace(path + ".tmp", path)
-
-
-def _atomic_json(path: str, obj) -> None:
-    with open(path + ".tmp", "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-        f.write("\n")
     os.replace(path + ".tmp", path)
 
 
@@ -358,20 +350,13 @@ def vocab_fingerprint(vocab_from: str) -> dict[str, str]:
     """sha256 of every field's vocabulary file under ``vocab_from`` (a converted
     data dir or a training run dir: both keep ``vocab/<field>.tsv``); a
     ConvertError names the first one missing."""
-    out = {}
-    for field in F.FIELDS:
-        path = data_layout.vocab_file(vocab_from, field.id)
-        if not os.path.isfile(path):
-            raise ConvertError(
-                f"--vocab_from={vocab_from}: {path} not found (expected a converted data "
-                "dir or a training run dir, holding vocab/<field>.tsv for every field)"
-            )
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        out[field.id] = digest.hexdigest()
-    return out
+    try:
+        return vocab.field_digests(vocab_from)
+    except FileNotFoundError as e:
+        raise ConvertError(
+            f"--vocab_from={vocab_from}: {e.filename} not found (expected a converted data "
+            "dir or a training run dir, holding vocab/<field>.tsv for every field)"
+        ) from None
 
 
 def _prepare_work_dir(work_dir: str, fingerprint: dict) -> None:
@@ -384,7 +369,7 @@ def _prepare_work_dir(work_dir: str, fingerprint: dict) -> None:
         shutil.rmtree(work_dir)
     for sub in ("parts", "tasks", *fingerprint["partitions"]):  # the splits present
         os.makedirs(os.path.join(work_dir, sub), exist_ok=True)
-    _atomic_json(path, fingerprint)
+    files.write_json(path, fingerprint)
 
 
 def _run(pool, fn, tasks):
@@ -518,11 +503,11 @@ def _finish(config, join_tasks, inputs, work_dir, fingerprint, start) -> dict:
         fields = {}  # test only: no vocabulary (a trained run owns its own)
 
     raw_bytes = sum(os.path.getsize(p) for files in inputs.values() for p in files.values() if p)
-    _atomic_json(
+    files.write_json(
         data_layout.timings_file(work_dir), stats_lib.timing_stats(split_stats, raw_bytes, start)
     )
     stats = stats_lib.dataset_stats(config, split_stats, fields, inputs, fingerprint)
-    _atomic_json(data_layout.stats_file(work_dir), stats)  # last: the work dir is complete
+    files.write_json(data_layout.stats_file(work_dir), stats)  # last: the work dir is complete
     return stats
 
 
@@ -544,14 +529,11 @@ def _copy_vocab(vocab_from: str, work_dir: str, digests: dict[str, str]) -> dict
     """Copies ``vocab_from``'s vocabularies (checked against the fingerprint's digests)."""
     if vocab_fingerprint(vocab_from) != digests:
         raise ConvertError(f"--vocab_from={vocab_from}: vocabulary files changed during the run")
-    os.makedirs(os.path.join(work_dir, data_layout.VOCAB_DIR), exist_ok=True)
-    fields = {}
-    for field in F.FIELDS:
-        dst = data_layout.vocab_file(work_dir, field.id)
-        shutil.copyfile(data_layout.vocab_file(vocab_from, field.id), dst + ".tmp")
-        os.replace(dst + ".tmp", dst)
-        fields[field.id] = {"vocab_size": vocab.vocab_size(dst)}
-    return fields
+    vocab.copy_files(vocab_from, os.path.join(work_dir, data_layout.VOCAB_DIR))
+    return {
+        field.id: {"vocab_size": vocab.vocab_size(data_layout.vocab_file(work_dir, field.id))}
+        for field in F.FIELDS
+    }
 
 
 # ---------------------------------------------------------------------------

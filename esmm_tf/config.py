@@ -8,7 +8,7 @@ import dataclasses
 import json
 import os
 
-from esmm_tf import registry
+from esmm_tf import files, registry
 
 CONFIG_FILE = "config.json"
 MODELS = registry.MODELS  # one spec per model: esmm_tf/registry.py
@@ -267,10 +267,7 @@ def save(config: Config, model_dir: str, extra: dict | None = None) -> str:
                 "use a new --model_dir or delete the old one"
             )
     values = {**(extra or {}), **dataclasses.asdict(config)}
-    with open(path + ".tmp", "w") as f:
-        json.dump(values, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(path + ".tmp", path)
+    files.write_json(path, values)
     return path
 
 

@@ -50,6 +50,16 @@ def timings_file(data_dir: str) -> str:
     return os.path.join(data_dir, TIMINGS_FILE)
 
 
+def split_impressions(data_dir: str, split: str) -> int | None:
+    """The split's impression count from the dataset's stats.json, or None
+    (no stats.json, or no such split in it)."""
+    try:
+        with open(stats_file(data_dir)) as f:
+            return int(json.load(f)["splits"][split]["impressions"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def shard_files(data_dir: str, split: str) -> list[str]:
     """The split's shards, sorted; a clear error when there are none."""
     if not os.path.isdir(data_dir):

@@ -11,12 +11,10 @@ any day's logs: raw ids the run never saw map to its OOV rows.
 from __future__ import annotations
 
 import dataclasses
-import json
-import sys
 
 from absl import app
 
-from esmm_tf import config_flags, data_layout
+from esmm_tf import config_flags, data_layout, files
 from esmm_tf.config_flags import option
 from esmm_tf.run_dir import CHECKPOINT_CHOICES
 
@@ -53,15 +51,6 @@ def restore_model(model_dir: str, data_dir: str | None = None, checkpoint: str =
     return config, model, path
 
 
-def split_impressions(data_dir: str, split: str) -> int | None:
-    """The split's impression count from the dataset's stats.json, or None."""
-    try:
-        with open(data_layout.stats_file(data_dir)) as f:
-            return int(json.load(f)["splits"][split]["impressions"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
 def evaluate_model_dir(
     model_dir: str,
     data_dir: str | None = None,
@@ -76,7 +65,7 @@ def evaluate_model_dir(
     files = data_layout.shard_files(config.data_dir, split)
     progress = Progress(
         f"evaluate {split}",
-        total=split_impressions(config.data_dir, split),
+        total=data_layout.split_impressions(config.data_dir, split),
         unit="imp",
         enabled=show_progress,
     )
@@ -94,9 +83,11 @@ def main(argv) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     from esmm_tf import evaluator
+    from esmm_tf.cli import one_line_errors
 
     config = config_flags.config_from_flags(EvaluateConfig)
-    try:
+    expected = (FileNotFoundError, ValueError, data_layout.DatasetError)
+    with one_line_errors(f"--model_dir={config.model_dir}", expected):
         metrics = evaluate_model_dir(
             config.model_dir,
             config.data_dir,
@@ -104,16 +95,10 @@ def main(argv) -> None:
             show_progress=config.progress,
             checkpoint=config.checkpoint,
         )
-    except (FileNotFoundError, ValueError, data_layout.DatasetError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
     print(evaluator.format_table(metrics, f"{metrics['model']} on {config.split}"))
     if config.output_json:
-        with open(config.output_json + ".tmp", "w") as f:
-            json.dump(metrics, f, indent=2, sort_keys=True)
-        import os
-
-        os.replace(config.output_json + ".tmp", config.output_json)
+        with one_line_errors(f"--output_json={config.output_json}"):
+            files.write_json(config.output_json, metrics)
 
 
 def define_flags() -> None:

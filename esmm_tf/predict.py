@@ -15,7 +15,6 @@ as its OOV rows.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import sys
 
@@ -38,14 +37,6 @@ class PredictConfig:
     checkpoint: str = option(
         "auto", "With --model_dir: which checkpoint.", choices=CHECKPOINT_CHOICES
     )
-
-
-def _expected(data_dir: str, split: str) -> int | None:
-    try:
-        with open(data_layout.stats_file(data_dir)) as f:
-            return int(json.load(f)["splits"][split]["impressions"])
-    except (OSError, KeyError, ValueError):
-        return None
 
 
 def predict(
@@ -82,14 +73,19 @@ def predict(
         scorer, path = loaded.score_records, saved_model
     print(f"scoring {data_dir} ({split}) with {path}", file=sys.stderr, flush=True)
     with shards.naming_corrupt_shards(files):
-        return scoring.write_predictions(scorer, files, output, _expected(data_dir, split))
+        return scoring.write_predictions(
+            scorer, files, output, data_layout.split_impressions(data_dir, split)
+        )
 
 
 def main(argv) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    from esmm_tf.cli import one_line_errors
+
     config = config_flags.config_from_flags(PredictConfig)
-    try:
+    expected = (FileNotFoundError, ValueError, data_layout.DatasetError)
+    with one_line_errors(f"--output={config.output}", expected):
         n = predict(
             config.data_dir,
             config.output,
@@ -98,9 +94,6 @@ def main(argv) -> None:
             config.split,
             config.checkpoint,
         )
-    except (FileNotFoundError, ValueError, data_layout.DatasetError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
     print(f"wrote {n:,} predictions to {config.output}")
 
 

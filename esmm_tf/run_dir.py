@@ -20,7 +20,6 @@ be deleted after training.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 
@@ -100,12 +99,7 @@ def has_vocab(directory: str) -> bool:
 
 def vocab_fingerprint(directory: str) -> str:
     """sha256 over the vocabulary files of ``directory`` (a run or a dataset)."""
-    digest = hashlib.sha256()
-    for field in F.FIELDS:
-        with open(data_layout.vocab_file(directory, field.id), "rb") as f:
-            digest.update(field.id.encode() + b"\0")
-            digest.update(hashlib.sha256(f.read()).digest())
-    return digest.hexdigest()
+    return vocab.fingerprint(directory)
 
 
 def copy_vocab(source: str, model_dir: str) -> str:
@@ -126,11 +120,7 @@ def copy_vocab(source: str, model_dir: str) -> str:
         )
     tmp = target + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
-    for field in F.FIELDS:
-        shutil.copyfile(
-            data_layout.vocab_file(source, field.id), os.path.join(tmp, f"{field.id}.tsv")
-        )
+    vocab.copy_files(source, tmp)
     shutil.rmtree(target, ignore_errors=True)  # an incomplete copy of a killed run
     os.rename(tmp, target)
     return vocab_fingerprint(model_dir)

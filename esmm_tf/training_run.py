@@ -40,6 +40,7 @@ from esmm_tf import (
     data_layout,
     distribute,
     evaluator,
+    files,
     input_pipeline,
     run_dir,
     shards,
@@ -531,7 +532,7 @@ class TrainingRun:
                     self.progress.best_value.numpy()
                 )
             metrics["skipped_shards"] = [shards.describe(c) for c in self.bad_train + self.bad_test]
-            _write_json(run_dir.eval_file(self.model_dir), metrics)
+            files.write_json(run_dir.eval_file(self.model_dir), metrics)
             if self.export_dir:
                 from esmm_tf import serving_requests
                 from esmm_tf.serving import WARMUP_RECORDS, export_saved_model
@@ -564,12 +565,6 @@ def _check_warm_start_config(config: Config, source: Config) -> None:
                 f"{k} ({getattr(source, k)!r} there, {getattr(config, k)!r} here)" for k in diff
             )
         )
-
-
-def _write_json(path: str, obj: dict) -> None:
-    with open(path + ".tmp", "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-    os.replace(path + ".tmp", path)
 
 
 def train_and_evaluate(

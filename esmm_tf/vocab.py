@@ -9,10 +9,14 @@ the converter's ``--min_count``, and every id never seen in train, maps to row
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
 
 import numpy as np
 
+from esmm_tf import data_layout
+from esmm_tf import features as F
 from esmm_tf.data_layout import DatasetError
 
 OOV_ROWS = 1
@@ -66,3 +70,40 @@ def vocab_size(path: str) -> int:
         read_vocab(path)  # raises the clear error
     with open(path, "rb") as f:
         return sum(1 for _ in f) - OOV_ROWS
+
+
+# A directory's vocabulary: ``vocab/<field>.tsv`` for every field, in a
+# converted dataset and in a training run alike (esmm_tf/data_layout.py).
+
+
+def field_digests(directory: str) -> dict[str, str]:
+    """sha256 (hex) of each field's vocabulary file under ``directory``; a
+    FileNotFoundError names the first file missing."""
+    out = {}
+    for field in F.FIELDS:
+        digest = hashlib.sha256()
+        with open(data_layout.vocab_file(directory, field.id), "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        out[field.id] = digest.hexdigest()
+    return out
+
+
+def fingerprint(directory: str) -> str:
+    """One sha256 over every field's vocabulary under ``directory``: equal for
+    a dataset and the runs that copied its vocabulary."""
+    digest = hashlib.sha256()
+    for field_id, hex_digest in field_digests(directory).items():
+        digest.update(field_id.encode() + b"\0")
+        digest.update(bytes.fromhex(hex_digest))
+    return digest.hexdigest()
+
+
+def copy_files(source: str, target_dir: str) -> None:
+    """Copies every field's vocabulary file from ``source`` into ``target_dir``
+    (a ``vocab/`` directory), each under a temporary name renamed when complete."""
+    os.makedirs(target_dir, exist_ok=True)
+    for field in F.FIELDS:
+        dst = os.path.join(target_dir, f"{field.id}.tsv")
+        shutil.copyfile(data_layout.vocab_file(source, field.id), dst + ".tmp")
+        os.replace(dst + ".tmp", dst)

@@ -25,8 +25,6 @@ import glob
 import json
 import os
 import shutil
-import subprocess
-import sys
 import time
 
 from absl import app, flags
@@ -36,6 +34,7 @@ if __name__ == "__main__":
 
     quiet_tensorflow()
 
+from esmm_tf import files  # noqa: E402
 from experiments import runner  # noqa: E402
 
 # Flags of each setting on top of experiments/esmm.flags. The regularizers'
@@ -83,23 +82,10 @@ FLAGS = flags.FLAGS
 
 
 def _train(data_dir: str, run: str, setting: str, seed: int, epochs: int) -> None:
-    cmd = [
-        sys.executable,
-        "-m",
-        "esmm_tf.train",
-        f"--flagfile={os.path.join(runner.ROOT, 'experiments', 'esmm.flags')}",
-        f"--data_dir={data_dir}",
-        f"--model_dir={run}",
-        f"--seed={seed}",
-        f"--epochs={epochs}",
-        *SETTINGS[setting],
-    ]
-    start = time.time()
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    result = subprocess.run(cmd, cwd=runner.ROOT, env=env, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed:\n{result.stderr[-3000:]}")
-    runner.log(f"  {setting} seed {seed}: {epochs} epochs ({time.time() - start:.0f} s)")
+    seconds = runner.train_process(
+        "esmm", seed, data_dir, run, [f"--epochs={epochs}", *SETTINGS[setting]]
+    )
+    runner.log(f"  {setting} seed {seed}: {epochs} epochs ({seconds:.0f} s)")
 
 
 def _epoch_end_evaluations(run: str) -> list[dict]:
@@ -133,7 +119,7 @@ def point(data_dir: str, run: str, setting: str, seed: int, epochs: int, last: i
             _train(data_dir, run, setting, seed, last)
             evaluations = _epoch_end_evaluations(run)
         for e, metrics in enumerate(evaluations[:last], 1):
-            runner.atomic_write(
+            files.write_text(
                 os.path.join(run, f"metrics-epoch{e}.json"),
                 json.dumps({**metrics, "epochs_trained": e}, indent=2) + "\n",
             )
@@ -213,8 +199,8 @@ def run_experiment(data_dir, settings, seeds, epochs, out_dir) -> dict:
         f"({time.time() - start:.0f} s for this invocation; finished points are reused).\n"
     )
     result = {"command": command, "data_dir": data_dir, "summary": summary, "runs": raw}
-    runner.atomic_write(os.path.join(out_dir, "epochs.md"), text)
-    runner.atomic_write(os.path.join(out_dir, "epochs.json"), json.dumps(result, indent=2) + "\n")
+    files.write_text(os.path.join(out_dir, "epochs.md"), text)
+    files.write_text(os.path.join(out_dir, "epochs.json"), json.dumps(result, indent=2) + "\n")
     plot(summary, epochs, os.path.join(out_dir, "epochs.png"))
     print(text)
     return result

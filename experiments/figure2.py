@@ -28,7 +28,7 @@ if __name__ == "__main__":  # quiet before TensorFlow loads (runner imports it)
 
 from absl import app, flags  # noqa: E402
 
-from esmm_tf import registry  # noqa: E402
+from esmm_tf import files, registry  # noqa: E402
 from experiments import runner  # noqa: E402
 
 flags.DEFINE_string("data_dir", None, "Converted dataset.")
@@ -114,7 +114,7 @@ def run_figure(
         "points": points,
         "invocation_seconds": round(time.time() - start),  # reused runs cost ~0
     }
-    runner.atomic_write(os.path.join(out_dir, "figure2.json"), json.dumps(result, indent=2) + "\n")
+    files.write_text(os.path.join(out_dir, "figure2.json"), json.dumps(result, indent=2) + "\n")
     plot(result, os.path.join(out_dir, "figure2.png"))
     print(f"wrote {out_dir}/figure2.png and figure2.json ({result['invocation_seconds']} s)")
     return result

@@ -51,15 +51,13 @@ def run_dir(out_dir: str, model: str, rate: float, seed: int) -> str:
     return os.path.join(out_dir, "runs", model, f"rate{float(rate)}", f"seed{seed}")
 
 
-def train_once(
+def train_process(
     model: str, seed: int, data_dir: str, run_dir: str, extra_flags: list[str] = ()
-) -> dict:
-    """``python -m esmm_tf.train --flagfile=experiments/<model>.flags ...`` unless
-    ``run_dir`` already holds its final metrics; returns them."""
-    metrics_path = os.path.join(run_dir, training_run.EVAL_FILE)
-    if os.path.exists(metrics_path):
-        with open(metrics_path) as f:
-            return json.load(f)
+) -> float:
+    """Runs ``python -m esmm_tf.train --flagfile=experiments/<model>.flags
+    --data_dir --model_dir --seed [extra_flags]`` (the real entry point, which
+    resumes a run it finds); returns its seconds. Raises RuntimeError with the
+    end of its stderr if it fails."""
     cmd = [
         sys.executable,
         "-m",
@@ -75,11 +73,24 @@ def train_once(
     result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{result.stderr[-3000:]}")
+    return time.time() - start
+
+
+def train_once(
+    model: str, seed: int, data_dir: str, run_dir: str, extra_flags: list[str] = ()
+) -> dict:
+    """``train_process`` unless ``run_dir`` already holds its final metrics;
+    returns them."""
+    metrics_path = os.path.join(run_dir, training_run.EVAL_FILE)
+    if os.path.exists(metrics_path):
+        with open(metrics_path) as f:
+            return json.load(f)
+    seconds = train_process(model, seed, data_dir, run_dir, extra_flags)
     with open(metrics_path) as f:
         metrics = json.load(f)
     log(
         f"  {model} seed {seed}: CVR AUC {metrics['cvr_auc']:.4f}, "
-        f"CTCVR AUC {metrics['ctcvr_auc']:.4f} ({time.time() - start:.0f} s)"
+        f"CTCVR AUC {metrics['ctcvr_auc']:.4f} ({seconds:.0f} s)"
     )
     return metrics
 
@@ -116,10 +127,3 @@ def fmt(pair: tuple[float, float], digits: int = 2) -> str:
     if math.isnan(mean):
         return "n/a"
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
-
-
-def atomic_write(path: str, text: str) -> None:
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-        f.write(text)
-    os.replace(path + ".tmp", path)

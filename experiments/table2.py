@@ -29,7 +29,7 @@ if __name__ == "__main__":  # quiet before TensorFlow loads (runner imports it)
 
 from absl import app, flags  # noqa: E402
 
-from esmm_tf import registry  # noqa: E402
+from esmm_tf import files, registry  # noqa: E402
 from experiments import runner  # noqa: E402
 
 flags.DEFINE_string("data_dir", None, "Converted dataset.")
@@ -112,8 +112,8 @@ def run_table(
         "finished runs are reused).\n"
     )
     result = {"command": command, "data_dir": data_dir, "summaries": summaries, "runs": raw}
-    runner.atomic_write(os.path.join(out_dir, "table2.md"), text)
-    runner.atomic_write(os.path.join(out_dir, "table2.json"), json.dumps(result, indent=2) + "\n")
+    files.write_text(os.path.join(out_dir, "table2.md"), text)
+    files.write_text(os.path.join(out_dir, "table2.json"), json.dumps(result, indent=2) + "\n")
     print(text)
     return result
 
