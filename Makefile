@@ -18,7 +18,7 @@ SCALE_IMPRESSIONS ?= 10500000
 SCALE_RUNS ?= 5
 
 .PHONY: demo test test-fast lint format clean install install-dev bench bench-convert bench-train \
-	bench-serving bench-order experiments-scale
+	bench-serving bench-order bench-full experiments-scale
 
 # (tensorflow-cpu: left in a .venv from before setup.py pinned `tensorflow`;
 # the two wheels write the same files.)
@@ -94,6 +94,11 @@ bench-serving: $(STAMP)
 # converter and training throughput ratios and AUCs (~10 minutes).
 bench-order: $(STAMP)
 	$(PY) -m benchmarks.order_bench
+
+# The public set's size end to end (hours, tens of GB): prints the plan;
+# FULL_FLAGS=--yes runs it.
+bench-full: $(STAMP)
+	$(PY) -m benchmarks.full_bench $(FULL_FLAGS)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.order_bench
