@@ -6,8 +6,10 @@ of the training set used, one line per model.
 
 Each point is ``python -m esmm_tf.train --flagfile=experiments/<model>.flags
 --train_fraction=<rate>`` (the same records at a rate for every model: kept by
-a hash of the record), evaluated on the whole test split, mean over
-``--runs`` seeds. Finished runs are not redone. ``--out_dir`` defaults to
+a hash of the record), trained round(1/rate) epochs so that every rate takes
+about the same number of steps (``--noequal_steps``: one epoch each),
+evaluated on the whole test split, mean ± std over ``--runs`` seeds (the
+error bars). Finished runs are not redone. ``--out_dir`` defaults to
 ``runs/experiments``; only ``--update_reference`` writes the committed
 ``experiments/results``. Writes
 ``<out_dir>/figure2.png`` (CVR AUC and CTCVR AUC panels) and
@@ -43,6 +45,13 @@ flags.DEFINE_bool(
     False,
     "Write the committed reference results in experiments/results/ instead.",
 )
+flags.DEFINE_bool(
+    "equal_steps",
+    True,
+    "Train each rate for round(1/rate) epochs, so that every point takes about as many "
+    "steps as one epoch of the whole training set (comparable convergence); "
+    "--noequal_steps: one epoch at every rate, as the paper's figure is often read.",
+)
 flags.DEFINE_list("extra_flags", [], "Flags passed to every training run.")
 flags.mark_flag_as_required("data_dir")
 FLAGS = flags.FLAGS
@@ -61,10 +70,12 @@ def plot(result: dict, path: str) -> None:
         (axes[1], "ctcvr_auc", "CTCVR AUC (all test impressions)"),
     ):
         for model, points in result["points"].items():
-            ax.plot(
+            ax.errorbar(  # mean ± std over the seeds
                 [100 * r for r in rates],
                 [points[str(r)][metric][0] for r in rates],
+                yerr=[points[str(r)][metric][1] for r in rates],
                 marker="o",
+                capsize=3,
                 label=registry.get(model).display,
             )
         ax.set_xscale("log")
@@ -81,8 +92,24 @@ def plot(result: dict, path: str) -> None:
     os.replace(tmp, path)
 
 
+def rate_flags(rate: float, equal_steps: bool) -> list[str]:
+    """The training flags of one point: its fraction, and with ``equal_steps``
+    round(1/rate) epochs without evaluations during training (only the final
+    test evaluation counts; at 1 % they would run every few steps)."""
+    out = [f"--train_fraction={rate}"]
+    if equal_steps and rate < 1:
+        out += [f"--epochs={max(1, round(1 / rate))}", "--eval_every_steps=1000000000"]
+    return out
+
+
 def run_figure(
-    data_dir: str, models: list[str], rates: list[float], runs: int, out_dir: str, extra: list[str]
+    data_dir: str,
+    models: list[str],
+    rates: list[float],
+    runs: int,
+    out_dir: str,
+    extra: list[str],
+    equal_steps: bool = True,
 ) -> dict:
     start = time.time()
     points: dict[str, dict] = {}
@@ -96,7 +123,7 @@ def run_figure(
                     seed,
                     data_dir,
                     runner.run_dir(out_dir, model, rate, seed),
-                    [f"--train_fraction={rate}", *extra],
+                    [*rate_flags(rate, equal_steps), *extra],
                 )
                 for seed in range(runs)
             ]
@@ -104,6 +131,7 @@ def run_figure(
     command = (
         f"python -m experiments.figure2 --data_dir={data_dir} --rates={','.join(map(str, rates))} "
         f"--models={','.join(models)} --runs={runs}"
+        + ("" if equal_steps else " --noequal_steps")
         + (f" --extra_flags={','.join(extra)}" if extra else "")
         + (" --update_reference" if out_dir == runner.REFERENCE_DIR else "")
     )
@@ -111,6 +139,7 @@ def run_figure(
         "command": command,
         "data_dir": data_dir,
         "rates": rates,
+        "equal_steps": equal_steps,
         "points": points,
         "invocation_seconds": round(time.time() - start),  # reused runs cost ~0
     }
@@ -128,7 +157,15 @@ def main(argv) -> None:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
-    run_figure(FLAGS.data_dir, FLAGS.models, rates, FLAGS.runs, out_dir, FLAGS.extra_flags)
+    run_figure(
+        FLAGS.data_dir,
+        FLAGS.models,
+        rates,
+        FLAGS.runs,
+        out_dir,
+        FLAGS.extra_flags,
+        FLAGS.equal_steps,
+    )
 
 
 if __name__ == "__main__":

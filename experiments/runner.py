@@ -122,6 +122,31 @@ def summarise(runs: list[dict]) -> dict:
     return out
 
 
+# Two-sided 95 % quantiles of Student's t by degrees of freedom (1..30; above
+# 30 the normal's 1.96 is within 2 %).
+_T975 = (
+    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
+    2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
+    2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
+)  # fmt: skip
+
+
+def paired_difference(a: list[float], b: list[float]) -> tuple[float, float, float]:
+    """Mean of a[i] - b[i] over seeds and its 95 % t interval: (mean, low,
+    high); the interval is nan with fewer than two pairs."""
+    d = np.asarray(
+        [x - y for x, y in zip(a, b, strict=True) if not (math.isnan(x) or math.isnan(y))]
+    )
+    if d.size == 0:
+        return math.nan, math.nan, math.nan
+    mean = float(d.mean())
+    if d.size < 2:
+        return mean, math.nan, math.nan
+    t = _T975[d.size - 2] if d.size - 1 <= len(_T975) else 1.96
+    half = t * float(d.std(ddof=1)) / math.sqrt(d.size)
+    return mean, mean - half, mean + half
+
+
 def fmt(pair: tuple[float, float], digits: int = 2) -> str:
     mean, std = pair
     if math.isnan(mean):

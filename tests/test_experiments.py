@@ -72,3 +72,4 @@ def test_figure2_writes_plot_and_numbers(tiny_data_dir, tmp_path):
             assert 0 <= result["points"][model][rate]["cvr_auc"][0] <= 100
     half = json.loads((out / "runs" / "esmm" / "rate0.5" / "seed0" / "config.json").read_text())
     assert half["train_fraction"] == 0.5
+    assert half["epochs"] == 2  # equal steps: a half-size training set, twice over
