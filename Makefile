@@ -11,8 +11,11 @@ DEMO_DIR ?= demo_out
 DEMO_IMPRESSIONS ?= 1000000
 DEMO_FLAGS ?= --flagfile=experiments/esmm.flags
 # The paper's experiments at scale (issue 16): ~5.25M train impressions with
-# ~10k conversions, the test split alike. Resumable: each stage is skipped
-# when its output is complete, each finished run is reused.
+# ~10k conversions, the test split alike; Table 2 over SCALE_RUNS seeds, an
+# embedding-dimension sweep (BASE and ESMM, 3 seeds), Figure 2 (3 seeds, equal
+# steps per rate; reuses Table 2's runs at rate 1). Many hours on 2 cores.
+# Resumable: each stage is skipped when its output is complete, each finished
+# run is reused.
 SCALE_DIR ?= runs/scale
 SCALE_IMPRESSIONS ?= 10500000
 SCALE_RUNS ?= 5
@@ -54,6 +57,11 @@ experiments-scale: $(STAMP)
 	test -f $(SCALE_DIR)/data/stats.json || $(PY) -m data_prep.convert \
 		--raw_dir=$(SCALE_DIR)/raw --out_dir=$(SCALE_DIR)/data
 	$(PY) -m experiments.table2 --data_dir=$(SCALE_DIR)/data --runs=$(SCALE_RUNS) \
+		--out_dir=$(SCALE_DIR)/results
+	for dim in 8 32 64; do $(PY) -m experiments.table2 --data_dir=$(SCALE_DIR)/data --runs=3 \
+		--models=base,esmm --extra_flags=--embedding_dim=$$dim \
+		--out_dir=$(SCALE_DIR)/results-dim$$dim || exit 1; done
+	$(PY) -m experiments.figure2 --data_dir=$(SCALE_DIR)/data --runs=3 \
 		--out_dir=$(SCALE_DIR)/results
 
 test: $(DEV_STAMP)
