@@ -203,3 +203,26 @@ def test_format_table_names_the_metrics_honestly():
     assert cvr_line.split()[-1] == f"{metrics['cvr_auc']:.4f}"
     assert "CTCVR AUC (all impressions)" in table
     assert "entire-space CVR AUC (ground truth)" in table
+
+
+def test_repeated_passes_hold_the_same_batches_from_one_iterator():
+    """Every pass yields the dataset's batches in order; passes after the
+    first share one iterator over the repeated dataset; a pass left
+    unfinished does not shift the next one."""
+    from esmm_tf.evaluator import RepeatedPasses
+
+    dataset = tf.data.Dataset.range(7).batch(3)  # [0 1 2] [3 4 5] [6]
+    passes = RepeatedPasses(dataset)
+    first = [b.numpy().tolist() for b in passes]
+    assert first == [[0, 1, 2], [3, 4, 5], [6]] and passes.batches == 3
+    second = [b.numpy().tolist() for b in passes]
+    iterator = passes._iterator
+    third = [b.numpy().tolist() for b in passes]
+    assert second == third == first
+    assert passes._iterator is iterator is not None  # not re-created
+    for batch in passes:  # an unfinished pass
+        assert batch.numpy().tolist() == [0, 1, 2]
+        break
+    assert [b.numpy().tolist() for b in passes] == first
+    empty = RepeatedPasses(dataset.take(0))
+    assert list(empty) == [] and list(empty) == [] and empty.batches == 0
