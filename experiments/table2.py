@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import os
 import sys
 import time
@@ -124,10 +125,10 @@ def claims_table(rows: list[dict], runs: int) -> str:
     ]
     for r in rows:
         metric = {"cvr_auc": "CVR AUC", "ctcvr_auc": "CTCVR AUC"}[r["metric"]]
-        lines.append(
-            f"| {r['claim']} | {metric} | {r['mean']:+.2f} | [{r['low']:+.2f}, {r['high']:+.2f}] "
-            f"| {r['holds']} |"
+        interval = (
+            "n/a (one seed)" if math.isnan(r["low"]) else f"[{r['low']:+.2f}, {r['high']:+.2f}]"
         )
+        lines.append(f"| {r['claim']} | {metric} | {r['mean']:+.2f} | {interval} | {r['holds']} |")
     return "\n".join(lines)
 
 

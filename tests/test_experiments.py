@@ -21,7 +21,7 @@ def _run(args, timeout=900):
 
 
 @pytest.mark.slow
-def test_table2_then_resume(tiny_data_dir, tmp_path):
+def test_table2_then_resume_then_figure2_on_the_same_runs(tiny_data_dir, tmp_path):
     out = tmp_path / "results"
     args = [
         "experiments.table2",
@@ -44,16 +44,14 @@ def test_table2_then_resume(tiny_data_dir, tmp_path):
         assert json.loads((run_dir / "config.json").read_text())["model"] == model
         assert (run_dir / "checkpoints").is_dir()
     assert "68.56 ± 0.37" in table  # the paper's ESMM CVR AUC beside ours
+    assert "| ESMM > BASE | CVR AUC |" in table  # the claims, with one seed: no interval
     # A second call reuses every finished run (no training: fast, same numbers).
     again = _run(args, timeout=120)
     assert json.loads((out / "table2.json").read_text())["summaries"] == result["summaries"]
     assert "seed 0:" not in again.stderr  # train_once logs only runs it trained
 
-
-@pytest.mark.slow
-def test_figure2_writes_plot_and_numbers(tiny_data_dir, tmp_path):
-    out = tmp_path / "results"
-    _run(
+    # Figure 2 on the same out_dir: its points at rate 1 are Table 2's runs.
+    figure = _run(
         [
             "experiments.figure2",
             f"--data_dir={tiny_data_dir}",
@@ -63,10 +61,11 @@ def test_figure2_writes_plot_and_numbers(tiny_data_dir, tmp_path):
             f"--extra_flags={TINY}",
         ]
     )
+    assert figure.stderr.count("seed 0:") == 2  # only the two runs at rate 0.5 trained
     png = (out / "figure2.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 10_000
     result = json.loads((out / "figure2.json").read_text())
-    assert result["rates"] == [0.5, 1.0]
+    assert result["rates"] == [0.5, 1.0] and result["equal_steps"]
     for model in ("esmm", "base"):
         for rate in ("0.5", "1.0"):
             assert 0 <= result["points"][model][rate]["cvr_auc"][0] <= 100
