@@ -328,6 +328,7 @@ def test_a_feature_of_the_wrong_type_is_an_invalid_argument_naming_the_key(serve
         call(serve, [ex.SerializeToString()])
 
 
+@pytest.mark.slow  # a whole training run or export (~10 s): out of the fast loop
 def test_two_exports_get_different_versions(model, version_dir, export_dir):
     second = export_saved_model(model, export_dir)
     assert second != version_dir

@@ -54,6 +54,7 @@ def test_check_shard(data_dir):
     assert 0 < check.records < records
 
 
+@pytest.mark.slow  # a whole training run or export (~10 s): out of the fast loop
 def test_truncated_shard_stops_training_with_its_name(data_dir, tmp_path):
     bad = data_layout.shard_files(data_dir, "train")[1]
     truncate(bad)

@@ -344,6 +344,7 @@ def test_dropout_only_at_training_time(tiny_data_dir, batch):
     assert np.any(first != want[F.CTR].numpy()) and np.any(first != second)
 
 
+@pytest.mark.slow  # a whole training run or export (~10 s): out of the fast loop
 def test_exported_model_is_unaffected_by_dropout(tiny_data_dir, tmp_path, batch):
     """Also: the counts the embedding penalty caches are not saved."""
     records = read_records(tiny_data_dir, "test", 3)

@@ -357,6 +357,7 @@ def test_other_model_config_in_the_same_model_dir_is_refused(base_run, tmp_path,
     assert not os.path.exists(os.path.join(model_dir, training_run.CHECKPOINT_DIR))
 
 
+@pytest.mark.slow  # a whole training run or export (~10 s): out of the fast loop
 def test_train_step_fast_path_matches_the_tf_function(tiny_config):
     """build_training's step calls the traced function with the flat tensor
     list (a private TensorFlow API) for a batch of eager tensors: the same
