@@ -61,14 +61,7 @@ def measure(impressions: int, work_dir: str, workers: int) -> dict:
         sum(os.path.getsize(os.path.join(raw_dir, n)) for n in os.listdir(raw_dir) if ".csv" in n)
         / 2**20
     )
-    data_mb = (
-        sum(
-            os.path.getsize(os.path.join(root, n))
-            for root, _, names in os.walk(out_dir)
-            for n in names
-        )
-        / 2**20
-    )
+    data_mb = results.dir_bytes(out_dir) / 2**20
     return {
         "impressions": impressions,
         "wall_s": round(wall, 1),

@@ -28,11 +28,9 @@ converted data, runs and exports are removed at the end unless ``--keep_data``.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import time
@@ -40,6 +38,7 @@ import time
 from absl import app, flags
 
 from benchmarks import results
+from esmm_tf import files
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BEGIN, END = "<!-- full:begin -->", "<!-- full:end -->"
@@ -109,15 +108,6 @@ def plan(sizes: list[int]) -> tuple[float, int]:
     return seconds, (sum(per_size) if FLAGS.keep_data else max(per_size))
 
 
-def du(path: str) -> int:
-    total = 0
-    for root, _, files in os.walk(path):
-        for name in files:
-            with contextlib.suppress(OSError):
-                total += os.path.getsize(os.path.join(root, name))
-    return total
-
-
 def run_stage(args: list[str], log_path: str) -> dict:
     """Runs ``python -m args...`` with its output in ``log_path``; returns its
     wall seconds and peak RSS (MB, of it or its largest descendant)."""
@@ -135,22 +125,6 @@ def run_stage(args: list[str], log_path: str) -> dict:
             tail = f.read()[-2000:]
         raise SystemExit(f"{' '.join(args)} failed ({proc.returncode}); end of {log_path}:\n{tail}")
     return {"seconds": round(seconds, 1), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}
-
-
-def train_rate(model_dir: str) -> float:
-    """The median of the run's TensorBoard impressions_per_second (training time only)."""
-    import tensorflow as tf
-
-    from esmm_tf import run_dir
-
-    rates = []
-    events = run_dir.events_dir(model_dir, run_dir.TRAIN_EVENTS)
-    for name in sorted(os.listdir(events)):
-        for event in tf.compat.v1.train.summary_iterator(os.path.join(events, name)):
-            for value in event.summary.value:
-                if value.tag == "impressions_per_second":
-                    rates.append(float(tf.make_ndarray(value.tensor)))
-    return statistics.median(rates[1:] or rates)  # the first window includes tracing
 
 
 def check_signatures(export_dir: str, data_dir: str) -> str:
@@ -223,7 +197,7 @@ def measure_size(impressions: int, work: str) -> dict:
         log(f"{impressions:,} impressions: {stage} ...")
         m = run_stage(commands[stage], os.path.join(logs, f"{stage}.log"))
         if stage == "generate":
-            m["disk_bytes"] = du(raw)
+            m["disk_bytes"] = results.dir_bytes(raw)
         elif stage == "convert":
             with open(os.path.join(data, "stats.json")) as f:
                 stats = json.load(f)
@@ -232,7 +206,7 @@ def measure_size(impressions: int, work: str) -> dict:
             workers = min(os.cpu_count() or 1, len(os.sched_getaffinity(0)))
             rss = timings["peak_rss_mb"]
             m.update(
-                disk_bytes=du(data),
+                disk_bytes=results.dir_bytes(data),
                 train_impressions=stats["splits"]["train"]["impressions"],
                 test_impressions=stats["splits"]["test"]["impressions"],
                 vocab_rows=sum(f["vocab_size"] + 1 for f in stats["fields"].values()),
@@ -246,8 +220,8 @@ def measure_size(impressions: int, work: str) -> dict:
                 dim = json.load(f)["embedding_dim"]
             rows = out["convert"]["vocab_rows"]
             m.update(
-                disk_bytes=du(run),
-                rate=round(train_rate(run)),
+                disk_bytes=results.dir_bytes(run),
+                rate=round(results.median_train_rate(run)),
                 embedding_mb=round(rows * dim * 4 / 2**20, 1),
                 embedding_with_adam_mb=round(3 * rows * dim * 4 / 2**20, 1),
             )
@@ -256,10 +230,10 @@ def measure_size(impressions: int, work: str) -> dict:
                 metrics = json.load(f)
             m.update({k: metrics[k] for k in ("ctr_auc", "cvr_auc", "ctcvr_auc")})
         elif stage == "export":
-            m.update(disk_bytes=du(export), signatures=check_signatures(export, data))
-        with open(path + ".tmp", "w") as f:
-            json.dump(m, f, indent=2)
-        os.replace(path + ".tmp", path)
+            m.update(
+                disk_bytes=results.dir_bytes(export), signatures=check_signatures(export, data)
+            )
+        files.write_json(path, m)
         out[stage] = m
         log(f"  {stage}: {m}")
     return out

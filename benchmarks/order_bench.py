@@ -18,11 +18,9 @@ training throughput on such logs measured on this machine (DeepCTR, batch
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import time
@@ -56,18 +54,6 @@ def _run(args: list[str]) -> float:
     return time.time() - start
 
 
-def _train_rate(model_dir: str) -> float:
-    import tensorflow as tf
-
-    rates = []
-    for path in glob.glob(os.path.join(model_dir, "train", "events.out.tfevents.*")):
-        for event in tf.compat.v1.train.summary_iterator(path):
-            for value in event.summary.value:
-                if value.tag == "impressions_per_second":
-                    rates.append(float(tf.make_ndarray(value.tensor)))
-    return statistics.median(rates[1:] or rates)  # the first window includes tracing
-
-
 def measure(name: str, raw_dir: str, work: str) -> dict:
     data, run = os.path.join(work, f"data-{name}"), os.path.join(work, f"run-{name}")
     for path in (data, data + ".partial", run):
@@ -93,7 +79,7 @@ def measure(name: str, raw_dir: str, work: str) -> dict:
         "records": train["records"],
         "impressions_per_record": train["impressions"] / train["records"],
         "train_wall_s": train_s,
-        "train_rate": _train_rate(run),
+        "train_rate": results.median_train_rate(run),
         **{k: metrics[k] for k in ("ctr_auc", "cvr_auc", "ctcvr_auc", "cvr_auc_entire_space")},
     }
 

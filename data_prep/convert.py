@@ -326,9 +326,7 @@ def _join_task(task: _JoinTask) -> dict:
 
 
 def _touch(path: str) -> None:
-    with open(path + ".tmp", "w"):
-        pass
-    os.replace(path + ".tmp", path)
+    files.write_text(path, "")
 
 
 def _atomic_npz(path: str, arrays: dict) -> None:
