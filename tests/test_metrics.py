@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import math
+import os
 
 import numpy as np
 import pytest
@@ -100,6 +102,82 @@ def test_accumulator_empty_and_one_class():
     assert math.isnan(acc.result())
     acc.reset()
     assert acc.count == 0
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 7, 64, 1000, 50_000])
+def test_spilled_runs_give_the_exact_auc(tmp_path, chunk):
+    """Past ``chunk`` entries the accumulator sorts them into runs on disk and
+    merges the runs at the end: the AUC is exactly the in-memory one, with
+    ties inside a run, across runs and across the merge's rounds, and with
+    update sizes that do not divide the chunk."""
+    rng = np.random.default_rng(chunk)
+    n = 5000
+    labels = rng.random(n) < 0.3
+    # Few distinct scores, so that large tied groups straddle runs and rounds.
+    scores = np.round(rng.random(n) + 0.4 * labels, 1).astype(np.float32)
+    scores[rng.random(n) < 0.3] = 0.5
+    acc = AucAccumulator(chunk=chunk, spill_dir=str(tmp_path))
+    start = 0
+    while start < n:
+        step = int(rng.integers(1, 300))
+        acc.update(labels[start : start + step], scores[start : start + step])
+        start += step
+    # A run is written each time the held entries reach the chunk.
+    assert n // (chunk + 299) <= acc.runs <= n // chunk
+    assert acc.result() == exact_auc(labels, scores)  # exactly: integer counts, one division
+    assert acc.result() == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
+
+
+def test_spilled_runs_with_masks_and_continuous_scores(tmp_path):
+    rng = np.random.default_rng(5)
+    n = 20_000
+    click = rng.random(n) < 0.4
+    conversion = click & (rng.random(n) < 0.25)
+    score = (rng.random(n) + 0.3 * conversion).astype(np.float32)
+    acc = AucAccumulator(chunk=999, spill_dir=str(tmp_path))
+    for start in range(0, n, 512):
+        sl = slice(start, start + 512)
+        acc.update(conversion[sl], score[sl], mask=click[sl])
+    assert acc.count == int(click.sum())
+    assert acc.count // (999 + 512) <= acc.runs <= acc.count // 999
+    assert acc.result() == exact_auc(conversion[click], score[click])
+    # Updates after a result() go on accumulating (the held entries became a run).
+    acc.update([1, 0], [0.01, 0.99])
+    expected = exact_auc(
+        np.append(conversion[click], [1, 0]), np.append(score[click], [0.01, 0.99])
+    )
+    assert acc.result() == expected
+
+
+def test_one_score_everywhere_is_one_tied_group(tmp_path):
+    """A model that outputs one constant: every entry ties, in every run; the
+    tied group is counted in blocks, never loaded whole."""
+    labels = np.arange(10_001) % 3 == 0
+    acc = AucAccumulator(chunk=100, spill_dir=str(tmp_path))
+    for start in range(0, labels.size, 1000):
+        acc.update(labels[start : start + 1000], np.full(labels[start : start + 1000].size, 0.25))
+    assert acc.runs == 10
+    assert acc.result() == 0.5
+
+
+def test_runs_on_disk_are_removed(tmp_path):
+    acc = AucAccumulator(chunk=10, spill_dir=str(tmp_path))
+    for start in range(0, 100, 10):
+        acc.update(np.arange(start, start + 10) % 2, np.linspace(0, 1, 100)[start : start + 10])
+    assert acc.runs == 10 and len(os.listdir(tmp_path)) == 1
+    assert acc.result() == 1275 / 2500  # the positive 2k+1 ranks above k+1 negatives
+    acc.reset()
+    assert acc.runs == 0 and os.listdir(tmp_path) == []
+    acc.update(np.arange(100) % 2, np.linspace(0, 1, 100))
+    assert len(os.listdir(tmp_path)) == 1
+    del acc
+    gc.collect()
+    assert os.listdir(tmp_path) == []
+
+
+def test_chunk_must_be_positive():
+    with pytest.raises(ValueError, match="chunk must be positive"):
+        AucAccumulator(chunk=0)
 
 
 def test_calibration_by_hand():
