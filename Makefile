@@ -64,16 +64,22 @@ experiments-scale: $(STAMP)
 	$(PY) -m experiments.figure2 --data_dir=$(SCALE_DIR)/data --runs=3 \
 		--out_dir=$(SCALE_DIR)/results
 
+# Test files run on TEST_WORKERS processes (pytest-xdist; a file's tests stay
+# on one worker, so its module fixtures are built once). TEST_WORKERS=0: one
+# process.
+TEST_WORKERS ?= 2
+PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+
 test: $(DEV_STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(PY) -m pytest -q
+	$(PYTEST)
 
 # The edit-test loop: every test but the long end-to-end ones (marked slow:
 # subprocess trainings, kill -9, multi-worker, Beam, TFDS builds, README
 # serving blocks, experiments).
 test-fast: $(DEV_STAMP)
-	$(PY) -m pytest -q -m "not slow"
+	$(PYTEST) -m "not slow"
 
 lint: $(DEV_STAMP)
 	$(VENV)/bin/ruff check .

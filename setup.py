@@ -47,6 +47,14 @@ setup(
         "tfds": TFDS,  # the ali_ccp TensorFlow Datasets builder
         "plot": PLOT,  # experiments.figure2
         "gpu": ["tensorflow[and-cuda]==2.21.0"],  # CUDA and cuDNN from pip (Linux)
-        "dev": ["pytest==9.2.0", "ruff==0.17.6", "scikit-learn==1.9.1", *BEAM, *TFDS, *PLOT],
+        "dev": [
+            "pytest==9.2.0",
+            "pytest-xdist==3.8.0",
+            "ruff==0.17.6",
+            "scikit-learn==1.9.1",
+            *BEAM,
+            *TFDS,
+            *PLOT,
+        ],
     },
 )

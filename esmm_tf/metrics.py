@@ -295,7 +295,7 @@ def _merged_twice_u(runs: list[_Run], chunk: int) -> int:
         tied = tied_pos = 0
         for r in live:  # each run's entries equal to hi, block by block
             while start[r] < runs[r].length:
-                block = runs[r].scores(start[r], start[r] + chunk)
+                block = runs[r].scores(start[r], start[r] + per_run)
                 n = int(np.searchsorted(block, hi, "right"))
                 tied += n
                 tied_pos += int(np.count_nonzero(runs[r].labels(start[r], start[r] + n)))
