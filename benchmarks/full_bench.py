@@ -67,6 +67,7 @@ GOALS = {
     "convert_rss_mb": 2048,
     "train_rate": 50_000,
     "evaluate_rate": 43_000_000 / 600,  # 43M test impressions in 10 minutes
+    "evaluate_rss_mb": 2048,  # bounded: the exact AUCs' state included
 }
 # For the plan: seconds and bytes per impression (train + test), measured on
 # the 2-core machine at 20M impressions (RESULTS.md, "Full-scale rehearsal").
@@ -77,7 +78,10 @@ PLAN_SECONDS_PER_IMPRESSION = {
     "evaluate": 101 / 20e6,
     "export": 14 / 20e6,
 }
-PLAN_BYTES_PER_IMPRESSION = {"raw": 109, "data": 172, "run": 17, "export": 4}
+# Disk: the converter's peak is the raw logs plus its partitions (the raw rows
+# uncompressed, 464 B per impression at 84M), each removed once its shard is
+# written; the shards (172 B), run (17 B) and export stay below that.
+PLAN_BYTES_PER_IMPRESSION = {"raw": 111, "partitions": 464}
 STAGES = ("generate", "convert", "train", "evaluate", "export")
 
 flags.DEFINE_list("sizes", ["2000000", "20000000", "84000000"], "Impressions (train + test).")
@@ -110,7 +114,7 @@ def plan(sizes: list[int]) -> tuple[float, int]:
 
 def run_stage(args: list[str], log_path: str) -> dict:
     """Runs ``python -m args...`` with its output in ``log_path``; returns its
-    wall seconds and peak RSS (MB, of it or its largest descendant)."""
+    exit code, wall seconds and peak RSS (MB, of it or its largest descendant)."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     start = time.time()
     with open(log_path, "w") as out:
@@ -118,13 +122,36 @@ def run_stage(args: list[str], log_path: str) -> dict:
             [sys.executable, "-m", *args], stdout=out, stderr=out, env=env, cwd=ROOT
         )
         _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    seconds = time.time() - start
-    if proc.returncode != 0:
+    return {
+        "returncode": os.waitstatus_to_exitcode(status),
+        "seconds": round(time.time() - start, 1),
+        "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+    }
+
+
+def run_resumable_stage(args: list[str], log_path: str, attempts_path: str) -> dict:
+    """``run_stage``, counting earlier failed attempts of a resumable stage
+    (e.g. a conversion stopped by a full disk, then resumed): their seconds
+    add to this one's, their peak RSS is in the maximum, ``attempts`` says
+    how many runs it took."""
+    attempts = []
+    if os.path.exists(attempts_path):
+        with open(attempts_path) as f:
+            attempts = json.load(f)
+    m = run_stage(args, log_path)
+    if m.pop("returncode") != 0:
+        files.write_json(attempts_path, [*attempts, m])
         with open(log_path) as f:
             tail = f.read()[-2000:]
-        raise SystemExit(f"{' '.join(args)} failed ({proc.returncode}); end of {log_path}:\n{tail}")
-    return {"seconds": round(seconds, 1), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}
+        raise SystemExit(
+            f"{' '.join(args)} failed; rerun to resume it (this attempt's {m['seconds']} s "
+            f"count in the stage's time). End of {log_path}:\n{tail}"
+        )
+    if attempts:
+        m["seconds"] = round(m["seconds"] + sum(a["seconds"] for a in attempts), 1)
+        m["peak_rss_mb"] = max([m["peak_rss_mb"], *(a.get("peak_rss_mb") or 0 for a in attempts)])
+        m["attempts"] = len(attempts) + 1
+    return m
 
 
 def check_signatures(export_dir: str, data_dir: str) -> str:
@@ -195,7 +222,11 @@ def measure_size(impressions: int, work: str) -> dict:
                 out[stage] = json.load(f)
             continue
         log(f"{impressions:,} impressions: {stage} ...")
-        m = run_stage(commands[stage], os.path.join(logs, f"{stage}.log"))
+        m = run_resumable_stage(
+            commands[stage],
+            os.path.join(logs, f"{stage}.log"),
+            os.path.join(measure_dir, f"{stage}.attempts.json"),
+        )
         if stage == "generate":
             m["disk_bytes"] = results.dir_bytes(raw)
         elif stage == "convert":
@@ -239,6 +270,11 @@ def measure_size(impressions: int, work: str) -> dict:
     return out
 
 
+def _attempts(m: dict) -> str:
+    """A note on a stage that took more than one run (resumed)."""
+    return f" in {m['attempts']} runs" if m.get("attempts", 1) > 1 else ""
+
+
 def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{max(1, round(seconds / 60))} min"
 
@@ -262,14 +298,15 @@ def report(rows: list[dict], command: str) -> str:
         total = c["train_impressions"] + c["test_impressions"]
         lines.append(
             f"| {c['train_impressions']:,} / {c['test_impressions']:,} "
-            f"| {r['users']:,} / {r['items']:,} | {g['seconds']:,.0f} | {_gb(g['disk_bytes'])} "
-            f"| {c['seconds']:,.0f} ({total / c['seconds']:,.0f}) "
+            f"| {r['users']:,} / {r['items']:,} | {g['seconds']:,.0f}{_attempts(g)} "
+            f"| {_gb(g['disk_bytes'])} "
+            f"| {c['seconds']:,.0f} ({total / c['seconds']:,.0f}){_attempts(c)} "
             f"| {c['rss_main_mb']:,.0f} / {c['rss_largest_worker_mb']:,.0f} / "
             f"{c['rss_total_bound_mb']:,.0f} | {_gb(c['disk_bytes'])} | {c['vocab_rows']:,} "
             f"| {t['embedding_mb']:,.0f} ({t['embedding_with_adam_mb']:,.0f}) "
-            f"| {t['seconds']:,.0f} ({t['rate']:,}) | {t['peak_rss_mb']:,.0f} "
+            f"| {t['seconds']:,.0f} ({t['rate']:,}){_attempts(t)} | {t['peak_rss_mb']:,.0f} "
             f"| {_gb(t['disk_bytes'])} | {e['seconds']:,.0f} "
-            f"({c['test_impressions'] / e['seconds']:,.0f}) | {e['peak_rss_mb']:,.0f} "
+            f"({c['test_impressions'] / e['seconds']:,.0f}){_attempts(e)} | {e['peak_rss_mb']:,.0f} "
             f"| {x['seconds']:,.0f} | {_gb(x['disk_bytes'])} "
             f"| {e['ctr_auc']:.4f} / {e['cvr_auc']:.4f} / {e['ctcvr_auc']:.4f} |"
         )
@@ -278,7 +315,12 @@ def report(rows: list[dict], command: str) -> str:
     total = c["train_impressions"] + c["test_impressions"]
     checks = [
         ("conversion rate (imp/s)", total / c["seconds"], GOALS["convert_rate"], True),
-        ("conversion peak RSS, total bound (MB)", c["rss_total_bound_mb"], 2048, False),
+        (
+            "conversion peak RSS, total bound (MB)",
+            c["rss_total_bound_mb"],
+            GOALS["convert_rss_mb"],
+            False,
+        ),
         ("training throughput (imp/s)", t["rate"], GOALS["train_rate"], True),
         (
             "evaluation rate (imp/s)",
@@ -286,6 +328,7 @@ def report(rows: list[dict], command: str) -> str:
             GOALS["evaluate_rate"],
             True,
         ),
+        ("evaluation peak RSS (MB)", e["peak_rss_mb"], GOALS["evaluate_rss_mb"], False),
     ]
     lines += [
         "",

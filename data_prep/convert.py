@@ -36,6 +36,7 @@ workers (timings and memory go to convert_timings.json).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import multiprocessing
@@ -318,7 +319,17 @@ def _join_task(task: _JoinTask) -> dict:
         _atomic_npz(task.counts_path, arrays)
     out = {**stats.to_json(), "seconds": time.time() - start}
     files.write_json(task.stats_path, out)
+    _remove_partitions(task)
     return out
+
+
+def _remove_partitions(task: _JoinTask) -> None:
+    """Removes a committed task's partitions (a rerun skips the task): doing
+    it at once keeps the disk's peak near raw + partitions (the raw rows
+    uncompressed, ~4x gzipped raw) rather than that plus all the shards."""
+    for kind in ("skeleton", "common"):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(task.partition(kind))
 
 
 # ---------------------------------------------------------------------------
@@ -464,6 +475,9 @@ def convert(config: ConvertConfig) -> dict:
             for p in range(parts[split])
         ]
         todo = [t for t in join_tasks if not os.path.exists(t.stats_path)]
+        for task in join_tasks:  # left by a run stopped between commit and removal
+            if task not in todo:
+                _remove_partitions(task)
         log(f"joining and writing {len(todo)} of {len(join_tasks)} shards on {workers} workers")
         done = len(join_tasks) - len(todo)
         for stats in _run(pool, _join_task, todo):

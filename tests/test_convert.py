@@ -289,7 +289,18 @@ def test_interrupted_run_resumes_to_identical_output(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         _convert(raw_dir, tmp_path / "out", num_shards=3)
     assert not os.path.exists(tmp_path / "out")
-    assert os.path.isdir(str(tmp_path / "out") + ".partial")
+    partial = str(tmp_path / "out") + ".partial"
+    assert os.path.isdir(partial)
+    # A committed shard's partitions are removed at once (the disk's peak);
+    # the unfinished tasks' are kept for the rerun.
+    committed = sorted(os.listdir(os.path.join(partial, "tasks")))
+    committed = {n.split(".")[0] for n in committed if n.endswith(".json")}
+    assert len(committed) == 2
+    for split in data_layout.SPLITS:
+        for part in range(3):
+            for kind in ("skeleton", "common"):
+                path = os.path.join(partial, "parts", f"{split}-{kind}-{part:05d}")
+                assert os.path.exists(path) != (f"{split}-{part:05d}" in committed), path
 
     calls.clear()
     monkeypatch.setattr(convert_lib, "_join_task", lambda t: (calls.append(t.part), real(t))[1])
