@@ -350,15 +350,18 @@ def main(argv) -> None:
     seconds, needed = plan(sizes)
     os.makedirs(FLAGS.work_dir, exist_ok=True)
     free = shutil.disk_usage(FLAGS.work_dir).free
+    # A resumed run already holds part of what it needs (raw logs, partitions).
+    held = results.dir_bytes(FLAGS.work_dir)
     print(
         f"full_bench: sizes {', '.join(f'{n:,}' for n in sizes)} impressions in "
         f"{FLAGS.work_dir}: about {_duration(seconds)} on 2 cores and {needed / 1e9:.0f} GB "
-        f"of disk at the peak ({free / 1e9:.0f} GB free)."
+        f"of disk at the peak ({free / 1e9:.0f} GB free, {held / 1e9:.0f} GB already there)."
     )
-    if needed > free:
+    if needed > free + held:
         raise SystemExit(
-            f"error: {FLAGS.work_dir} has {free / 1e9:.0f} GB free, the run needs about "
-            f"{needed / 1e9:.0f} GB; choose another --work_dir or fewer --sizes"
+            f"error: {FLAGS.work_dir} has {free / 1e9:.0f} GB free and {held / 1e9:.0f} GB "
+            f"already there, the run needs about {needed / 1e9:.0f} GB; choose another "
+            "--work_dir or fewer --sizes"
         )
     if not FLAGS.yes:
         print("Pass --yes to run it (make bench-full FULL_FLAGS=--yes).")
