@@ -243,7 +243,11 @@ def measure_size(impressions: int, work: str) -> dict:
                 vocab_rows=sum(f["vocab_size"] + 1 for f in stats["fields"].values()),
                 rss_main_mb=rss["main"],
                 rss_largest_worker_mb=rss["largest_worker"],
-                rss_total_bound_mb=round(rss["main"] + workers * rss["largest_worker"], 1),
+                # The tree's most at once (the converter measures the main's peak
+                # while its workers ran); older conversions: every peak added.
+                rss_total_bound_mb=rss.get(
+                    "total_bound", round(rss["main"] + workers * rss["largest_worker"], 1)
+                ),
                 workers=workers,
             )
         elif stage == "train":

@@ -50,7 +50,7 @@ import numpy as np
 
 from data_prep import duplicates, grouping, publish, raw, raw_layout
 from data_prep import stats as stats_lib
-from data_prep.counting import IdCounter, merge_counts
+from data_prep.counting import IdCounter
 from data_prep.records import build_example
 from data_prep.tfrecord import TFRecordWriter
 from esmm_tf import config_flags, data_layout, files, vocab
@@ -491,13 +491,19 @@ def convert(config: ConvertConfig) -> dict:
             pool.close()
             pool.join()
 
-    stats = _finish(config, join_tasks, inputs, work_dir, fingerprint, start)
+    # This process's peak so far: while the workers ran (the vocabulary comes after).
+    main_with_workers = stats_lib.max_rss_mb()
+    stats = _finish(
+        config, join_tasks, inputs, work_dir, fingerprint, start, workers, main_with_workers
+    )
     publish.publish(work_dir, out_dir)
     stats_lib.print_summary(stats, out_dir, _load_json(data_layout.timings_file(out_dir)))
     return stats
 
 
-def _finish(config, join_tasks, inputs, work_dir, fingerprint, start) -> dict:
+def _finish(
+    config, join_tasks, inputs, work_dir, fingerprint, start, workers, main_with_workers
+) -> dict:
     split_stats = {}
     for split in inputs:
         per_task = [_load_json(t.stats_path) for t in join_tasks if t.split == split]
@@ -516,7 +522,8 @@ def _finish(config, join_tasks, inputs, work_dir, fingerprint, start) -> dict:
 
     raw_bytes = sum(os.path.getsize(p) for files in inputs.values() for p in files.values() if p)
     files.write_json(
-        data_layout.timings_file(work_dir), stats_lib.timing_stats(split_stats, raw_bytes, start)
+        data_layout.timings_file(work_dir),
+        stats_lib.timing_stats(split_stats, raw_bytes, start, workers, main_with_workers),
     )
     stats = stats_lib.dataset_stats(config, split_stats, fields, inputs, fingerprint)
     files.write_json(data_layout.stats_file(work_dir), stats)  # last: the work dir is complete
@@ -526,10 +533,14 @@ def _finish(config, join_tasks, inputs, work_dir, fingerprint, start) -> dict:
 def _build_vocab(config, join_tasks, work_dir) -> dict:
     """Vocabularies from the train split's id counts."""
     os.makedirs(os.path.join(work_dir, data_layout.VOCAB_DIR), exist_ok=True)
-    counts = [np.load(t.counts_path) for t in join_tasks if t.count_ids]
+    tasks = [t for t in join_tasks if t.count_ids]
     fields = {}
-    for field in F.FIELDS:
-        ids, n = merge_counts([(c[f"ids/{field.id}"], c[f"counts/{field.id}"]) for c in counts])
+    for field in F.FIELDS:  # one field, one task's counts at a time: O(distinct ids)
+        counter = IdCounter()
+        for task in tasks:
+            with np.load(task.counts_path) as c:
+                counter.add_counts(c[f"ids/{field.id}"], c[f"counts/{field.id}"])
+        ids, n = counter.result()
         size = vocab.write_vocab(
             data_layout.vocab_file(work_dir, field.id), ids, n, config.min_count
         )

@@ -39,9 +39,18 @@ class IdCounter:
     def add(self, ids: np.ndarray, weight: int = 1) -> None:
         if not ids.size:
             return
-        self._buffer.append((ids, np.full(ids.size, weight, np.int64)))
+        self.add_counts(ids, np.full(ids.size, weight, np.int64))
+
+    def add_counts(self, ids: np.ndarray, counts: np.ndarray) -> None:
+        """Adds (id, count) pairs, e.g. another counter's result."""
+        if not ids.size:
+            return
+        self._buffer.append((ids, counts))
         self._buffered += ids.size
-        if self._buffered >= _BUFFER:
+        # Fold once the buffer is as large as the folded arrays (or _BUFFER):
+        # memory stays O(distinct ids) and the folds' total work O(entries),
+        # however many chunks arrive.
+        if self._buffered >= max(_BUFFER, self._ids.size):
             self._fold()
 
     def _fold(self) -> None:

@@ -179,23 +179,33 @@ def dataset_stats(config, split_stats, fields, inputs, fingerprint) -> dict:
     }
 
 
-def timing_stats(split_stats, raw_bytes, start) -> dict:
+def timing_stats(
+    split_stats, raw_bytes, start, workers: int = 0, main_with_workers: float | None = None
+) -> dict:
     """convert_timings.json's content: wall time, throughput and the peak RSS of
-    this process and its largest worker (child) process."""
+    this process and its largest worker (child) process. With ``workers`` and
+    this process's peak while they ran (``main_with_workers``), also
+    ``total_bound``: the most the process tree can have held at once, every
+    worker at the largest one's peak beside this process then, or this
+    process's own peak after them (the vocabulary)."""
     seconds = time.time() - start
     impressions = sum(s["impressions"] for s in split_stats.values())
+    rss = {"main": max_rss_mb(), "largest_worker": max_rss_mb(resource.RUSAGE_CHILDREN)}
+    if main_with_workers is not None:
+        rss["main_with_workers"] = main_with_workers
+        rss["total_bound"] = round(
+            max(main_with_workers + workers * rss["largest_worker"], rss["main"]), 1
+        )
     return {
         "seconds": round(seconds, 2),
         "impressions_per_second": round(impressions / seconds, 1),
         "raw_mb_per_second": round(raw_bytes / 2**20 / seconds, 2),
-        "peak_rss_mb": {
-            "main": _max_rss_mb(resource.RUSAGE_SELF),
-            "largest_worker": _max_rss_mb(resource.RUSAGE_CHILDREN),
-        },
+        "peak_rss_mb": rss,
     }
 
 
-def _max_rss_mb(who) -> float:
+def max_rss_mb(who=resource.RUSAGE_SELF) -> float:
+    """Peak RSS in MB of this process (or of its largest waited-for child)."""
     return round(resource.getrusage(who).ru_maxrss / 1024, 1)  # ru_maxrss is in KiB on Linux
 
 
@@ -218,4 +228,9 @@ def print_summary(stats: dict, out_dir: str, timings: dict | None = None) -> Non
             f"{t['seconds']:.1f} s, {t['impressions_per_second']:,.0f} impressions/s, "
             f"{t['raw_mb_per_second']:.1f} raw MB/s, peak RSS {t['peak_rss_mb']['main']:.0f}"
             f" MB (main) / {t['peak_rss_mb']['largest_worker']:.0f} MB (largest worker)"
+            + (
+                f", {t['peak_rss_mb']['total_bound']:.0f} MB in all at most"
+                if "total_bound" in t["peak_rss_mb"]
+                else ""
+            )
         )

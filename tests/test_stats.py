@@ -82,3 +82,39 @@ def test_shard_sizing_counts_gzip_as_uncompressed(tmp_path):
     assert raw_layout.shards_by_size(str(plain)) == 1
     fs = raw_layout.FileSystem(size=lambda _: 3 * raw_layout.SHARD_TARGET_BYTES + 1)
     assert raw_layout.shards_by_size("big.csv", fs) == 4
+
+
+def test_id_counter_folds_counts_in_any_chunking(monkeypatch):
+    """Counts added as (id, count) pairs in chunks of any size, folding
+    whenever the buffer reaches the folded arrays' size, sum like one merge."""
+    import numpy as np
+
+    from data_prep import counting
+
+    monkeypatch.setattr(counting, "_BUFFER", 50)
+    rng = np.random.default_rng(0)
+    chunks = []
+    for _ in range(40):
+        ids = np.unique(rng.zipf(1.3, size=int(rng.integers(1, 200))) % 1000)
+        chunks.append((ids, rng.integers(1, 5, size=ids.size)))
+    counter = counting.IdCounter()
+    folds = []
+    real_fold = counter._fold
+    counter._fold = lambda: (folds.append(counter._buffered), real_fold())
+    for ids, counts in chunks:
+        counter.add_counts(ids, counts)
+    counter.add(np.array([7, 7, 999_999]), weight=3)
+    ids, counts = counter.result()
+    expected = counting.merge_counts([*chunks, (np.array([7, 7, 999_999]), np.full(3, 3))])
+    np.testing.assert_array_equal(ids, expected[0])
+    np.testing.assert_array_equal(counts, expected[1])
+    assert 1 < len(folds) < 40  # folded now and then, not per chunk
+
+
+def test_total_rss_bound_counts_the_main_process_beside_its_workers_then_alone():
+    split = {"train": {"impressions": 10}}
+    t = S.timing_stats(split, 100, 0.0, workers=2, main_with_workers=300.0)
+    rss = t["peak_rss_mb"]
+    assert rss["main_with_workers"] == 300.0
+    assert rss["total_bound"] == max(300.0 + 2 * rss["largest_worker"], rss["main"])
+    assert "total_bound" not in S.timing_stats(split, 100, 0.0)["peak_rss_mb"]
