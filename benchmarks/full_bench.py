@@ -69,14 +69,14 @@ GOALS = {
     "evaluate_rate": 43_000_000 / 600,  # 43M test impressions in 10 minutes
     "evaluate_rss_mb": 2048,  # bounded: the exact AUCs' state included
 }
-# For the plan: seconds and bytes per impression (train + test), measured on
-# the 2-core machine at 20M impressions (RESULTS.md, "Full-scale rehearsal").
+# For the plan: seconds per impression (train + test), measured on the 2-core
+# machine at 84M impressions (RESULTS.md, "Full-scale rehearsal").
 PLAN_SECONDS_PER_IMPRESSION = {
-    "generate": 208 / 20e6,
-    "convert": 624 / 20e6,
-    "train": 311 / 20e6,  # the train half's epoch, then the test half's final evaluation
-    "evaluate": 101 / 20e6,
-    "export": 14 / 20e6,
+    "generate": 1336 / 84e6,
+    "convert": 2242 / 84e6,
+    "train": 1019 / 84e6,  # the train half's epoch, then the test half's final evaluation
+    "evaluate": 216 / 84e6,
+    "export": 13 / 84e6,
 }
 # Disk: the converter's peak is the raw logs plus its partitions (the raw rows
 # uncompressed, 464 B per impression at 84M), each removed once its shard is
