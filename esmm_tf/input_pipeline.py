@@ -18,11 +18,15 @@ context is one group of N candidate items.
 from __future__ import annotations
 
 import functools
+import json
+import os
+import shutil
 
 import tensorflow as tf
 
 from esmm_tf import data_layout
 from esmm_tf import features as F
+from esmm_tf import files as files_lib
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -363,6 +367,55 @@ def train_records(files: list[str], fraction: float = 1.0, exclude: float = 0.0)
         .map(lambda s: tf.boolean_mask(s, keep(record_heads(s)[1])))
         .unbatch()
     )
+
+
+# A sample kept by key (--train_fraction, or train minus the validation split)
+# is written once to its own files when at most this share of the split is
+# kept and the run trains more than one epoch: each epoch then reads the
+# sample, not the whole split (at 1 %, ~100x less to read and filter).
+SAMPLE_CACHE_MAX_SHARE = 0.5
+_SAMPLE_KEY = "sample.json"
+
+
+def cache_sample(
+    files: list[str], fraction: float, exclude: float, out_dir: str, log=None
+) -> list[str]:
+    """The records of each of ``files`` whose key is in ``[exclude, exclude +
+    fraction)`` (``train_records``), written to ``out_dir/<file's name>``,
+    one output per input in the same order (so file-level shuffling and
+    sharding work as on the split). Reuses the outputs when ``out_dir`` holds
+    them for the same files (paths, sizes, mtimes) and range; otherwise
+    rebuilds. Each output is written under a temporary name and renamed when
+    complete, so a crash leaves whole files or none. Returns the outputs."""
+    key = {
+        "files": [[os.path.abspath(f), os.path.getsize(f), os.path.getmtime(f)] for f in files],
+        "fraction": fraction,
+        "exclude": exclude,
+    }
+    key_path = os.path.join(out_dir, _SAMPLE_KEY)
+    try:
+        with open(key_path) as f:
+            same = json.load(f) == key
+    except (OSError, ValueError):
+        same = False
+    if not same:
+        shutil.rmtree(out_dir, ignore_errors=True)
+        files_lib.write_json(key_path, key)
+    outputs = [os.path.join(out_dir, os.path.basename(f)) for f in files]
+    todo = [(f, o) for f, o in zip(files, outputs, strict=True) if not os.path.exists(o)]
+    if todo and log:
+        log(
+            f"writing the train sample ({fraction:.2%} of the split's requests, once per run) "
+            f"to {out_dir}: {len(todo)} file(s)"
+        )
+    for source, out in todo:
+        tmp = f"{out}.tmp-{os.getpid()}"
+        with tf.io.TFRecordWriter(tmp) as writer:
+            for chunk in train_records([source], fraction, exclude).batch(CHUNK_RECORDS):
+                for record in chunk.numpy():
+                    writer.write(record)
+        os.replace(tmp, out)
+    return outputs
 
 
 def make_dataset(

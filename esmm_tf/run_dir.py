@@ -10,6 +10,10 @@ RUN/best/ckpt-N          the best checkpoint on the validation split (runs
                          with --validation_fraction > 0)
 RUN/train/, RUN/eval/    TensorBoard event files
 RUN/eval_metrics.json    the final evaluation on the test split
+RUN/train_sample/        while a run trains several epochs on a sample of at
+                         most half the train split (--train_fraction, the
+                         validation split): the sample's records, written
+                         once, removed when training ends
 
 ``restore`` rebuilds a run's model from its config and vocabulary and loads
 the checkpoint that evaluation, prediction and export use: the best one when
@@ -30,6 +34,7 @@ from esmm_tf import features as F
 CHECKPOINT_DIR = "checkpoints"
 BEST_DIR = "best"
 EVAL_FILE = "eval_metrics.json"
+SAMPLE_DIR = "train_sample"
 TRAIN_EVENTS = "train"
 EVAL_EVENTS = "eval"
 CHECKPOINT_CHOICES = ("auto", "best", "latest")
@@ -45,6 +50,10 @@ def checkpoint_dir(model_dir: str) -> str:
 
 def best_dir(model_dir: str) -> str:
     return os.path.join(model_dir, BEST_DIR)
+
+
+def sample_dir(model_dir: str) -> str:
+    return os.path.join(model_dir, SAMPLE_DIR)
 
 
 def eval_file(model_dir: str) -> str:

@@ -255,6 +255,7 @@ class TrainingRun:
         self.train_files = data_layout.shard_files(config.data_dir, "train")
         self.test_files = data_layout.shard_files(config.data_dir, "test")
         self._eval_data = None  # the evaluations' during training (the same sample each time)
+        self._sample_files = None  # the train sample's files, once written (_epoch_source)
         with shards.naming_corrupt_shards(self.train_files + self.test_files):
             self.train_files, self.bad_train = shards.usable_shards(
                 self.train_files, config.corrupt_shards
@@ -340,18 +341,18 @@ class TrainingRun:
         (every num_workers-th) the same way, in batches of batch_size / replicas
         impressions, repeated so that every worker takes ``per_epoch`` steps."""
         config = self.config
-        share = (1 - config.validation_fraction) * config.train_fraction
+        train_files, share, exclude = self._epoch_source()
 
         def make(num_shards: int, shard_index: int, context: tf.distribute.InputContext):
             dataset = input_pipeline.make_dataset(
-                self.train_files,
+                train_files,
                 context.get_per_replica_batch_size(config.batch_size),
                 shuffle=True,
                 seed=config.seed + epoch,
                 shuffle_buffer=config.shuffle_buffer,
                 deterministic=config.deterministic,
                 fraction=share,
-                exclude=config.validation_fraction,
+                exclude=exclude,
                 num_shards=num_shards,
                 shard_index=shard_index,
             )
@@ -360,6 +361,32 @@ class TrainingRun:
             return dataset.skip(skip)
 
         return distribute.distributed_batches(self.strategy, make)
+
+    def _epoch_source(self) -> tuple[list[str], float, float]:
+        """What an epoch reads: (files, fraction, exclude) for ``make_dataset``.
+        The train split without the validation requests, sampled by
+        ``train_fraction``; when that keeps at most
+        ``input_pipeline.SAMPLE_CACHE_MAX_SHARE`` of the split and the run
+        trains several epochs on one process, the sample written once to
+        ``RUN/train_sample/`` (the same records, without re-reading the whole
+        split every epoch)."""
+        config = self.config
+        share = (1 - config.validation_fraction) * config.train_fraction
+        exclude = config.validation_fraction
+        if share >= 1 and exclude <= 0:
+            return self.train_files, 1.0, 0.0
+        if (
+            config.epochs > 1
+            and share <= input_pipeline.SAMPLE_CACHE_MAX_SHARE
+            and not distribute.is_multi_worker(self.strategy)
+        ):
+            if self._sample_files is None:
+                with self.progbar.paused():
+                    self._sample_files = input_pipeline.cache_sample(
+                        self.train_files, share, exclude, run_dir.sample_dir(self.model_dir), _log
+                    )
+            return self._sample_files, 1.0, 0.0
+        return self.train_files, share, exclude
 
     def train_epoch(self) -> None:
         """Trains until the end of the current epoch (or an early stop),
@@ -502,6 +529,8 @@ class TrainingRun:
         step = self.step
         self.progbar.update(step)
         self.progbar.close()
+        if self.chief:  # training is over: its sample is not needed any more
+            shutil.rmtree(run_dir.sample_dir(self.model_dir), ignore_errors=True)
         best = run_dir.best_checkpoint(self._write_dir) if self.has_validation else None
         if best:
             tf.train.Checkpoint(model=self.model).restore(best).expect_partial()

@@ -10,6 +10,7 @@ broadcasting it equals pooling it per impression.
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -368,3 +369,37 @@ def test_one_request_without_weights_does_not_change_the_others():
     without = make_example({"ids/109_14": [5]})
     batch = parse_serving([with_weights.SerializeToString(), without.SerializeToString()])
     np.testing.assert_array_equal(batch["w_109_14"].numpy(), [2.0, 3.0, 1.0])
+
+
+# ------------------------------------------------------------ sample cache
+
+
+def test_cache_sample_holds_the_sampled_records_and_is_rebuilt_on_change(tiny_data_dir, tmp_path):
+    """One output per input, holding exactly the records ``train_records``
+    keeps; reused while the inputs and range are the same, rebuilt when the
+    range changes; a crash's temporary file is never taken for an output."""
+    files = data_layout.shard_files(tiny_data_dir, "train")
+    out = str(tmp_path / "sample")
+
+    def expected(fraction, exclude):
+        return sorted(r.numpy() for r in input_pipeline.train_records(files, fraction, exclude))
+
+    def cached(outputs):
+        return sorted(r.numpy() for r in tf.data.TFRecordDataset(outputs))
+
+    outputs = input_pipeline.cache_sample(files, 0.3, 0.2, out)
+    assert [o.rsplit("/", 1)[1] for o in outputs] == [f.rsplit("/", 1)[1] for f in files]
+    want = expected(0.3, 0.2)
+    assert 0 < len(want) < len(expected(1.0, 0.0))
+    assert cached(outputs) == want
+    stamp = [os.path.getmtime(o) for o in outputs]
+    open(outputs[0] + ".tmp-1", "wb").write(b"partial")  # a crashed writer's leftover
+    assert input_pipeline.cache_sample(files, 0.3, 0.2, out) == outputs
+    assert [os.path.getmtime(o) for o in outputs] == stamp  # reused, not rewritten
+    os.remove(outputs[-1])  # a crash before this output was renamed into place
+    assert cached(input_pipeline.cache_sample(files, 0.3, 0.2, out)) == want
+    again = input_pipeline.cache_sample(files, 0.1, 0.0, out)  # another range: rebuilt
+    assert cached(again) == expected(0.1, 0.0)
+    assert not any(
+        name.startswith(os.path.basename(outputs[0]) + ".tmp") for name in os.listdir(out)
+    )

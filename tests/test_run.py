@@ -247,6 +247,49 @@ def test_a_crash_keeps_the_early_stopping_state(early_stopped, tmp_path, monkeyp
         assert resumed[key] == pytest.approx(metrics[key], abs=1e-6), key
 
 
+def test_a_sampled_run_trains_on_its_written_sample(tiny_data_dir, tmp_path):
+    """Several epochs on a sample of at most half the split read the sample
+    written once to RUN/train_sample/ (the same records as filtering the split
+    by key), resume the same after the sample is lost mid-run, and remove it
+    when training ends."""
+    from esmm_tf import data_layout, input_pipeline
+
+    config = _early_config(
+        tiny_data_dir, train_fraction=0.5, validation_fraction=0.2, epochs=3, learning_rate=0.01
+    )
+    config = dataclasses.replace(config, early_stopping_patience=0)
+    files = data_layout.shard_files(tiny_data_dir, "train")
+    sample = run_dir.sample_dir(str(tmp_path / "run"))
+
+    run = training_run.TrainingRun(config, str(tmp_path / "run"))
+    run.train_epoch()
+    written = sorted(r.numpy() for r in tf_records(run_dir_files(sample)))
+    assert written == sorted(r.numpy() for r in input_pipeline.train_records(files, 0.4, 0.2))
+    steps_one_epoch = run.step
+    shutil.rmtree(sample)  # lost between epochs: rewritten identically on resumption
+    resumed = training_run.train_and_evaluate(config, str(tmp_path / "run"))
+    assert not os.path.exists(sample)
+    assert resumed["epochs_trained"] == 3
+
+    # The uninterrupted run (deterministic input) ends at the same model.
+    whole = training_run.train_and_evaluate(config, str(tmp_path / "whole"))
+    assert whole["step"] == resumed["step"] >= 3 * steps_one_epoch - 3  # epochs pack alike
+    for key in AUC_KEYS:
+        assert resumed[key] == pytest.approx(whole[key], abs=1e-6), key
+
+
+def tf_records(paths):
+    import tensorflow as tf
+
+    return tf.data.TFRecordDataset(paths)
+
+
+def run_dir_files(directory):
+    return sorted(
+        os.path.join(directory, n) for n in os.listdir(directory) if n.endswith(".tfrecord")
+    )
+
+
 def test_early_stopping_needs_a_validation_split(tiny_data_dir):
     with pytest.raises(ValueError, match="validation split"):
         make_tiny_config(tiny_data_dir, early_stopping_patience=2)
