@@ -12,8 +12,10 @@ DEMO_IMPRESSIONS ?= 1000000
 DEMO_FLAGS ?= --flagfile=experiments/esmm.flags
 # The paper's experiments at scale (issue 16): ~5.25M train impressions with
 # ~10k conversions, the test split alike; Table 2 over SCALE_RUNS seeds, an
-# embedding-dimension sweep (BASE and ESMM, 3 seeds), Figure 2 (3 seeds, equal
-# steps per rate; reuses Table 2's runs at rate 1). Many hours on 2 cores.
+# embedding-dimension sweep (BASE and ESMM, 3 seeds), Figure 2 for the paper's
+# seven models (3 seeds; each rate the steps of one epoch at most, early stopped
+# on a validation split held out of train, best checkpoint tested). Many hours
+# on 2 cores.
 # Resumable: each stage is skipped when its output is complete, each finished
 # run is reused.
 SCALE_DIR ?= runs/scale
@@ -61,8 +63,8 @@ experiments-scale: $(STAMP)
 	for dim in 8 32 64; do $(PY) -m experiments.table2 --data_dir=$(SCALE_DIR)/data --runs=3 \
 		--models=base,esmm --extra_flags=--embedding_dim=$$dim \
 		--out_dir=$(SCALE_DIR)/results-dim$$dim || exit 1; done
-	$(PY) -m experiments.figure2 --data_dir=$(SCALE_DIR)/data --runs=3 \
-		--out_dir=$(SCALE_DIR)/results
+	$(PY) -m experiments.figure2 --data_dir=$(SCALE_DIR)/data --runs=3 --early_stopping \
+		--models=base,aman,oversampling,unbias,division,esmm_ns,esmm --out_dir=$(SCALE_DIR)/results
 
 # Test files run on TEST_WORKERS processes (pytest-xdist; a file's tests stay
 # on one worker, so its module fixtures are built once). TEST_WORKERS=0: one

@@ -502,6 +502,14 @@ class TrainingRun:
         """(improved, stop) on the chief, from a validation evaluation."""
         config = self.config
         value = selection_value(metrics, config.early_stopping_metric)
+        if math.isnan(value):  # no positives (or negatives) to rank: nothing to select on
+            raise TrainingError(
+                f"the validation {config.early_stopping_metric} is undefined at step {self.step}: "
+                f"the validation sample ({metrics['impressions']:,} impressions, "
+                f"{metrics['clicks']:,} clicks, {metrics['conversions']:,} conversions) lacks "
+                "a positive or a negative label; raise --validation_fraction (or "
+                "--eval_impressions, 0 for all of it) or choose another --early_stopping_metric"
+            )
         best = float(self.progress.best_value.numpy())
         if _better(config.early_stopping_metric, value, best):
             self.progress.best_value.assign(value)

@@ -9,7 +9,14 @@ Each point is ``python -m esmm_tf.train --flagfile=experiments/<model>.flags
 a hash of the record), trained round(1/rate) epochs so that every rate takes
 about the same number of steps (``--noequal_steps``: one epoch each),
 evaluated on the whole test split, mean ± std over ``--runs`` seeds (the
-error bars). Finished runs are not redone. ``--out_dir`` defaults to
+error bars). With ``--early_stopping``, that many steps are a budget: every
+point holds out the same validation split (``--validation_fraction`` of the
+train requests) and samples its rate from the rest, is evaluated on it ten
+times over the budget (every budget/10 steps, whatever the rate), stops after
+``--patience`` evaluations without a better ``--metric`` (CTCVR AUC), and its
+best checkpoint is the one tested; each rate gets the same steps at most and
+no model is scored past the point where it overfits its sample (its runs
+live in ``rate<r>-es``, apart from Table 2's). Finished runs are not redone. ``--out_dir`` defaults to
 ``runs/experiments``; only ``--update_reference`` writes the committed
 ``experiments/results``. Writes
 ``<out_dir>/figure2.png`` (CVR AUC and CTCVR AUC panels) and
@@ -18,6 +25,7 @@ error bars). Finished runs are not redone. ``--out_dir`` defaults to
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -51,6 +59,19 @@ flags.DEFINE_bool(
     "Train each rate for round(1/rate) epochs, so that every point takes about as many "
     "steps as one epoch of the whole training set (comparable convergence); "
     "--noequal_steps: one epoch at every rate, as the paper's figure is often read.",
+)
+flags.DEFINE_bool(
+    "early_stopping",
+    False,
+    "Hold out a validation split, evaluate every budget/10 steps and keep each point's best "
+    "checkpoint (the equal steps are then a budget).",
+)
+flags.DEFINE_float("validation_fraction", 0.1, "With --early_stopping: the validation split.")
+flags.DEFINE_string(
+    "metric", "ctcvr_auc", "With --early_stopping: the validation metric that selects."
+)
+flags.DEFINE_integer(
+    "patience", 3, "With --early_stopping: evaluations without improvement before stopping."
 )
 flags.DEFINE_list("extra_flags", [], "Flags passed to every training run.")
 flags.mark_flag_as_required("data_dir")
@@ -92,14 +113,45 @@ def plot(result: dict, path: str) -> None:
     os.replace(tmp, path)
 
 
-def rate_flags(rate: float, equal_steps: bool) -> list[str]:
+EVALS_PER_BUDGET = 10
+ES_SUFFIX = "-es"  # the early-stopped points' run directories: rate<r>-es
+
+
+def rate_flags(rate: float, equal_steps: bool, early_stopping: dict | None = None) -> list[str]:
     """The training flags of one point: its fraction, and with ``equal_steps``
-    round(1/rate) epochs without evaluations during training (only the final
-    test evaluation counts; at 1 % they would run every few steps)."""
-    out = [f"--train_fraction={rate}"]
-    if equal_steps and rate < 1:
-        out += [f"--epochs={max(1, round(1 / rate))}", "--eval_every_steps=1000000000"]
-    return out
+    round(1/rate) epochs. Without ``early_stopping``, no evaluations during
+    training (only the final test evaluation counts; at 1 % they would run
+    every few steps). With ``early_stopping`` (``validation_fraction``,
+    ``metric``, ``patience``, ``budget_steps``: the steps of one epoch of the whole
+    non-validation split), the validation split held out, an evaluation every
+    budget/10 steps, the stop after ``patience`` of them without improvement."""
+    epochs = max(1, round(1 / rate)) if equal_steps else 1
+    out = [f"--train_fraction={rate}", f"--epochs={epochs}"]
+    if early_stopping is None:
+        if epochs > 1:
+            out.append("--eval_every_steps=1000000000")
+        return out
+    every = max(1, early_stopping["budget_steps"] // EVALS_PER_BUDGET)
+    return out + [
+        f"--validation_fraction={early_stopping['validation_fraction']}",
+        f"--early_stopping_metric={early_stopping.get('metric', 'ctcvr_auc')}",
+        f"--early_stopping_patience={early_stopping['patience']}",
+        f"--eval_every_steps={every}",
+    ]
+
+
+def budget_steps(data_dir: str, validation_fraction: float, extra: list[str] = ()) -> int:
+    """Steps of one epoch over the train split without the validation split
+    (from the data's stats.json), at the batch size of ``extra``'s
+    ``--batch_size`` if it has one, else the paper's (the flagfiles')."""
+    from esmm_tf import training_run
+    from esmm_tf.config import Config
+
+    batch = [int(f.split("=", 1)[1]) for f in extra if f.startswith("--batch_size=")]
+    config = Config(data_dir=data_dir, validation_fraction=validation_fraction)
+    if batch:
+        config = dataclasses.replace(config, batch_size=batch[-1])
+    return training_run.steps_per_epoch(config)
 
 
 def run_figure(
@@ -110,11 +162,21 @@ def run_figure(
     out_dir: str,
     extra: list[str],
     equal_steps: bool = True,
+    early_stopping: dict | None = None,
 ) -> dict:
+    """``early_stopping``: None, or ``validation_fraction``, ``metric`` and
+    ``patience`` (the budget is computed from the data)."""
     start = time.time()
+    if early_stopping is not None:
+        early_stopping = dict(
+            early_stopping,
+            budget_steps=budget_steps(data_dir, early_stopping["validation_fraction"], extra),
+        )
+    suffix = ES_SUFFIX if early_stopping else ""
     points: dict[str, dict] = {}
+    steps: dict[str, dict] = {}
     for model in models:
-        points[model] = {}
+        points[model], steps[model] = {}, {}
         for rate in rates:
             runner.log(f"{model} at {rate:.0%} of the training set")
             metrics = [
@@ -122,16 +184,25 @@ def run_figure(
                     model,
                     seed,
                     data_dir,
-                    runner.run_dir(out_dir, model, rate, seed),
-                    [*rate_flags(rate, equal_steps), *extra],
+                    runner.run_dir(out_dir, model, rate, seed, suffix),
+                    [*rate_flags(rate, equal_steps, early_stopping), *extra],
                 )
                 for seed in range(runs)
             ]
             points[model][str(rate)] = runner.summarise(metrics)
+            steps[model][str(rate)] = [
+                {k: m[k] for k in ("step", "best_step", "stopped_early") if k in m} for m in metrics
+            ]
     command = (
         f"python -m experiments.figure2 --data_dir={data_dir} --rates={','.join(map(str, rates))} "
         f"--models={','.join(models)} --runs={runs}"
         + ("" if equal_steps else " --noequal_steps")
+        + (
+            f" --early_stopping --validation_fraction={early_stopping['validation_fraction']} "
+            f"--metric={early_stopping['metric']} --patience={early_stopping['patience']}"
+            if early_stopping
+            else ""
+        )
         + (f" --extra_flags={','.join(extra)}" if extra else "")
         + (" --update_reference" if out_dir == runner.REFERENCE_DIR else "")
     )
@@ -140,7 +211,9 @@ def run_figure(
         "data_dir": data_dir,
         "rates": rates,
         "equal_steps": equal_steps,
+        "early_stopping": early_stopping,
         "points": points,
+        "steps": steps,  # per seed: steps trained, and the tested (best) step
         "invocation_seconds": round(time.time() - start),  # reused runs cost ~0
     }
     files.write_text(os.path.join(out_dir, "figure2.json"), json.dumps(result, indent=2) + "\n")
@@ -165,6 +238,13 @@ def main(argv) -> None:
         out_dir,
         FLAGS.extra_flags,
         FLAGS.equal_steps,
+        dict(
+            validation_fraction=FLAGS.validation_fraction,
+            metric=FLAGS.metric,
+            patience=FLAGS.patience,
+        )
+        if FLAGS.early_stopping
+        else None,
     )
 
 

@@ -46,9 +46,10 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def run_dir(out_dir: str, model: str, rate: float, seed: int) -> str:
-    """Where a run lives; Table 2 runs are Figure 2's points at rate 1.0."""
-    return os.path.join(out_dir, "runs", model, f"rate{float(rate)}", f"seed{seed}")
+def run_dir(out_dir: str, model: str, rate: float, seed: int, suffix: str = "") -> str:
+    """Where a run lives; Table 2 runs are Figure 2's points at rate 1.0 (a
+    ``suffix`` keeps another protocol's runs apart)."""
+    return os.path.join(out_dir, "runs", model, f"rate{float(rate)}{suffix}", f"seed{seed}")
 
 
 def train_process(

@@ -72,3 +72,54 @@ def test_table2_then_resume_then_figure2_on_the_same_runs(tiny_data_dir, tmp_pat
     half = json.loads((out / "runs" / "esmm" / "rate0.5" / "seed0" / "config.json").read_text())
     assert half["train_fraction"] == 0.5
     assert half["epochs"] == 2  # equal steps: a half-size training set, twice over
+    assert result["early_stopping"] is None
+
+    # The early-stopping protocol: its own runs (rate<r>-es), a validation
+    # split, ten evaluations over the budget, the best checkpoint tested.
+    _run(
+        [
+            "experiments.figure2",
+            f"--data_dir={tiny_data_dir}",
+            "--rates=0.5",
+            "--models=esmm",
+            f"--out_dir={out}",
+            "--early_stopping",
+            "--validation_fraction=0.5",
+            "--metric=ctr_auc",  # the tiny data has ~7 train conversions, its clicks rank
+            "--patience=2",
+            f"--extra_flags={TINY}",
+        ]
+    )
+    result = json.loads((out / "figure2.json").read_text())
+    budget = result["early_stopping"]["budget_steps"]
+    run = out / "runs" / "esmm" / "rate0.5-es" / "seed0"
+    config = json.loads((run / "config.json").read_text())
+    assert config["validation_fraction"] == 0.5 and config["early_stopping_patience"] == 2
+    assert config["early_stopping_metric"] == "ctr_auc"
+    assert config["epochs"] == 2 and config["eval_every_steps"] == max(1, budget // 10)
+    (point,) = result["steps"]["esmm"]["0.5"]
+    metrics = json.loads((run / "eval_metrics.json").read_text())
+    assert point["best_step"] == metrics["best_step"] <= point["step"]
+    assert not (run / "train_sample").exists()  # the sample is removed when training ends
+    assert "--early_stopping" in result["command"]
+
+
+def test_rate_flags():
+    from experiments.figure2 import rate_flags
+
+    assert rate_flags(0.1, True) == [
+        "--train_fraction=0.1",
+        "--epochs=10",
+        "--eval_every_steps=1000000000",
+    ]
+    assert rate_flags(1.0, True) == ["--train_fraction=1.0", "--epochs=1"]
+    assert rate_flags(0.1, False) == ["--train_fraction=0.1", "--epochs=1"]
+    es = dict(validation_fraction=0.1, metric="ctcvr_auc", patience=3, budget_steps=4600)
+    assert rate_flags(0.05, True, es) == [
+        "--train_fraction=0.05",
+        "--epochs=20",
+        "--validation_fraction=0.1",
+        "--early_stopping_metric=ctcvr_auc",
+        "--early_stopping_patience=3",
+        "--eval_every_steps=460",
+    ]

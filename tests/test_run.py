@@ -290,6 +290,16 @@ def run_dir_files(directory):
     )
 
 
+def test_an_undefined_validation_metric_is_an_error(tiny_data_dir, tmp_path):
+    """A validation sample without a positive (or negative) label cannot
+    select a checkpoint: one clear error, not a silent stop with no best."""
+    run = training_run.TrainingRun(_early_config(tiny_data_dir), str(tmp_path / "run"))
+    counts = dict(impressions=900, clicks=40, conversions=0)
+    with pytest.raises(training_run.TrainingError, match="ctr_auc is undefined.*0 conversions"):
+        run._early_stopping(dict(counts, ctr_auc=float("nan")))
+    assert run._early_stopping(dict(counts, ctr_auc=0.6)) == (1.0, 0.0)
+
+
 def test_early_stopping_needs_a_validation_split(tiny_data_dir):
     with pytest.raises(ValueError, match="validation split"):
         make_tiny_config(tiny_data_dir, early_stopping_patience=2)
