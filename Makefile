@@ -65,6 +65,8 @@ experiments-scale: $(STAMP)
 		--out_dir=$(SCALE_DIR)/results-dim$$dim || exit 1; done
 	$(PY) -m experiments.figure2 --data_dir=$(SCALE_DIR)/data --runs=3 --early_stopping \
 		--models=base,aman,oversampling,unbias,division,esmm_ns,esmm --out_dir=$(SCALE_DIR)/results
+	$(PY) -m experiments.questions --results=$(SCALE_DIR)/results \
+		--dim_results=8:$(SCALE_DIR)/results-dim8,32:$(SCALE_DIR)/results-dim32,64:$(SCALE_DIR)/results-dim64
 
 # Test files run on TEST_WORKERS processes (pytest-xdist; a file's tests stay
 # on one worker, so its module fixtures are built once). TEST_WORKERS=0: one

@@ -175,8 +175,9 @@ def run_figure(
     suffix = ES_SUFFIX if early_stopping else ""
     points: dict[str, dict] = {}
     steps: dict[str, dict] = {}
+    per_seed: dict[str, dict] = {}
     for model in models:
-        points[model], steps[model] = {}, {}
+        points[model], steps[model], per_seed[model] = {}, {}, {}
         for rate in rates:
             runner.log(f"{model} at {rate:.0%} of the training set")
             metrics = [
@@ -190,6 +191,7 @@ def run_figure(
                 for seed in range(runs)
             ]
             points[model][str(rate)] = runner.summarise(metrics)
+            per_seed[model][str(rate)] = [runner.per_run(m) for m in metrics]
             steps[model][str(rate)] = [
                 {k: m[k] for k in ("step", "best_step", "stopped_early") if k in m} for m in metrics
             ]
@@ -214,6 +216,7 @@ def run_figure(
         "early_stopping": early_stopping,
         "points": points,
         "steps": steps,  # per seed: steps trained, and the tested (best) step
+        "runs": per_seed,  # per seed: the AUCs (for paired differences between models)
         "invocation_seconds": round(time.time() - start),  # reused runs cost ~0
     }
     files.write_text(os.path.join(out_dir, "figure2.json"), json.dumps(result, indent=2) + "\n")

@@ -123,6 +123,21 @@ def summarise(runs: list[dict]) -> dict:
     return out
 
 
+def per_run(metrics: dict) -> dict:
+    """What the result files keep of one run's eval_metrics.json: its AUCs
+    (fractions) and, with ground truth, the mean pCVR over all test
+    impressions divided by the mean true pCVR there."""
+    out = {
+        k: metrics[k]
+        for k in ("ctr_auc", "cvr_auc", "ctcvr_auc", "cvr_auc_entire_space")
+        if k in metrics
+    }
+    truth = metrics.get("calibration", {}).get("cvr", {}).get("ground_truth")
+    if truth:
+        out["cvr_calibration_ratio"] = truth["ratio"]
+    return out
+
+
 # Two-sided 95 % quantiles of Student's t by degrees of freedom (1..30; above
 # 30 the normal's 1.96 is within 2 %).
 _T975 = (

@@ -150,10 +150,7 @@ def run_table(
             for seed in range(runs)
         ]
         summaries[model] = runner.summarise(metrics)
-        raw[model] = [
-            {k: m[k] for k in ("ctr_auc", "cvr_auc", "ctcvr_auc", "cvr_auc_entire_space") if k in m}
-            for m in metrics
-        ]
+        raw[model] = [runner.per_run(m) for m in metrics]
     table = build_table(summaries)
     claim_rows = claims(raw)
     command = (

@@ -1,0 +1,296 @@
+"""The paper's open questions, answered with numbers from finished runs.
+
+    python -m experiments.questions --results=DIR [--dim_results=8:DIR8,32:DIR32,64:DIR64]
+
+Reads ``DIR/table2.json`` (``experiments.table2``), ``DIR/figure2.json``
+(``experiments.figure2``) when present, and each ``--dim_results`` directory's
+``table2.json`` (Table 2 of BASE and ESMM with ``--embedding_dim=<dim>``; the
+main table is dimension 18). Writes ``DIR/questions.md`` and
+``questions.json``: every comparison as a mean over seeds with its 95 % t
+interval (paired by seed between models), so the prose that interprets them
+(``experiments/results/README.md``) cites measured numbers:
+
+1. Is the unsupervised pCVR well estimated over the entire space? ESMM's
+   entire-space CVR AUC against BASE's (trained on clicked impressions' CVR
+   labels), and each model's mean pCVR over all test impressions divided by
+   the mean true pCVR (1 = unbiased over the entire space).
+2. Does the CTCVR task help CTR? The CTR AUC of every model trained with a
+   CTCVR loss (ESMM, ESMM-NS, DIVISION, ESCM²) minus BASE's (BASE's CTR tower:
+   the same tower on its own embeddings, trained on clicks alone).
+3. Does sharing matter more as data gets sparser? ESMM minus ESMM-NS at every
+   sampling rate of Figure 2.
+4. Does AMAN under-estimate? Its calibration ratio, seed by seed.
+5. Is an embedding dimension of 18 enough? BASE and ESMM at every dimension,
+   and each dimension minus 18.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+
+if __name__ == "__main__":  # quiet before TensorFlow loads (runner imports it)
+    from esmm_tf.cli import quiet_tensorflow
+
+    quiet_tensorflow()
+
+from absl import app, flags  # noqa: E402
+
+from esmm_tf import files, registry  # noqa: E402
+from experiments import runner  # noqa: E402
+
+flags.DEFINE_string("results", None, "Directory with table2.json (and figure2.json).")
+flags.DEFINE_list(
+    "dim_results", [], "dim:DIR pairs: Table 2 of BASE and ESMM at that embedding dimension."
+)
+flags.DEFINE_integer("base_dim", 18, "The embedding dimension of the main table.")
+FLAGS = flags.FLAGS
+
+METRIC_NAMES = {
+    "ctr_auc": "CTR AUC",
+    "cvr_auc": "CVR AUC",
+    "ctcvr_auc": "CTCVR AUC",
+    "cvr_auc_entire_space": "entire-space CVR AUC",
+    "cvr_calibration_ratio": "pCVR / true pCVR",
+}
+
+
+def _values(runs: list[dict], metric: str) -> list[float]:
+    scale = 1.0 if metric == "cvr_calibration_ratio" else 100.0  # AUCs in points
+    return [scale * r[metric] if metric in r else math.nan for r in runs]
+
+
+def compare(a: list[dict], b: list[dict], metric: str) -> dict:
+    """a - b on ``metric``, paired by seed (the common seeds)."""
+    n = min(len(a), len(b))
+    mean, low, high = runner.paired_difference(_values(a[:n], metric), _values(b[:n], metric))
+    return dict(metric=metric, mean=mean, low=low, high=high, seeds=n, verdict=_verdict(low, high))
+
+
+def level(runs: list[dict], metric: str, reference: float = 0.0) -> dict:
+    """The mean of ``metric`` over seeds with its 95 % t interval, and how it
+    stands against ``reference`` (above / below / unresolved)."""
+    values = _values(runs, metric)
+    mean, low, high = runner.paired_difference(values, [reference] * len(values))
+    return dict(
+        metric=metric,
+        mean=mean + reference,
+        low=low + reference,
+        high=high + reference,
+        seeds=len(values),
+        per_seed=values,
+        verdict=_verdict(low, high, "above", "below"),
+    )
+
+
+def _verdict(low: float, high: float, yes: str = "yes", no: str = "no") -> str:
+    if math.isnan(low):
+        return "n/a (one seed)"
+    return yes if low > 0 else no if high < 0 else "unresolved"
+
+
+def _interval(r: dict, digits: int = 2) -> str:
+    if math.isnan(r["low"]):
+        return f"{r['mean']:+.{digits}f} (one seed)"
+    return f"{r['mean']:+.{digits}f} [{r['low']:+.{digits}f}, {r['high']:+.{digits}f}]"
+
+
+def _level_text(r: dict, digits: int = 3) -> str:
+    if math.isnan(r["low"]):
+        return f"{r['mean']:.{digits}f}"
+    return f"{r['mean']:.{digits}f} [{r['low']:.{digits}f}, {r['high']:.{digits}f}]"
+
+
+def _load(path: str) -> dict | None:
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def answer(table2: dict, figure2: dict | None, dims: dict[int, dict], base_dim: int) -> dict:
+    """The numbers behind each question (see the module docstring)."""
+    runs = table2["runs"]
+    display = {m: registry.get(m).display for m in runs}
+    out: dict = {}
+    if "base" in runs and "esmm" in runs:
+        has_truth = "cvr_auc_entire_space" in runs["esmm"][0]
+        q1 = {}
+        if has_truth:
+            q1["esmm_minus_base_entire_space_cvr_auc"] = compare(
+                runs["esmm"], runs["base"], "cvr_auc_entire_space"
+            )
+            q1["calibration"] = {
+                m: level(r, "cvr_calibration_ratio", 1.0)
+                for m, r in runs.items()
+                if "cvr_calibration_ratio" in r[0]
+            }
+        out["entire_space_pcvr"] = q1
+        out["ctcvr_helps_ctr"] = {
+            m: compare(runs[m], runs["base"], "ctr_auc")
+            for m in runs
+            if m != "base" and registry.get(m).ctcvr_loss
+        }
+    if figure2 and "runs" in figure2:
+        pts = figure2["runs"]
+        if "esmm" in pts and "esmm_ns" in pts:
+            out["sharing_by_rate"] = {
+                rate: {
+                    metric: compare(pts["esmm"][rate], pts["esmm_ns"][rate], metric)
+                    for metric in ("cvr_auc", "ctcvr_auc")
+                }
+                for rate in pts["esmm"]
+                if rate in pts["esmm_ns"]
+            }
+    if "aman" in runs and "cvr_calibration_ratio" in runs["aman"][0]:
+        out["aman_calibration"] = level(runs["aman"], "cvr_calibration_ratio", 1.0)
+    if dims:
+        sweep: dict = {}
+        for model in ("base", "esmm"):
+            if model not in runs:
+                continue
+            at = {base_dim: runs[model]}
+            at.update({d: t["runs"][model] for d, t in dims.items() if model in t["runs"]})
+            sweep[model] = {
+                str(d): {
+                    "summary": {
+                        metric: runner.mean_std(_values(at[d], metric))
+                        for metric in ("cvr_auc", "ctcvr_auc", "ctr_auc")
+                    },
+                    **{
+                        f"minus_{base_dim}_{metric}": compare(at[d], at[base_dim], metric)
+                        for metric in ("cvr_auc", "ctcvr_auc")
+                        if d != base_dim
+                    },
+                }
+                for d in sorted(at)
+            }
+        out["embedding_dim"] = sweep
+        out["base_dim"] = base_dim
+    out["display"] = display
+    return out
+
+
+def to_markdown(result: dict, source: str) -> str:
+    display = result["display"]
+    lines = [
+        f"# The paper's open questions, measured ({source})",
+        "",
+        "Differences in AUC points (calibration: a ratio), mean over seeds with its 95 % t "
+        "interval in brackets, paired by seed; a verdict holds when the interval excludes 0 "
+        "(or 1 for a ratio).",
+        "",
+    ]
+    q1 = result.get("entire_space_pcvr", {})
+    if q1:
+        r = q1["esmm_minus_base_entire_space_cvr_auc"]
+        lines += [
+            "## 1. Is the unsupervised pCVR well estimated over the entire space?",
+            "",
+            f"- ESMM minus BASE, entire-space CVR AUC: {_interval(r)} ({r['seeds']} seeds): "
+            f"ESMM ranks the entire space better: **{r['verdict']}**.",
+            "",
+        ]
+        if q1.get("calibration"):
+            lines += [
+                "| model | pCVR / true pCVR over all test impressions | vs 1 |",
+                "|---|---|---|",
+            ]
+            for m, c in q1["calibration"].items():
+                lines.append(f"| {display[m]} | {_level_text(c)} | {c['verdict']} |")
+            lines.append("")
+    q2 = result.get("ctcvr_helps_ctr")
+    if q2:
+        lines += [
+            "## 2. Does the CTCVR task help CTR?",
+            "",
+            "CTR AUC minus BASE's (BASE's CTR tower is trained on clicks alone):",
+            "",
+        ]
+        for m, r in q2.items():
+            lines.append(f"- {display[m]}: {_interval(r)}: higher: **{r['verdict']}**")
+        lines.append("")
+    q3 = result.get("sharing_by_rate")
+    if q3:
+        lines += [
+            "## 3. Does sharing matter more as data gets sparser?",
+            "",
+            "ESMM minus ESMM-NS at each training-set sampling rate (Figure 2's runs):",
+            "",
+            "| rate | CVR AUC | holds | CTCVR AUC | holds |",
+            "|---|---|---|---|---|",
+        ]
+        for rate in sorted(q3, key=float):
+            cvr, ctcvr = q3[rate]["cvr_auc"], q3[rate]["ctcvr_auc"]
+            lines.append(
+                f"| {float(rate):.0%} | {_interval(cvr)} | {cvr['verdict']} | "
+                f"{_interval(ctcvr)} | {ctcvr['verdict']} |"
+            )
+        lines.append("")
+    q4 = result.get("aman_calibration")
+    if q4:
+        per_seed = ", ".join(f"{v:.3f}" for v in q4["per_seed"])
+        under = all(v < 1 for v in q4["per_seed"])
+        lines += [
+            "## 4. Does AMAN under-estimate the CVR?",
+            "",
+            f"- AMAN's mean pCVR / mean true pCVR over all test impressions: {_level_text(q4)} "
+            f"(seeds: {per_seed}); against 1: **{q4['verdict']}**; below 1 in every seed: "
+            f"**{'yes' if under else 'no'}**.",
+            "",
+        ]
+    q5 = result.get("embedding_dim")
+    if q5:
+        base = result["base_dim"]
+        lines += [
+            f"## 5. Is an embedding dimension of {base} enough?",
+            "",
+            f"| model | dim | CVR AUC | CTCVR AUC | CVR AUC minus dim {base} | "
+            f"CTCVR AUC minus dim {base} |",
+            "|---|---|---|---|---|---|",
+        ]
+        for m, by_dim in q5.items():
+            for d, r in by_dim.items():
+                s = r["summary"]
+                diffs = [r.get(f"minus_{base}_{k}") for k in ("cvr_auc", "ctcvr_auc")]
+                cells = [_interval(x) if x else "" for x in diffs]
+                lines.append(
+                    f"| {display[m]} | {d} | {runner.fmt(s['cvr_auc'])} | "
+                    f"{runner.fmt(s['ctcvr_auc'])} | {cells[0]} | {cells[1]} |"
+                )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv) -> None:
+    del argv
+    if not FLAGS.results:
+        print("error: --results=DIR (with table2.json) is required", file=sys.stderr)
+        sys.exit(1)
+    table2 = _load(os.path.join(FLAGS.results, "table2.json"))
+    if table2 is None:
+        print(f"error: {FLAGS.results}/table2.json not found", file=sys.stderr)
+        sys.exit(1)
+    figure2 = _load(os.path.join(FLAGS.results, "figure2.json"))
+    dims = {}
+    for pair in FLAGS.dim_results:
+        dim, _, path = pair.partition(":")
+        loaded = _load(os.path.join(path, "table2.json"))
+        if not dim.isdigit() or loaded is None:
+            print(
+                f"error: --dim_results={pair}: expected DIM:DIR with DIR/table2.json",
+                file=sys.stderr,
+            )
+            sys.exit(1)
+        dims[int(dim)] = loaded
+    result = answer(table2, figure2, dims, FLAGS.base_dim)
+    text = to_markdown(result, FLAGS.results)
+    files.write_text(os.path.join(FLAGS.results, "questions.md"), text + "\n")
+    files.write_json(os.path.join(FLAGS.results, "questions.json"), result)
+    print(text)
+
+
+if __name__ == "__main__":
+    app.run(main)

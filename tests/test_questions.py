@@ -1,0 +1,88 @@
+"""experiments.questions: the open questions' numbers from result files,
+checked against differences computed by hand."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from experiments import questions
+
+
+def _run(ctr, cvr, ctcvr, es=None, ratio=None):
+    out = dict(ctr_auc=ctr, cvr_auc=cvr, ctcvr_auc=ctcvr)
+    if es is not None:
+        out.update(cvr_auc_entire_space=es, cvr_calibration_ratio=ratio)
+    return out
+
+
+TABLE = {
+    "runs": {
+        "base": [
+            _run(0.70, 0.60, 0.80, 0.58, 1.6),
+            _run(0.71, 0.61, 0.81, 0.59, 1.7),
+            _run(0.72, 0.62, 0.82, 0.60, 1.5),
+        ],
+        "aman": [
+            _run(0.70, 0.60, 0.80, 0.58, 0.4),
+            _run(0.70, 0.60, 0.80, 0.58, 0.5),
+            _run(0.70, 0.60, 0.80, 0.58, 0.45),
+        ],
+        "esmm": [
+            _run(0.71, 0.63, 0.83, 0.61, 1.0),
+            _run(0.71, 0.64, 0.84, 0.63, 1.1),
+            _run(0.72, 0.65, 0.85, 0.62, 0.9),
+        ],
+    }
+}
+FIGURE = {
+    "runs": {
+        "esmm": {"0.1": [_run(0.7, 0.60, 0.8), _run(0.7, 0.62, 0.8)]},
+        "esmm_ns": {"0.1": [_run(0.7, 0.55, 0.8), _run(0.7, 0.58, 0.8)]},
+    }
+}
+DIM8 = {"runs": {"base": TABLE["runs"]["base"][:2], "esmm": TABLE["runs"]["base"][:2]}}
+
+
+def test_every_question_by_hand():
+    result = questions.answer(TABLE, FIGURE, {8: DIM8}, 18)
+    q1 = result["entire_space_pcvr"]["esmm_minus_base_entire_space_cvr_auc"]
+    assert q1["mean"] == pytest.approx((3 + 4 + 2) / 3)  # AUC points, paired by seed
+    # 95 % t interval of the differences (3, 4, 2): std 1, t(2 df) = 4.303.
+    assert q1["low"] == pytest.approx(3 - 4.303 / math.sqrt(3), abs=1e-3)
+    assert q1["verdict"] == "yes"
+    esmm_cal = result["entire_space_pcvr"]["calibration"]["esmm"]
+    assert esmm_cal["mean"] == pytest.approx(1.0) and esmm_cal["verdict"] == "unresolved"
+    base_cal = result["entire_space_pcvr"]["calibration"]["base"]
+    assert base_cal["mean"] == pytest.approx(1.6) and base_cal["verdict"] == "above"
+    ctr = result["ctcvr_helps_ctr"]["esmm"]  # ESMM trains a CTCVR loss, AMAN does not
+    assert set(result["ctcvr_helps_ctr"]) == {"esmm"}
+    assert ctr["mean"] == pytest.approx(1 / 3) and ctr["verdict"] == "unresolved"
+    aman = result["aman_calibration"]
+    assert aman["per_seed"] == [0.4, 0.5, 0.45] and aman["verdict"] == "below"
+    sharing = result["sharing_by_rate"]["0.1"]["cvr_auc"]
+    assert sharing["mean"] == pytest.approx(4.5) and sharing["seeds"] == 2
+    dim = result["embedding_dim"]["esmm"]
+    assert dim["8"]["minus_18_cvr_auc"]["mean"] == pytest.approx(-3.0)  # 2 common seeds
+    assert dim["18"]["summary"]["cvr_auc"][0] == pytest.approx(64.0)
+    text = questions.to_markdown(result, "here")
+    assert "AMAN's mean pCVR / mean true pCVR" in text and "below 1 in every seed: **yes**" in text
+    assert "| 10% | +4.50" in text
+    json.dumps(result)  # the JSON file's content
+
+
+def test_without_figure_or_ground_truth():
+    plain = {
+        "runs": {
+            m: [
+                {k: v for k, v in r.items() if "cvr_auc_e" not in k and "ratio" not in k}
+                for r in runs
+            ]
+            for m, runs in TABLE["runs"].items()
+        }
+    }
+    result = questions.answer(plain, None, {}, 18)
+    assert "sharing_by_rate" not in result and "aman_calibration" not in result
+    assert "## 3." not in questions.to_markdown(result, "here")
