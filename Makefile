@@ -64,7 +64,7 @@ experiments-scale: $(STAMP)
 		--models=base,esmm --extra_flags=--embedding_dim=$$dim \
 		--out_dir=$(SCALE_DIR)/results-dim$$dim || exit 1; done
 	$(PY) -m experiments.figure2 --data_dir=$(SCALE_DIR)/data --runs=3 --early_stopping \
-		--models=base,aman,oversampling,unbias,division,esmm_ns,esmm --out_dir=$(SCALE_DIR)/results
+		--models=esmm,esmm_ns,base,aman,oversampling,unbias,division --out_dir=$(SCALE_DIR)/results
 	$(PY) -m experiments.questions --results=$(SCALE_DIR)/results \
 		--dim_results=8:$(SCALE_DIR)/results-dim8,32:$(SCALE_DIR)/results-dim32,64:$(SCALE_DIR)/results-dim64
 

@@ -154,6 +154,30 @@ def run_resumable_stage(args: list[str], log_path: str, attempts_path: str) -> d
     return m
 
 
+def in_child(function: str, *args):
+    """``function`` (``module.name``) called with ``args`` in a fresh Python
+    process; returns its JSON result. What loads TensorFlow runs there: this
+    process starts every stage, and a stage's peak RSS (``wait4``) counts from
+    this process's own at the fork (TensorFlow loaded here read as ~900 MB
+    more for the next size's generate and convert)."""
+    module, name = function.rsplit(".", 1)
+    code = (
+        f"import json, sys; from {module} import {name}; "
+        f"print(json.dumps({name}(*json.loads(sys.argv[1]))))"
+    )
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    done = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(args)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"{function}{args} failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def check_signatures(export_dir: str, data_dir: str) -> str:
     """Loads the newest export version and calls both signatures on a test
     record; returns what they answered (raises if they answer wrongly)."""
@@ -256,7 +280,7 @@ def measure_size(impressions: int, work: str) -> dict:
             rows = out["convert"]["vocab_rows"]
             m.update(
                 disk_bytes=results.dir_bytes(run),
-                rate=round(results.median_train_rate(run)),
+                rate=round(in_child("benchmarks.results.median_train_rate", run)),
                 embedding_mb=round(rows * dim * 4 / 2**20, 1),
                 embedding_with_adam_mb=round(3 * rows * dim * 4 / 2**20, 1),
             )
@@ -266,7 +290,8 @@ def measure_size(impressions: int, work: str) -> dict:
             m.update({k: metrics[k] for k in ("ctr_auc", "cvr_auc", "ctcvr_auc")})
         elif stage == "export":
             m.update(
-                disk_bytes=results.dir_bytes(export), signatures=check_signatures(export, data)
+                disk_bytes=results.dir_bytes(export),
+                signatures=in_child("benchmarks.full_bench.check_signatures", export, data),
             )
         files.write_json(path, m)
         out[stage] = m

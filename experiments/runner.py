@@ -3,6 +3,7 @@ and summarises the results. Shared by the Table 2 and Figure 2 commands."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -50,6 +51,47 @@ def run_dir(out_dir: str, model: str, rate: float, seed: int, suffix: str = "") 
     """Where a run lives; Table 2 runs are Figure 2's points at rate 1.0 (a
     ``suffix`` keeps another protocol's runs apart)."""
     return os.path.join(out_dir, "runs", model, f"rate{float(rate)}{suffix}", f"seed{seed}")
+
+
+# Figure 2's points (experiments/figure2.py).
+EVALS_PER_BUDGET = 10
+ES_SUFFIX = "-es"  # the early-stopped points' run directories: rate<r>-es
+
+
+def rate_flags(rate: float, equal_steps: bool, early_stopping: dict | None = None) -> list[str]:
+    """The training flags of one point: its fraction, and with ``equal_steps``
+    round(1/rate) epochs. Without ``early_stopping``, no evaluations during
+    training (only the final test evaluation counts; at 1 % they would run
+    every few steps). With ``early_stopping`` (``validation_fraction``,
+    ``metric``, ``patience``, ``budget_steps``: the steps of one epoch of the whole
+    non-validation split), the validation split held out, an evaluation every
+    budget/10 steps, the stop after ``patience`` of them without improvement."""
+    epochs = max(1, round(1 / rate)) if equal_steps else 1
+    out = [f"--train_fraction={rate}", f"--epochs={epochs}"]
+    if early_stopping is None:
+        if epochs > 1:
+            out.append("--eval_every_steps=1000000000")
+        return out
+    every = max(1, early_stopping["budget_steps"] // EVALS_PER_BUDGET)
+    return out + [
+        f"--validation_fraction={early_stopping['validation_fraction']}",
+        f"--early_stopping_metric={early_stopping.get('metric', 'ctcvr_auc')}",
+        f"--early_stopping_patience={early_stopping['patience']}",
+        f"--eval_every_steps={every}",
+    ]
+
+
+def budget_steps(data_dir: str, validation_fraction: float, extra: list[str] = ()) -> int:
+    """Steps of one epoch over the train split without the validation split
+    (from the data's stats.json), at the batch size of ``extra``'s
+    ``--batch_size`` if it has one, else the paper's (the flagfiles')."""
+    from esmm_tf.config import Config
+
+    batch = [int(f.split("=", 1)[1]) for f in extra if f.startswith("--batch_size=")]
+    config = Config(data_dir=data_dir, validation_fraction=validation_fraction)
+    if batch:
+        config = dataclasses.replace(config, batch_size=batch[-1])
+    return training_run.steps_per_epoch(config)
 
 
 def train_process(

@@ -105,7 +105,7 @@ def test_table2_then_resume_then_figure2_on_the_same_runs(tiny_data_dir, tmp_pat
 
 
 def test_rate_flags():
-    from experiments.figure2 import rate_flags
+    from experiments.runner import rate_flags  # figure2's flags would clash with table2's
 
     assert rate_flags(0.1, True) == [
         "--train_fraction=0.1",
