@@ -133,6 +133,14 @@ def answer(table2: dict, figure2: dict | None, dims: dict[int, dict], base_dim: 
             for m in runs
             if m != "base" and registry.get(m).ctcvr_loss
         }
+    if "esmm" in runs and "esmm_ns" in runs and "base" in runs:
+        out["sharing_full_size"] = {  # ESMM's gain over BASE = sharing + the structure
+            pair: {metric: compare(runs[a], runs[b], metric) for metric in ("cvr_auc", "ctcvr_auc")}
+            for pair, a, b in (
+                ("esmm_minus_esmm_ns", "esmm", "esmm_ns"),
+                ("esmm_ns_minus_base", "esmm_ns", "base"),
+            )
+        }
     if figure2 and "runs" in figure2:
         pts = figure2["runs"]
         if "esmm" in pts and "esmm_ns" in pts:
@@ -212,11 +220,23 @@ def to_markdown(result: dict, source: str) -> str:
         for m, r in q2.items():
             lines.append(f"- {display[m]}: {_interval(r)}: higher: **{r['verdict']}**")
         lines.append("")
-    q3 = result.get("sharing_by_rate")
+    full, q3 = result.get("sharing_full_size"), result.get("sharing_by_rate")
+    if full or q3:
+        lines += ["## 3. Does sharing matter more as data gets sparser?", ""]
+    if full:
+        names = {
+            "esmm_minus_esmm_ns": "ESMM minus ESMM-NS (sharing the embeddings)",
+            "esmm_ns_minus_base": "ESMM-NS minus BASE (the entire-space structure, unshared)",
+        }
+        for pair, by_metric in full.items():
+            cvr, ctcvr = by_metric["cvr_auc"], by_metric["ctcvr_auc"]
+            lines.append(
+                f"- Full training set, {names[pair]}: CVR AUC {_interval(cvr)} "
+                f"({cvr['verdict']}), CTCVR AUC {_interval(ctcvr)} ({ctcvr['verdict']})"
+            )
+        lines.append("")
     if q3:
         lines += [
-            "## 3. Does sharing matter more as data gets sparser?",
-            "",
             "ESMM minus ESMM-NS at each training-set sampling rate (Figure 2's runs):",
             "",
             "| rate | CVR AUC | holds | CTCVR AUC | holds |",

@@ -62,6 +62,7 @@ def test_every_question_by_hand():
     assert ctr["mean"] == pytest.approx(1 / 3) and ctr["verdict"] == "unresolved"
     aman = result["aman_calibration"]
     assert aman["per_seed"] == [0.4, 0.5, 0.45] and aman["verdict"] == "below"
+    assert "sharing_full_size" not in result  # no ESMM-NS in the table
     sharing = result["sharing_by_rate"]["0.1"]["cvr_auc"]
     assert sharing["mean"] == pytest.approx(4.5) and sharing["seeds"] == 2
     dim = result["embedding_dim"]["esmm"]
@@ -71,6 +72,15 @@ def test_every_question_by_hand():
     assert "AMAN's mean pCVR / mean true pCVR" in text and "below 1 in every seed: **yes**" in text
     assert "| 10% | +4.50" in text
     json.dumps(result)  # the JSON file's content
+
+
+def test_sharing_at_full_size():
+    runs = dict(TABLE["runs"], esmm_ns=TABLE["runs"]["aman"])
+    full = questions.answer({"runs": runs}, None, {}, 18)["sharing_full_size"]
+    assert full["esmm_minus_esmm_ns"]["cvr_auc"]["mean"] == pytest.approx(4.0)
+    assert full["esmm_ns_minus_base"]["cvr_auc"]["mean"] == pytest.approx(-1.0)
+    text = questions.to_markdown(questions.answer({"runs": runs}, None, {}, 18), "here")
+    assert "ESMM-NS minus BASE (the entire-space structure, unshared): CVR AUC -1.00" in text
 
 
 def test_without_figure_or_ground_truth():
