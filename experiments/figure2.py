@@ -16,8 +16,8 @@ times over the budget (every budget/10 steps, whatever the rate), stops after
 ``--patience`` evaluations without a better ``--metric`` (CTCVR AUC), and its
 best checkpoint is the one tested; each rate gets the same steps at most and
 no model is scored past the point where it overfits its sample (its runs
-live in ``rate<r>-es``, apart from Table 2's). Finished runs are not redone. ``--out_dir`` defaults to
-``runs/experiments``; only ``--update_reference`` writes the committed
+live in ``rate<r>-es``, apart from Table 2's). Finished runs are not redone.
+``--out_dir`` defaults to ``runs/experiments``; only ``--update_reference`` writes the committed
 ``experiments/results``. Writes
 ``<out_dir>/figure2.png`` (CVR AUC and CTCVR AUC panels) and
 ``figure2.json`` with the numbers.

@@ -75,7 +75,7 @@ def rate_flags(rate: float, equal_steps: bool, early_stopping: dict | None = Non
     every = max(1, early_stopping["budget_steps"] // EVALS_PER_BUDGET)
     return out + [
         f"--validation_fraction={early_stopping['validation_fraction']}",
-        f"--early_stopping_metric={early_stopping.get('metric', 'ctcvr_auc')}",
+        f"--early_stopping_metric={early_stopping['metric']}",
         f"--early_stopping_patience={early_stopping['patience']}",
         f"--eval_every_steps={every}",
     ]
@@ -146,22 +146,15 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def summarise(runs: list[dict]) -> dict:
-    """Mean ± std (AUCs in %) of the metrics the tables report."""
-
-    def column(get):
-        return mean_std([get(m) for m in runs])
-
-    out = {
-        "runs": len(runs),
-        "cvr_auc": column(lambda m: 100 * m["cvr_auc"]),
-        "ctcvr_auc": column(lambda m: 100 * m["ctcvr_auc"]),
-        "ctr_auc": column(lambda m: 100 * m["ctr_auc"]),
-    }
-    if runs and "cvr_auc_entire_space" in runs[0]:
-        out["cvr_auc_entire_space"] = column(lambda m: 100 * m["cvr_auc_entire_space"])
-        out["cvr_calibration_ratio"] = column(
-            lambda m: m["calibration"]["cvr"]["ground_truth"]["ratio"]
-        )
+    """Mean ± std (AUCs in %) of the metrics the tables report, over the
+    runs' eval_metrics (what ``per_run`` keeps of each)."""
+    kept = [per_run(m) for m in runs]
+    out = {"runs": len(runs)}
+    for key in ("cvr_auc", "ctcvr_auc", "ctr_auc"):
+        out[key] = mean_std([100 * k[key] for k in kept])
+    if kept and "cvr_auc_entire_space" in kept[0]:
+        out["cvr_auc_entire_space"] = mean_std([100 * k["cvr_auc_entire_space"] for k in kept])
+        out["cvr_calibration_ratio"] = mean_std([k["cvr_calibration_ratio"] for k in kept])
     return out
 
 
