@@ -17,8 +17,11 @@ DEMO_FLAGS ?= --flagfile=experiments/esmm.flags
 # on a validation split held out of train, best checkpoint tested). Many hours
 # on 2 cores.
 # Resumable: each stage is skipped when its output is complete, each finished
-# run is reused.
+# run is reused, from its run directory or from SCALE_ARCHIVE (committed: every
+# finished run's numbers with the data's id, so a fresh machine that regenerates
+# the same data resumes where the last one stopped).
 SCALE_DIR ?= runs/scale
+SCALE_ARCHIVE ?= experiments/results/scale/runs
 SCALE_IMPRESSIONS ?= 10500000
 SCALE_RUNS ?= 5
 
@@ -59,12 +62,14 @@ experiments-scale: $(STAMP)
 	test -f $(SCALE_DIR)/data/stats.json || $(PY) -m data_prep.convert \
 		--raw_dir=$(SCALE_DIR)/raw --out_dir=$(SCALE_DIR)/data
 	$(PY) -m experiments.table2 --data_dir=$(SCALE_DIR)/data --runs=$(SCALE_RUNS) \
-		--out_dir=$(SCALE_DIR)/results
+		--out_dir=$(SCALE_DIR)/results --archive_dir=$(SCALE_ARCHIVE)/main
 	for dim in 8 32 64; do $(PY) -m experiments.table2 --data_dir=$(SCALE_DIR)/data --runs=3 \
 		--models=base,esmm --extra_flags=--embedding_dim=$$dim \
-		--out_dir=$(SCALE_DIR)/results-dim$$dim || exit 1; done
+		--out_dir=$(SCALE_DIR)/results-dim$$dim --archive_dir=$(SCALE_ARCHIVE)/dim$$dim \
+		|| exit 1; done
 	$(PY) -m experiments.figure2 --data_dir=$(SCALE_DIR)/data --runs=3 --early_stopping \
-		--models=esmm,esmm_ns,base,aman,oversampling,unbias,division --out_dir=$(SCALE_DIR)/results
+		--models=esmm,esmm_ns,base,aman,oversampling,unbias,division --out_dir=$(SCALE_DIR)/results \
+		--archive_dir=$(SCALE_ARCHIVE)/main
 	$(PY) -m experiments.questions --results=$(SCALE_DIR)/results \
 		--dim_results=8:$(SCALE_DIR)/results-dim8,32:$(SCALE_DIR)/results-dim32,64:$(SCALE_DIR)/results-dim64
 

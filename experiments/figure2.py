@@ -3,6 +3,7 @@ of the training set used, one line per model.
 
     python -m experiments.figure2 --data_dir=DATA [--rates=0.01,0.05,0.1,0.2,0.5,1]
         [--models=...] [--runs=1] [--out_dir=runs/experiments | --update_reference]
+        [--early_stopping] [--archive_dir=DIR]
 
 Each point is ``python -m esmm_tf.train --flagfile=experiments/<model>.flags
 --train_fraction=<rate>`` (the same records at a rate for every model: kept by
@@ -16,7 +17,8 @@ times over the budget (every budget/10 steps, whatever the rate), stops after
 ``--patience`` evaluations without a better ``--metric`` (CTCVR AUC), and its
 best checkpoint is the one tested; each rate gets the same steps at most and
 no model is scored past the point where it overfits its sample (its runs
-live in ``rate<r>-es``, apart from Table 2's). Finished runs are not redone.
+live in ``rate<r>-es``, apart from Table 2's). Finished runs are not redone (nor, with
+``--archive_dir``, runs an archive holds).
 ``--out_dir`` defaults to ``runs/experiments``; only ``--update_reference`` writes the committed
 ``experiments/results``. Writes
 ``<out_dir>/figure2.png`` (CVR AUC and CTCVR AUC panels) and
@@ -73,6 +75,13 @@ flags.DEFINE_integer(
     "patience", 3, "With --early_stopping: evaluations without improvement before stopping."
 )
 flags.DEFINE_list("extra_flags", [], "Flags passed to every training run.")
+flags.DEFINE_string(
+    "archive_dir",
+    None,
+    "Keep each finished run's numbers here (one small JSON per run, with the data's id and "
+    "the run's flags) and reuse them: commit it, and a fresh machine with the same data "
+    "resumes where this one stopped.",
+)
 flags.mark_flag_as_required("data_dir")
 FLAGS = flags.FLAGS
 
@@ -121,9 +130,11 @@ def run_figure(
     extra: list[str],
     equal_steps: bool = True,
     early_stopping: dict | None = None,
+    archive_dir: str | None = None,
 ) -> dict:
     """``early_stopping``: None, or ``validation_fraction``, ``metric`` and
-    ``patience`` (the budget is computed from the data)."""
+    ``patience`` (the budget is computed from the data). ``archive_dir``: see
+    ``runner.train_once``."""
     start = time.time()
     if early_stopping is not None:
         early_stopping = dict(
@@ -147,6 +158,9 @@ def run_figure(
                     data_dir,
                     runner.run_dir(out_dir, model, rate, seed, suffix),
                     [*runner.rate_flags(rate, equal_steps, early_stopping), *extra],
+                    runner.archive_path(archive_dir, model, rate, seed, suffix)
+                    if archive_dir
+                    else None,
                 )
                 for seed in range(runs)
             ]
@@ -193,6 +207,14 @@ def main(argv) -> None:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
+    try:
+        _run(out_dir, rates)
+    except RuntimeError as e:  # a failed run (its stderr's end) or a mismatched archive
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+
+
+def _run(out_dir: str, rates: list[float]) -> None:
     run_figure(
         FLAGS.data_dir,
         FLAGS.models,
@@ -208,6 +230,7 @@ def main(argv) -> None:
         )
         if FLAGS.early_stopping
         else None,
+        FLAGS.archive_dir,
     )
 
 

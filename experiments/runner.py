@@ -4,6 +4,7 @@ and summarises the results. Shared by the Table 2 and Figure 2 commands."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -13,7 +14,7 @@ import time
 
 import numpy as np
 
-from esmm_tf import training_run
+from esmm_tf import data_layout, files, training_run
 
 # Models, display names and the paper's numbers: esmm_tf/registry.py.
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -119,23 +120,88 @@ def train_process(
     return time.time() - start
 
 
+def data_id(data_dir: str) -> str:
+    """A short sha256 of the dataset's stats.json (deterministic for a given
+    input: the same raw logs converted the same way on any machine give the
+    same id): which data an archived run was measured on."""
+    with open(data_layout.stats_file(data_dir), "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()[:16]
+
+
+# What an archive keeps of a run besides ``per_run``'s numbers.
+ARCHIVE_STEP_KEYS = ("step", "best_step", "stopped_early")
+
+
+def archive_path(archive_dir: str, model: str, rate: float, seed: int, suffix: str = "") -> str:
+    """One finished run's record in an archive: the layout of ``run_dir``'s
+    directories, one small JSON file per run."""
+    return os.path.join(archive_dir, model, f"rate{float(rate)}{suffix}", f"seed{seed}.json")
+
+
+def read_archived(path: str, data: str, flags: list[str]) -> dict | None:
+    """The archived record at ``path`` if it was measured on the data ``data``
+    (``data_id``) with the training flags ``flags``; None if there is none.
+    Raises RuntimeError if it was measured on other data or with other flags
+    (reusing it would mix two experiments)."""
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        record = json.load(f)
+    if record.get("data") != data or record.get("flags") != list(flags):
+        raise RuntimeError(
+            f"{path} was measured on data {record.get('data')} with flags "
+            f"{record.get('flags')}, not data {data} with {list(flags)}: "
+            "remove it or choose another --archive_dir"
+        )
+    return record
+
+
 def train_once(
-    model: str, seed: int, data_dir: str, run_dir: str, extra_flags: list[str] = ()
+    model: str,
+    seed: int,
+    data_dir: str,
+    run_dir: str,
+    extra_flags: list[str] = (),
+    archive: str | None = None,
 ) -> dict:
-    """``train_process`` unless ``run_dir`` already holds its final metrics;
-    returns them."""
+    """``train_process`` unless ``run_dir`` already holds its final metrics,
+    or ``archive`` (a path from ``archive_path``) holds the record of the same
+    run on the same data; returns the metrics (an archived record has
+    ``per_run``'s keys and ``ARCHIVE_STEP_KEYS``). With ``archive``, a
+    finished run's record is written there, so that a fresh machine with the
+    same data (and the archive, e.g. committed) resumes where this one stopped."""
     metrics_path = os.path.join(run_dir, training_run.EVAL_FILE)
+    data = data_id(data_dir) if archive else None
+    if not os.path.exists(metrics_path) and archive:
+        record = read_archived(archive, data, list(extra_flags))
+        if record is not None:
+            return record
     if os.path.exists(metrics_path):
         with open(metrics_path) as f:
-            return json.load(f)
-    seconds = train_process(model, seed, data_dir, run_dir, extra_flags)
-    with open(metrics_path) as f:
-        metrics = json.load(f)
-    log(
-        f"  {model} seed {seed}: CVR AUC {metrics['cvr_auc']:.4f}, "
-        f"CTCVR AUC {metrics['ctcvr_auc']:.4f} ({seconds:.0f} s)"
-    )
+            metrics = json.load(f)
+    else:
+        seconds = train_process(model, seed, data_dir, run_dir, extra_flags)
+        with open(metrics_path) as f:
+            metrics = json.load(f)
+        log(
+            f"  {model} seed {seed}: CVR AUC {metrics['cvr_auc']:.4f}, "
+            f"CTCVR AUC {metrics['ctcvr_auc']:.4f} ({seconds:.0f} s)"
+        )
+    if archive and not os.path.exists(archive):
+        files.write_json(archive, archive_record(metrics, data, list(extra_flags)))
     return metrics
+
+
+def archive_record(metrics: dict, data: str, flags: list[str]) -> dict:
+    """What an archive keeps of one run: ``per_run``'s numbers, its steps,
+    and what it was measured on (``data_id``, the flags beyond the model's
+    flagfile, seed and rate)."""
+    return {
+        **per_run(metrics),
+        **{k: metrics[k] for k in ARCHIVE_STEP_KEYS if k in metrics},
+        "data": data,
+        "flags": list(flags),
+    }
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -168,7 +234,9 @@ def per_run(metrics: dict) -> dict:
         if k in metrics
     }
     truth = metrics.get("calibration", {}).get("cvr", {}).get("ground_truth")
-    if truth:
+    if "cvr_calibration_ratio" in metrics:  # already a per_run record (an archive's)
+        out["cvr_calibration_ratio"] = metrics["cvr_calibration_ratio"]
+    elif truth:
         out["cvr_calibration_ratio"] = truth["ratio"]
     return out
 

@@ -2,11 +2,13 @@
 
     python -m experiments.table2 --data_dir=DATA [--runs=5] [--models=...]
         [--out_dir=runs/experiments | --update_reference] [--extra_flags=--epochs=2,...]
+        [--archive_dir=DIR]
 
 Each run is ``python -m esmm_tf.train --flagfile=experiments/<model>.flags
 --seed=<run>`` into ``<out_dir>/runs/<model>/rate1.0/seed<run>``; a finished
 run is not redone (so an interrupted table resumes, and Figure 2 reuses these
-runs as its points at rate 1.0). ``--out_dir`` defaults to ``runs/experiments``;
+runs as its points at rate 1.0); with ``--archive_dir``, nor is a run whose
+numbers an archive holds (``runner.train_once``). ``--out_dir`` defaults to ``runs/experiments``;
 only ``--update_reference`` writes the committed ``experiments/results``. Writes
 ``<out_dir>/table2.md`` and ``table2.json``: CVR AUC on clicked test
 impressions and CTCVR AUC on all test impressions (%, mean ± std over runs)
@@ -46,6 +48,13 @@ flags.DEFINE_bool(
     "Write the committed reference results in experiments/results/ instead.",
 )
 flags.DEFINE_list("extra_flags", [], "Flags passed to every training run.")
+flags.DEFINE_string(
+    "archive_dir",
+    None,
+    "Keep each finished run's numbers here (one small JSON per run, with the data's id and "
+    "the run's flags) and reuse them: commit it, and a fresh machine with the same data "
+    "resumes where this one stopped.",
+)
 flags.mark_flag_as_required("data_dir")
 FLAGS = flags.FLAGS
 
@@ -133,7 +142,12 @@ def claims_table(rows: list[dict], runs: int) -> str:
 
 
 def run_table(
-    data_dir: str, models: list[str], runs: int, out_dir: str, extra_flags: list[str]
+    data_dir: str,
+    models: list[str],
+    runs: int,
+    out_dir: str,
+    extra_flags: list[str],
+    archive_dir: str | None = None,
 ) -> dict:
     start = time.time()
     summaries, raw = {}, {}
@@ -146,6 +160,7 @@ def run_table(
                 data_dir,
                 runner.run_dir(out_dir, model, 1.0, seed),
                 extra_flags,
+                runner.archive_path(archive_dir, model, 1.0, seed) if archive_dir else None,
             )
             for seed in range(runs)
         ]
@@ -186,7 +201,13 @@ def main(argv) -> None:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
-    run_table(FLAGS.data_dir, FLAGS.models, FLAGS.runs, out_dir, FLAGS.extra_flags)
+    try:
+        run_table(
+            FLAGS.data_dir, FLAGS.models, FLAGS.runs, out_dir, FLAGS.extra_flags, FLAGS.archive_dir
+        )
+    except RuntimeError as e:  # a failed run (its stderr's end) or a mismatched archive
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -49,6 +49,16 @@ def test_table2_then_resume_then_figure2_on_the_same_runs(tiny_data_dir, tmp_pat
     again = _run(args, timeout=120)
     assert json.loads((out / "table2.json").read_text())["summaries"] == result["summaries"]
     assert "seed 0:" not in again.stderr  # train_once logs only runs it trained
+    # Another machine (no run directories) with the same data and the archive
+    # of the first: nothing trains, the same table.
+    archive = tmp_path / "archive"
+    _run([*args, f"--archive_dir={archive}"], timeout=120)  # archives the finished runs
+    assert len(list(archive.glob("*/rate1.0/seed0.json"))) == len(TABLE_MODELS)
+    elsewhere = [*args[:-2], f"--out_dir={tmp_path / 'elsewhere'}", args[-1]]
+    fresh = _run([*elsewhere, f"--archive_dir={archive}"], timeout=120)
+    assert "seed 0:" not in fresh.stderr and not (tmp_path / "elsewhere" / "runs").exists()
+    reread = json.loads((tmp_path / "elsewhere" / "table2.json").read_text())
+    assert reread["summaries"] == result["summaries"] and reread["runs"] == result["runs"]
 
     # Figure 2 on the same out_dir: its points at rate 1 are Table 2's runs.
     figure = _run(

@@ -86,3 +86,75 @@ def test_table2_claims_hold_only_when_the_interval_excludes_zero():
     assert holds[("ESCM²-IPS > ESMM", "cvr_auc")] == "no"
     assert holds[("ESMM-NS > BASE (the paper's order)", "cvr_auc")] == "unresolved"
     assert len(result) == 2 * 2 + 1 + 1  # ESMM vs each paper row x 2 metrics, ESCM², order
+
+
+def _finished_run(tmp_path, metrics: dict):
+    """A dataset with a stats.json and a run directory that holds its final
+    metrics (what a finished training leaves)."""
+    import json
+
+    from esmm_tf import training_run
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "stats.json").write_text('{"train": {"impressions": 10}}\n')
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / training_run.EVAL_FILE).write_text(json.dumps(metrics))
+    return str(data), str(run)
+
+
+def test_archive_keeps_a_finished_run_and_a_fresh_machine_reuses_it(tmp_path, monkeypatch):
+    """A run's record goes to the archive when it is first read; with its run
+    directory gone (a fresh machine) the record is returned instead of
+    training again, and it summarises like the run's own metrics."""
+    import shutil
+
+    metrics = {
+        "ctr_auc": 0.76,
+        "cvr_auc": 0.65,
+        "ctcvr_auc": 0.85,
+        "cvr_auc_entire_space": 0.64,
+        "calibration": {"cvr": {"ground_truth": {"ratio": 1.1, "mean_true": 0.03}}},
+        "step": 500,
+        "best_step": 300,
+        "stopped_early": True,
+        "loss": 0.1,
+    }
+    data, run = _finished_run(tmp_path, metrics)
+    archive = runner.archive_path(str(tmp_path / "archive"), "esmm", 0.1, 2, runner.ES_SUFFIX)
+    assert archive.endswith(os.path.join("esmm", "rate0.1-es", "seed2.json"))
+    flags = ["--train_fraction=0.1", "--epochs=10"]
+    assert runner.train_once("esmm", 2, data, run, flags, archive) == metrics
+    shutil.rmtree(run)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained a run the archive holds")
+
+    monkeypatch.setattr(runner, "train_process", no_training)
+    record = runner.train_once("esmm", 2, data, run, flags, archive)
+    assert record["data"] == runner.data_id(data) and record["flags"] == flags
+    assert {k: record[k] for k in runner.ARCHIVE_STEP_KEYS} == {
+        "step": 500,
+        "best_step": 300,
+        "stopped_early": True,
+    }
+    assert runner.per_run(record) == runner.per_run(metrics)
+    assert runner.per_run(record)["cvr_calibration_ratio"] == 1.1
+    assert runner.summarise([record]) == runner.summarise([metrics])
+
+
+def test_archive_refuses_a_record_of_other_data_or_flags(tmp_path, monkeypatch):
+    metrics = {"ctr_auc": 0.7, "cvr_auc": 0.6, "ctcvr_auc": 0.8}
+    data, run = _finished_run(tmp_path, metrics)
+    archive = runner.archive_path(str(tmp_path / "archive"), "base", 1.0, 0)
+    runner.train_once("base", 0, data, run, [], archive)
+    os.remove(os.path.join(run, "eval_metrics.json"))
+    monkeypatch.setattr(runner, "train_process", lambda *a, **k: pytest.fail("trained"))
+    with pytest.raises(
+        RuntimeError, match="with flags \\[\\], not data .* with \\['--epochs=2'\\]"
+    ):
+        runner.train_once("base", 0, data, run, ["--epochs=2"], archive)
+    (tmp_path / "data" / "stats.json").write_text('{"train": {"impressions": 11}}\n')
+    with pytest.raises(RuntimeError, match="was measured on data"):
+        runner.train_once("base", 0, data, run, [], archive)
