@@ -121,11 +121,17 @@ def train_process(
 
 
 def data_id(data_dir: str) -> str:
-    """A short sha256 of the dataset's stats.json (deterministic for a given
-    input: the same raw logs converted the same way on any machine give the
-    same id): which data an archived run was measured on."""
-    with open(data_layout.stats_file(data_dir), "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()[:16]
+    """A short sha256 of the dataset's stats.json without its raw files'
+    modification times (the rest is deterministic for a given input: the same
+    raw logs converted the same way on any machine give the same id): which
+    data an archived run was measured on."""
+    with open(data_layout.stats_file(data_dir)) as f:
+        stats = json.load(f)
+    raw_files = stats.get("fingerprint", {}).get("files", {})
+    for name, size_mtime in raw_files.items():  # [size, mtime]: keep the size
+        raw_files[name] = size_mtime[0] if isinstance(size_mtime, list) else size_mtime
+    text = json.dumps(stats, sort_keys=True).encode()
+    return hashlib.sha256(text).hexdigest()[:16]
 
 
 # What an archive keeps of a run besides ``per_run``'s numbers.

@@ -158,3 +158,21 @@ def test_archive_refuses_a_record_of_other_data_or_flags(tmp_path, monkeypatch):
     (tmp_path / "data" / "stats.json").write_text('{"train": {"impressions": 11}}\n')
     with pytest.raises(RuntimeError, match="was measured on data"):
         runner.train_once("base", 0, data, run, [], archive)
+
+
+def test_data_id_ignores_the_raw_files_mtimes_only(tmp_path):
+    """The same raw logs regenerated on another machine have other mtimes and
+    the same id; another size or count is other data."""
+    import json
+
+    def data_id(size: int, mtime: int, clicks: int) -> str:
+        stats = {
+            "fingerprint": {"files": {"sample_skeleton_train.csv": [size, mtime]}},
+            "splits": {"train": {"clicks": clicks}},
+        }
+        (tmp_path / "stats.json").write_text(json.dumps(stats))
+        return runner.data_id(str(tmp_path))
+
+    assert data_id(100, 1, 5) == data_id(100, 2, 5)
+    assert data_id(101, 1, 5) != data_id(100, 1, 5)
+    assert data_id(100, 1, 6) != data_id(100, 1, 5)
