@@ -151,8 +151,13 @@ def read_archived(path: str, data: str, flags: list[str]) -> dict | None:
     (reusing it would mix two experiments)."""
     if not os.path.exists(path):
         return None
-    with open(path) as f:
-        record = json.load(f)
+    try:
+        with open(path) as f:
+            record = json.load(f)
+    except (OSError, ValueError) as e:
+        raise RuntimeError(f"{path}: not a readable run record ({e}); remove it") from e
+    if not isinstance(record, dict):
+        raise RuntimeError(f"{path}: not a run record (a JSON object); remove it")
     if record.get("data") != data or record.get("flags") != list(flags):
         raise RuntimeError(
             f"{path} was measured on data {record.get('data')} with flags "

@@ -158,6 +158,10 @@ def test_archive_refuses_a_record_of_other_data_or_flags(tmp_path, monkeypatch):
     (tmp_path / "data" / "stats.json").write_text('{"train": {"impressions": 11}}\n')
     with pytest.raises(RuntimeError, match="was measured on data"):
         runner.train_once("base", 0, data, run, [], archive)
+    with open(archive, "w") as f:
+        f.write('{"cvr_auc": 0.6, "da')  # a record cut short (not by us: writes are atomic)
+    with pytest.raises(RuntimeError, match="seed0.json: not a readable run record"):
+        runner.train_once("base", 0, data, run, [], archive)
 
 
 def test_data_id_ignores_the_raw_files_mtimes_only(tmp_path):
