@@ -110,6 +110,12 @@ def steps_per_epoch(config: Config, files: list[str] | None = None) -> int:
 EVAL_BATCH_SIZE = 8192
 
 
+# Evaluations during training on at most this many impressions (the default
+# --eval_impressions is 200k) keep their sample in memory after the first one
+# (~300 bytes an impression).
+EVAL_CACHE_MAX_IMPRESSIONS = 1_000_000
+
+
 def eval_dataset(
     config: Config,
     split: str = "test",
@@ -467,7 +473,9 @@ class TrainingRun:
                         files=self.train_files if self.has_validation else self.test_files,
                         validation=self.has_validation,
                         impressions=config.eval_impressions,
-                    )
+                    ),
+                    # a fixed sample of bounded size: read from the files once
+                    cache=0 < config.eval_impressions <= EVAL_CACHE_MAX_IMPRESSIONS,
                 )
             with self.progbar.paused():
                 metrics = evaluator.evaluate(self.model, self._eval_data, self.predict)

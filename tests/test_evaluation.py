@@ -226,3 +226,22 @@ def test_repeated_passes_hold_the_same_batches_from_one_iterator():
     assert [b.numpy().tolist() for b in passes] == first
     empty = RepeatedPasses(dataset.take(0))
     assert list(empty) == [] and list(empty) == [] and empty.batches == 0
+
+
+def test_repeated_passes_with_cache_read_the_files_once(tmp_path):
+    """``cache``: later passes hold the first pass's batches without reading
+    the files again (they may be gone); without it, they read them."""
+    from esmm_tf.evaluator import RepeatedPasses
+
+    for cache in (True, False):
+        path = tmp_path / f"lines-{cache}.txt"
+        path.write_text("".join(f"{i}\n" for i in range(7)))
+        passes = RepeatedPasses(tf.data.TextLineDataset(str(path)).batch(3), cache=cache)
+        first = [b.numpy().tolist() for b in passes]
+        assert len(first) == 3
+        path.write_text("changed\n")  # what a pass that reads the file again would see
+        second = [b.numpy().tolist() for b in passes]
+        if cache:
+            assert second == first
+        else:
+            assert second != first
