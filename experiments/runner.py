@@ -134,6 +134,12 @@ def data_id(data_dir: str) -> str:
     return hashlib.sha256(text).hexdigest()[:16]
 
 
+ARCHIVE_DIR_HELP = (  # the table and figure commands' --archive_dir
+    "Keep each finished run's numbers here (one small JSON per run, with the data's id and "
+    "the run's flags) and reuse them: commit it, and a fresh machine with the same data "
+    "resumes where this one stopped."
+)
+
 # What an archive keeps of a run besides ``per_run``'s numbers.
 ARCHIVE_STEP_KEYS = ("step", "best_step", "stopped_early")
 

@@ -48,13 +48,7 @@ flags.DEFINE_bool(
     "Write the committed reference results in experiments/results/ instead.",
 )
 flags.DEFINE_list("extra_flags", [], "Flags passed to every training run.")
-flags.DEFINE_string(
-    "archive_dir",
-    None,
-    "Keep each finished run's numbers here (one small JSON per run, with the data's id and "
-    "the run's flags) and reuse them: commit it, and a fresh machine with the same data "
-    "resumes where this one stopped.",
-)
+flags.DEFINE_string("archive_dir", None, runner.ARCHIVE_DIR_HELP)
 flags.mark_flag_as_required("data_dir")
 FLAGS = flags.FLAGS
 
