@@ -68,6 +68,8 @@ def rate_flags(rate: float, equal_steps: bool, early_stopping: dict | None = Non
     non-validation split), the validation split held out, an evaluation every
     budget/10 steps, the stop after ``patience`` of them without improvement."""
     epochs = max(1, round(1 / rate)) if equal_steps else 1
+    if early_stopping is None and rate == 1.0:
+        return []  # one epoch of everything: a Table 2 run, the same command (and archive record)
     out = [f"--train_fraction={rate}", f"--epochs={epochs}"]
     if early_stopping is None:
         if epochs > 1:

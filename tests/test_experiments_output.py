@@ -180,3 +180,20 @@ def test_data_id_ignores_the_raw_files_mtimes_only(tmp_path):
     assert data_id(100, 1, 5) == data_id(100, 2, 5)
     assert data_id(101, 1, 5) != data_id(100, 1, 5)
     assert data_id(100, 1, 6) != data_id(100, 1, 5)
+
+
+def test_figure2_rate_1_points_are_table2_runs_in_an_archive(tmp_path, monkeypatch):
+    """Figure 2's points at rate 1.0 (without early stopping) run Table 2's
+    command, so an archived Table 2 run is reused as the point, not refused
+    for other flags."""
+    metrics = {"ctr_auc": 0.7, "cvr_auc": 0.6, "ctcvr_auc": 0.8}
+    data, run = _finished_run(tmp_path, metrics)
+    archive = runner.archive_path(str(tmp_path / "archive"), "esmm", 1.0, 0)
+    extra = ["--embedding_dim=8"]
+    runner.train_once("esmm", 0, data, run, extra, archive)  # Table 2's call
+    os.remove(os.path.join(run, "eval_metrics.json"))
+    monkeypatch.setattr(runner, "train_process", lambda *a, **k: pytest.fail("trained"))
+    point = runner.train_once(
+        "esmm", 0, data, run, [*runner.rate_flags(1.0, True), *extra], archive
+    )
+    assert runner.per_run(point) == runner.per_run(metrics)
