@@ -33,7 +33,7 @@ if __name__ == "__main__":  # quiet before TensorFlow loads (runner imports it)
 
 from absl import app, flags  # noqa: E402
 
-from esmm_tf import files, registry  # noqa: E402
+from esmm_tf import cli, files, registry  # noqa: E402
 from experiments import runner  # noqa: E402
 
 flags.DEFINE_string("data_dir", None, "Converted dataset.")
@@ -195,13 +195,11 @@ def main(argv) -> None:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
-    try:
+    # a failed run (its stderr's end), a mismatched archive record, an unwritable output
+    with cli.one_line_errors("experiments.table2", (RuntimeError,)):
         run_table(
             FLAGS.data_dir, FLAGS.models, FLAGS.runs, out_dir, FLAGS.extra_flags, FLAGS.archive_dir
         )
-    except RuntimeError as e:  # a failed run (its stderr's end) or a mismatched archive
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -197,3 +197,34 @@ def test_figure2_rate_1_points_are_table2_runs_in_an_archive(tmp_path, monkeypat
         "esmm", 0, data, run, [*runner.rate_flags(1.0, True), *extra], archive
     )
     assert runner.per_run(point) == runner.per_run(metrics)
+
+
+@pytest.mark.parametrize("module", ["experiments.table2", "experiments.figure2"])
+def test_entry_points_report_a_bad_archive_in_one_line(module, tmp_path):
+    """A mismatched archive record and an archive path that cannot be a
+    directory: one ``error:`` line naming it, exit status 1, no traceback."""
+    import json
+
+    data, run = _finished_run(tmp_path, {"ctr_auc": 0.7, "cvr_auc": 0.6, "ctcvr_auc": 0.8})
+    out = tmp_path / "out"
+    finished = out / "runs" / "base" / "rate1.0" / "seed0"
+    finished.mkdir(parents=True)
+    os.replace(os.path.join(run, "eval_metrics.json"), finished / "eval_metrics.json")
+    args = [module, f"--data_dir={data}", "--models=base", "--runs=1", f"--out_dir={out}"]
+    if module == "experiments.figure2":
+        args += ["--rates=1.0", "--noequal_steps"]
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    result = run_module([*args, f"--archive_dir={blocker}"], timeout=120)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    (line,) = [x for x in result.stderr.splitlines() if x.startswith("error:")]
+    assert "a_file" in line
+
+    record = tmp_path / "archive" / "base" / "rate1.0" / "seed0.json"
+    record.parent.mkdir(parents=True)
+    record.write_text(json.dumps({"cvr_auc": 0.5, "data": "other", "flags": []}))
+    (finished / "eval_metrics.json").unlink()  # the run directory is gone: the record counts
+    result = run_module([*args, f"--archive_dir={tmp_path / 'archive'}"], timeout=120)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    (line,) = [x for x in result.stderr.splitlines() if x.startswith("error:")]
+    assert "seed0.json was measured on data other" in line
