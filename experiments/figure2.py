@@ -203,27 +203,23 @@ def main(argv) -> None:
         sys.exit(1)
     # a failed run (its stderr's end), a mismatched archive record, an unwritable output
     with cli.one_line_errors("experiments.figure2", (RuntimeError,)):
-        _run(out_dir, rates)
-
-
-def _run(out_dir: str, rates: list[float]) -> None:
-    run_figure(
-        FLAGS.data_dir,
-        FLAGS.models,
-        rates,
-        FLAGS.runs,
-        out_dir,
-        FLAGS.extra_flags,
-        FLAGS.equal_steps,
-        dict(
-            validation_fraction=FLAGS.validation_fraction,
-            metric=FLAGS.metric,
-            patience=FLAGS.patience,
+        run_figure(
+            FLAGS.data_dir,
+            FLAGS.models,
+            rates,
+            FLAGS.runs,
+            out_dir,
+            FLAGS.extra_flags,
+            FLAGS.equal_steps,
+            dict(
+                validation_fraction=FLAGS.validation_fraction,
+                metric=FLAGS.metric,
+                patience=FLAGS.patience,
+            )
+            if FLAGS.early_stopping
+            else None,
+            FLAGS.archive_dir,
         )
-        if FLAGS.early_stopping
-        else None,
-        FLAGS.archive_dir,
-    )
 
 
 if __name__ == "__main__":
