@@ -137,7 +137,7 @@ def evaluate(model, dataset: Iterable, predict_fn=None, progress: Progress | Non
     if predict_fn is None:
         predict_fn = predict_function(model)
     evaluator = Evaluator()
-    start = time.time()
+    start = time.monotonic()
     for inputs, labels in dataset:
         outputs = predict_fn(inputs)
         evaluator.update(
@@ -149,7 +149,7 @@ def evaluate(model, dataset: Iterable, predict_fn=None, progress: Progress | Non
     if progress is not None:
         progress.close()
     metrics = evaluator.result()
-    seconds = time.time() - start
+    seconds = time.monotonic() - start
     metrics["seconds"] = round(seconds, 2)
     metrics["impressions_per_second"] = round(evaluator.impressions / max(seconds, 1e-9), 1)
     return metrics

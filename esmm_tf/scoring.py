@@ -68,7 +68,7 @@ def write_predictions(
     directory = os.path.dirname(os.path.abspath(output))
     os.makedirs(directory, exist_ok=True)
     done = 0
-    start = last = time.time()
+    start = last = time.monotonic()
     try:
         with open(tmp, "w") as f:
             f.write(",".join(PREDICTION_COLUMNS) + "\n")
@@ -76,15 +76,15 @@ def write_predictions(
                 scores = {k: v.numpy() for k, v in scorer(serialized).items()}
                 f.write(_format(scores))
                 done += scores[F.SAMPLE_ID].size
-                if time.time() - last > _PROGRESS_SECONDS:
-                    last = time.time()
+                if time.monotonic() - last > _PROGRESS_SECONDS:
+                    last = time.monotonic()
                     _progress(done, last - start, expected_impressions)
         os.replace(tmp, output)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
-    _progress(done, time.time() - start, expected_impressions, final=True)
+    _progress(done, time.monotonic() - start, expected_impressions, final=True)
     return done
 
 

@@ -49,7 +49,7 @@ class TrainWindow:
 
     def resume(self) -> None:
         """Training time counts again from now."""
-        self.mark = time.time()
+        self.mark = time.monotonic()
 
     def update(self, loss: dict, labels: dict, outputs: dict) -> None:
         for k, v in loss.items():
@@ -57,7 +57,7 @@ class TrainWindow:
         self.steps += 1
         self.impressions += int(labels[F.CLICK].shape[0])
         self.evaluator.update(labels, outputs)
-        now = time.time()
+        now = time.monotonic()
         self.seconds += now - self.mark
         self.mark = now
 

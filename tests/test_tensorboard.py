@@ -5,8 +5,8 @@ is at the mercy of the scheduler), read back with TensorBoard's own event reader
 
 Checks what a user monitors: ~50 train points and ~10 evaluations per epoch,
 train and eval losses under the same tags, calibration charts with the
-observed rate beside the mean prediction, a throughput curve without dips
-(evaluation and checkpoint time left out), the HParams dashboard's data and
+observed rate beside the mean prediction, a throughput curve that leaves
+evaluation and checkpoint time out, the HParams dashboard's data and
 the config as a text summary."""
 
 from __future__ import annotations
@@ -108,14 +108,34 @@ def test_train_run_has_about_50_points_per_epoch(run):
     assert steps == sorted(set(steps))
 
 
-def test_no_throughput_dips(run):
-    """Evaluation and checkpoint time is left out of impressions_per_second:
-    no point after the first falls far below the median."""
+def test_evaluation_time_is_not_in_throughput(run):
+    """Evaluation and checkpoint time is left out of impressions_per_second.
+
+    Each evaluation (and the checkpoint after it) takes many times a train
+    point's few steps, so were its time counted, the train point after every
+    evaluation would dip far below the others. The median of those points is
+    compared, not each one: a window of a few steps is at the mercy of the
+    scheduler (the suite runs two test processes on two cores), so a single
+    point may dip for reasons that are not the run's."""
     acc = _read(run_dir.events_dir(run, run_dir.TRAIN_EVENTS))
-    rates = _values(acc, "impressions_per_second")
-    median = statistics.median(rates)
-    dips = [(i, round(r)) for i, r in enumerate(rates) if i and r < median / 5]
-    assert not dips, f"median {median:.0f} imp/s; dips at (point, imp/s) {dips}"
+    points = [
+        (e.step, float(tensor_util.make_ndarray(e.tensor_proto)))
+        for e in acc.Tensors("impressions_per_second")
+    ]
+    eval_steps = [
+        e.step for e in _read(run_dir.events_dir(run, run_dir.EVAL_EVENTS)).Tensors("loss/ctcvr")
+    ]
+    after_eval = [
+        next(rate for step, rate in points if step > eval_step)
+        for eval_step in eval_steps
+        if eval_step < points[-1][0]
+    ]
+    assert len(after_eval) >= 5, (eval_steps, [step for step, _ in points])
+    median = statistics.median(rate for _, rate in points)
+    median_after = statistics.median(after_eval)
+    assert median_after > median / 2, (
+        f"median {median:.0f} imp/s, after evaluations {median_after:.0f}: {after_eval}"
+    )
 
 
 def test_eval_run_has_10_evaluations_under_the_train_tags(run):
