@@ -285,6 +285,23 @@ def paired_difference(a: list[float], b: list[float]) -> tuple[float, float, flo
     return mean, mean - half, mean + half
 
 
+def claim(text: str, metric: str, a: list[dict], b: list[dict]) -> dict:
+    """The claim "a above b" on ``metric``, from per-seed metrics (``per_run``'s,
+    paired by seed): the mean difference in AUC points and its 95 % t interval;
+    ``holds``: "yes" when the interval is above 0, "no" when below, else
+    "unresolved"."""
+    mean, low, high = paired_difference([100 * r[metric] for r in a], [100 * r[metric] for r in b])
+    holds = "yes" if low > 0 else "no" if high < 0 else "unresolved"
+    return dict(claim=text, metric=metric, mean=mean, low=low, high=high, holds=holds)
+
+
+def interval(row: dict) -> str:
+    """``[+0.14, +2.75]`` of a ``claim``, or n/a with one seed."""
+    if math.isnan(row["low"]):
+        return "n/a (one seed)"
+    return f"[{row['low']:+.2f}, {row['high']:+.2f}]"
+
+
 def fmt(pair: tuple[float, float], digits: int = 2) -> str:
     mean, std = pair
     if math.isnan(mean):

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import math
 import os
 import sys
 import time
@@ -91,11 +90,7 @@ def claims(runs: dict[str, list[dict]]) -> list[dict]:
     out = []
 
     def add(claim: str, metric: str, a: str, b: str) -> None:
-        mean, low, high = runner.paired_difference(
-            [100 * r[metric] for r in runs[a]], [100 * r[metric] for r in runs[b]]
-        )
-        holds = "yes" if low > 0 else "no" if high < 0 else "unresolved"
-        out.append(dict(claim=claim, metric=metric, mean=mean, low=low, high=high, holds=holds))
+        out.append(runner.claim(claim, metric, runs[a], runs[b]))
 
     if "esmm" in runs:
         for metric in ("cvr_auc", "ctcvr_auc"):
@@ -128,10 +123,9 @@ def claims_table(rows: list[dict], runs: int) -> str:
     ]
     for r in rows:
         metric = {"cvr_auc": "CVR AUC", "ctcvr_auc": "CTCVR AUC"}[r["metric"]]
-        interval = (
-            "n/a (one seed)" if math.isnan(r["low"]) else f"[{r['low']:+.2f}, {r['high']:+.2f}]"
+        lines.append(
+            f"| {r['claim']} | {metric} | {r['mean']:+.2f} | {runner.interval(r)} | {r['holds']} |"
         )
-        lines.append(f"| {r['claim']} | {metric} | {r['mean']:+.2f} | {interval} | {r['holds']} |")
     return "\n".join(lines)
 
 

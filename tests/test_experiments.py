@@ -83,6 +83,9 @@ def test_table2_then_resume_then_figure2_on_the_same_runs(tiny_data_dir, tmp_pat
     assert half["train_fraction"] == 0.5
     assert half["epochs"] == 2  # equal steps: a half-size training set, twice over
     assert result["early_stopping"] is None
+    assert len(result["claims"]) == 2 * 2  # ESMM minus BASE, 2 metrics x 2 rates (one seed)
+    report = (out / "figure2.md").read_text()
+    assert "| ESMM > BASE | CVR AUC |" in report and "n/a (one seed)" in report
 
     # The early-stopping protocol: its own runs (rate<r>-es), a validation
     # split, ten evaluations over the budget, the best checkpoint tested.

@@ -88,6 +88,56 @@ def test_table2_claims_hold_only_when_the_interval_excludes_zero():
     assert len(result) == 2 * 2 + 1 + 1  # ESMM vs each paper row x 2 metrics, ESCM², order
 
 
+def test_figure2_claims_esmm_above_every_line_at_every_rate():
+    """ESMM minus each other line per rate and metric, paired by seed; the
+    markdown has a column per rate and counts what holds."""
+    from experiments import figure2_report as figure2
+
+    def runs(values: list[float]) -> list[dict]:
+        return [{"cvr_auc": v, "ctcvr_auc": v + 0.1} for v in values]
+
+    per_seed = {
+        "esmm": {"0.1": runs([0.60, 0.61, 0.62]), "1.0": runs([0.66, 0.67, 0.66])},
+        "base": {"0.1": runs([0.50, 0.52, 0.51]), "1.0": runs([0.66, 0.66, 0.67])},
+        "aman": {"0.1": runs([0.70, 0.71, 0.72]), "1.0": runs([0.60, 0.62, 0.61])},
+    }
+    rows = figure2.claims(per_seed, [0.1, 1.0])
+    assert len(rows) == 2 * 2 * 2  # (base, aman) x 2 metrics x 2 rates
+    holds = {(r["claim"], r["metric"], r["rate"]): r["holds"] for r in rows}
+    assert holds[("ESMM > BASE", "cvr_auc", 0.1)] == "yes"
+    assert holds[("ESMM > BASE", "ctcvr_auc", 1.0)] == "unresolved"
+    assert holds[("ESMM > AMAN", "cvr_auc", 0.1)] == "no"
+    assert holds[("ESMM > AMAN", "ctcvr_auc", 1.0)] == "yes"
+    (row,) = [
+        r for r in rows if (r["claim"], r["metric"], r["rate"]) == ("ESMM > BASE", "cvr_auc", 0.1)
+    ]
+    assert row["mean"] == pytest.approx(10.0)  # AUC points: (60-50 + 61-52 + 62-51) / 3
+    assert figure2.claims({k: v for k, v in per_seed.items() if k != "esmm"}, [0.1, 1.0]) == []
+
+    points = {
+        model: {
+            rate: {m: (100 * seeds[0][m], 0.0) for m in figure2.METRICS}
+            for rate, seeds in by.items()
+        }
+        for model, by in per_seed.items()
+    }
+    text = figure2.to_markdown(
+        dict(
+            data_dir="DATA",
+            rates=[0.1, 1.0],
+            points=points,
+            runs=per_seed,
+            claims=rows,
+            command="CMD",
+        )
+    )
+    assert "| model | 10% | 100% |" in text and "| AMAN | 70.00 ± 0.00 | 60.00 ± 0.00 |" in text
+    assert "| ESMM > BASE | CVR AUC | +10.00 [" in text
+    assert (
+        "Of 8 (model, metric, rate) claims: 4 hold, 2 are contradicted, 2 are unresolved." in text
+    )
+
+
 def _finished_run(tmp_path, metrics: dict):
     """A dataset with a stats.json and a run directory that holds its final
     metrics (what a finished training leaves)."""
