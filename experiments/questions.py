@@ -181,7 +181,8 @@ def answer(table2: dict, figure2: dict | None, dims: dict[int, dict], base_dim: 
     return out
 
 
-def to_markdown(result: dict, source: str) -> str:
+def to_markdown(result: dict, source: str, command: str | None = None) -> str:
+    """questions.md; ``command``: the one that made it, said at the end."""
     display = result["display"]
     lines = [
         f"# The paper's open questions, measured ({source})",
@@ -281,6 +282,8 @@ def to_markdown(result: dict, source: str) -> str:
                     f"{runner.fmt(s['ctcvr_auc'])} | {cells[0]} | {cells[1]} |"
                 )
         lines.append("")
+    if command:
+        lines += [f"Made by `{command}`.", ""]
     return "\n".join(lines)
 
 
@@ -306,7 +309,12 @@ def main(argv) -> None:
             sys.exit(1)
         dims[int(dim)] = loaded
     result = answer(table2, figure2, dims, FLAGS.base_dim)
-    text = to_markdown(result, FLAGS.results)
+    command = f"python -m experiments.questions --results={FLAGS.results}" + (
+        f" --dim_results={','.join(FLAGS.dim_results)}" if FLAGS.dim_results else ""
+    )
+    if FLAGS.base_dim != flags.FLAGS["base_dim"].default:
+        command += f" --base_dim={FLAGS.base_dim}"
+    text = to_markdown(result, FLAGS.results, command)
     files.write_text(os.path.join(FLAGS.results, "questions.md"), text + "\n")
     files.write_json(os.path.join(FLAGS.results, "questions.json"), result)
     print(text)

@@ -96,3 +96,4 @@ def test_without_figure_or_ground_truth():
     result = questions.answer(plain, None, {}, 18)
     assert "sharing_by_rate" not in result and "aman_calibration" not in result
     assert "## 3." not in questions.to_markdown(result, "here")
+    assert questions.to_markdown(result, "here", "CMD").endswith("Made by `CMD`.\n")
