@@ -184,8 +184,29 @@ def convert(config: BeamConvertConfig, pipeline_args: list[str] | tuple[str, ...
     out_dir = config.out_dir.rstrip("/")
     if FileSystems.get_scheme(out_dir) is None:
         out_dir = os.path.normpath(out_dir)
-    if _exists(out_dir) and not config.overwrite:
-        raise ConvertError(f"{out_dir} exists; remove it or pass --overwrite")
+    local = FileSystems.get_scheme(out_dir) is None
+    if local and os.path.lexists(out_dir) and not os.path.isdir(out_dir):
+        raise ConvertError(
+            f"{out_dir} is a file, not a dataset directory; remove it or choose another --out_dir"
+        )
+    holds_dataset = _exists(data_layout.stats_file(out_dir))
+    empty = not _exists(out_dir) or not _files_under(out_dir)
+    problem = publish.unsafe_out_dir(
+        out_dir,
+        [path for split in inputs.values() for path in split.values() if path],
+        config.overwrite,
+        holds_dataset,
+        empty,
+    )
+    if problem:
+        raise ConvertError(problem)
+    if not empty and not config.overwrite:
+        raise ConvertError(
+            f"{out_dir} holds a converted dataset; remove it or pass --overwrite"
+            if holds_dataset
+            else f"--out_dir={out_dir} holds no converted dataset (no {data_layout.STATS_FILE}); "
+            "choose another --out_dir"
+        )
     work_dir = out_dir + ".beam-partial"
     if _exists(work_dir):
         log(f"discarding {work_dir}, left by an earlier run")

@@ -368,6 +368,19 @@ def vocab_fingerprint(vocab_from: str) -> dict[str, str]:
         ) from None
 
 
+def _check_out_dir(out_dir: str, inputs: dict, config: ConvertConfig) -> None:
+    reads = [path for split in inputs.values() for path in split.values() if path]
+    problem = publish.unsafe_out_dir(
+        out_dir,
+        reads + ([config.vocab_from] if config.vocab_from else []),
+        config.overwrite,
+        holds_dataset=os.path.exists(data_layout.stats_file(out_dir)),
+        empty=not os.path.isdir(out_dir) or not os.listdir(out_dir),
+    )
+    if problem:
+        raise ConvertError(problem)
+
+
 def _prepare_work_dir(work_dir: str, fingerprint: dict) -> None:
     path = os.path.join(work_dir, "fingerprint.json")
     if os.path.isdir(work_dir):
@@ -412,6 +425,7 @@ def convert(config: ConvertConfig) -> dict:
         raise ConvertError(
             f"{out_dir} is a file, not a dataset directory; remove it or choose another --out_dir"
         )
+    _check_out_dir(out_dir, inputs, config)
     if publish.finish_interrupted(work_dir, out_dir, fingerprint):
         stats_path = data_layout.stats_file(out_dir)
         if os.path.exists(stats_path) and _load_json(stats_path).get("fingerprint") == fingerprint:
@@ -430,10 +444,18 @@ def convert(config: ConvertConfig) -> dict:
             log(f"{out_dir} already holds this conversion; nothing to do (--overwrite redoes it)")
             return _load_json(stats_path)
         if not config.overwrite:
-            raise ConvertError(
-                f"{out_dir} exists and holds another conversion (or none); "
-                "remove it or pass --overwrite"
-            )
+            if not os.listdir(out_dir):  # an empty directory: nothing to replace
+                pass
+            elif not done:
+                raise ConvertError(
+                    f"--out_dir={out_dir} holds no converted dataset (no "
+                    f"{data_layout.STATS_FILE}); choose another --out_dir"
+                )
+            else:
+                raise ConvertError(
+                    f"{out_dir} holds another conversion (other inputs or options); "
+                    "remove it or pass --overwrite"
+                )
     _prepare_work_dir(work_dir, fingerprint)
 
     ctx = multiprocessing.get_context("spawn")

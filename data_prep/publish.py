@@ -34,6 +34,39 @@ def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def _inside(path: str, directory: str) -> bool:
+    """Whether ``path`` is ``directory`` or under it (local links resolved;
+    an object store's paths compared as strings)."""
+    if "://" in path or "://" in directory:
+        path, directory = path.rstrip("/"), directory.rstrip("/")
+        return path == directory or path.startswith(directory + "/")
+    path, directory = os.path.realpath(path), os.path.realpath(directory)
+    return path == directory or path.startswith(directory.rstrip(os.sep) + os.sep)
+
+
+def unsafe_out_dir(
+    out_dir: str, reads: list[str], overwrite: bool, holds_dataset: bool, empty: bool
+) -> str | None:
+    """Why publishing to ``out_dir`` could destroy what is not a dataset, or
+    None. Replacing ``out_dir`` removes it, so it may not hold anything the
+    conversion reads (``reads``: the raw files, ``--vocab_from``), and
+    ``--overwrite`` replaces only a dataset (``holds_dataset``: it has a
+    stats.json) or an ``empty`` directory."""
+    for path in reads:
+        if _inside(path, out_dir):
+            return (
+                f"--out_dir={out_dir} holds {path}, which this conversion reads; "
+                "choose another --out_dir"
+            )
+    if overwrite and not (holds_dataset or empty):
+        return (
+            f"--out_dir={out_dir} holds no converted dataset (no {data_layout.STATS_FILE}); "
+            "--overwrite only replaces a dataset: remove the directory yourself or choose "
+            "another --out_dir"
+        )
+    return None
+
+
 def complete_stats(work_dir: str, fingerprint: dict) -> dict | None:
     """The stats of ``work_dir`` when it holds a complete conversion of
     ``fingerprint`` (its stats.json is written last), else None."""

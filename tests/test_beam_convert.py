@@ -163,8 +163,17 @@ def test_ground_truth_out_of_step_and_existing_output(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["raw"]
 
     os.makedirs(tmp_path / "out")
-    with pytest.raises(ConvertError, match="--overwrite"):
+    (tmp_path / "out" / "stats.json").write_text("{}")
+    with pytest.raises(ConvertError, match="holds a converted dataset; .* pass --overwrite"):
         beam_convert_dir(tmp_path / "raw", tmp_path / "out")
+    os.remove(tmp_path / "out" / "stats.json")
+    (tmp_path / "out" / "notes.txt").write_text("keep me")
+    with pytest.raises(ConvertError, match="out holds no converted dataset"):
+        beam_convert_dir(tmp_path / "raw", tmp_path / "out", overwrite=True)
+    with pytest.raises(ConvertError, match="which this conversion reads"):  # the raw logs
+        beam_convert_dir(tmp_path / "raw", tmp_path, overwrite=True)
+    assert sorted(os.listdir(tmp_path)) == ["out", "raw"]
+    assert os.listdir(tmp_path / "out") == ["notes.txt"]
 
 
 def test_flags_and_pipeline_options():

@@ -166,3 +166,47 @@ def test_overwrite_onto_a_regular_file_is_refused(raw_dir, tmp_path):
         _convert(raw_dir, path, overwrite=True)
     assert path.read_text() == "not a dataset"
     assert not os.path.exists(f"{path}.partial")
+
+
+def _tree(root) -> dict:
+    return {name: open(os.path.join(root, name), "rb").read() for name in _files(str(root))}
+
+
+@pytest.mark.parametrize("where", ["raw_dir", "its_parent"])
+def test_overwrite_never_replaces_the_raw_logs(raw_dir, tmp_path, where):
+    """--out_dir at (or above) the raw logs: publishing would remove them."""
+    raw = shutil.copytree(raw_dir, tmp_path / "logs" / "raw")
+    before = _tree(tmp_path / "logs")
+    out = raw if where == "raw_dir" else tmp_path / "logs"
+    with pytest.raises(ConvertError, match=r"--out_dir=.* holds .*sample_skeleton_train"):
+        _convert(raw, out, overwrite=True)
+    assert _tree(tmp_path / "logs") == before  # nothing removed, nothing added
+    assert sorted(os.listdir(tmp_path)) == ["logs"]  # no .partial
+
+
+def test_overwrite_never_replaces_the_vocabulary_it_reads(raw_dir, reference, tmp_path):
+    data = shutil.copytree(reference, tmp_path / "data")
+    with pytest.raises(
+        ConvertError, match=r"--out_dir=.*data holds .*data, which this conversion reads"
+    ):
+        _convert(raw_dir, data, vocab_from=str(data), overwrite=True)
+    assert _tree(data) == _tree(reference)
+
+
+def test_overwrite_replaces_only_a_dataset(raw_dir, reference, tmp_path):
+    """A directory without stats.json is not a dataset: --overwrite refuses to
+    remove it (a typo in --out_dir must not delete a user's files); an empty
+    directory is simply filled."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    for overwrite in (False, True):
+        with pytest.raises(
+            ConvertError, match=r"mine holds no converted dataset \(no stats.json\)"
+        ):
+            _convert(raw_dir, mine, overwrite=overwrite)
+        assert _files(str(mine)) == ["notes.txt"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    _convert(raw_dir, empty)
+    assert_same_as_reference(str(empty), reference)
