@@ -413,7 +413,6 @@ def convert(config: ConvertConfig) -> dict:
             files,
             num_shards=config.num_shards,
             memory_budget_mb=config.memory_budget_mb,
-            workers=workers,
         )
         for split, files in inputs.items()
     }

@@ -119,19 +119,23 @@ def estimated_lines(path: str) -> int:
     return math.ceil(raw_bytes(path) * lines / max(len(sample), 1))
 
 
-def num_parts(files: dict, *, num_shards: int, memory_budget_mb: int, workers: int) -> int:
+MIN_PARTITIONS = 2  # so that two workers join even a small split
+
+
+def num_parts(files: dict, *, num_shards: int, memory_budget_mb: int) -> int:
     """Partitions (= shards) of a split of local files: ``num_shards`` when > 0;
-    else at least one per worker, each holding about ``SHARD_TARGET_BYTES`` of
-    raw skeleton rows, and few enough that one partition's common_features rows
+    else at least ``MIN_PARTITIONS``, each holding about ``SHARD_TARGET_BYTES``
+    of raw skeleton rows, and enough that one partition's common_features rows
     and its skeleton line index (``grouping.BYTES_PER_LINE`` a line) fit
-    ``memory_budget_mb``."""
+    ``memory_budget_mb``. It depends on the data and these options only, never
+    on ``--workers`` or the machine, so the output does not either."""
     if num_shards > 0:
         return num_shards
     budget = memory_budget_mb << 20
     by_skeleton = shards_by_size(files["skeleton"])
     by_memory = math.ceil(raw_bytes(files["common"]) / budget)
     by_index = math.ceil(estimated_lines(files["skeleton"]) * grouping.BYTES_PER_LINE / budget)
-    return max(workers, by_skeleton, by_memory, by_index)
+    return max(MIN_PARTITIONS, by_skeleton, by_memory, by_index)
 
 
 # Rows are partitioned (sharded) by their common_feature_index column, raw.

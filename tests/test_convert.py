@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 from data_prep import convert as convert_lib
-from data_prep import raw
+from data_prep import raw, raw_layout
 from data_prep.convert import ConvertConfig, ConvertError, convert
 from esmm_tf import data_layout, vocab
 from esmm_tf import features as F
@@ -149,6 +149,26 @@ def test_deterministic_across_workers_and_gzip(tmp_path):
             data_layout.vocab_file(str(tmp_path / "b"), field.id),
             shallow=False,
         )
+
+
+def test_default_shard_count_does_not_depend_on_workers(tmp_path):
+    """--num_shards=0 (the default) picks the partitions from the data alone: the
+    same output, stats.json included, with any --workers (0: the machine's cores)."""
+    sk, cf = simple_dataset(users=9, impressions_per_user=4)
+    raw_dir = write_raw_dir(tmp_path / "raw", sk, cf)
+    outs = {w: tmp_path / f"workers{w}" for w in (1, 3, 0)}
+    for workers, out in outs.items():
+        _convert(raw_dir, out, workers=workers, num_shards=0)
+    one = outs[1]
+    names = sorted(n for n in os.listdir(one) if n != "convert_timings.json")
+    for out in outs.values():
+        assert sorted(n for n in os.listdir(out) if n != "convert_timings.json") == names
+        for split in data_layout.SPLITS:
+            shards = data_layout.shard_files(str(out), split)
+            assert len(shards) == raw_layout.MIN_PARTITIONS
+            for x, y in zip(data_layout.shard_files(str(one), split), shards, strict=True):
+                assert filecmp.cmp(x, y, shallow=False)
+        assert filecmp.cmp(one / "stats.json", out / "stats.json", shallow=False)
 
 
 def test_non_consecutive_rows_join_correctly_and_group_cap(tmp_path):

@@ -244,7 +244,7 @@ def test_partitions_keep_the_line_index_within_the_memory_budget(tmp_path):
     (raw_dir / "common_features_train.csv").write_bytes(b"a,0,\n")
     files = raw_layout.find_inputs(str(raw_dir))["train"]
     # 20,000 lines x 128 bytes in partitions of 1 MB.
-    assert raw_layout.num_parts(files, num_shards=0, memory_budget_mb=1, workers=1) == 3
+    assert raw_layout.num_parts(files, num_shards=0, memory_budget_mb=1) == 3
 
 
 @pytest.mark.slow
