@@ -1,6 +1,6 @@
 """Score converted logs: ``python -m esmm_tf.predict (--model_dir=RUN |
 --saved_model=EXPORT/<version>) --data_dir=DATA [--split=test]
---output=FILE.csv``.
+--output=FILE.csv [--overwrite]``.
 
 Writes ``sample_id,ctr,cvr,ctcvr`` per impression of the split (in file
 order), streaming, with progress. From a run, the model is rebuilt from its
@@ -9,7 +9,9 @@ best on the validation split when it has one, else the last); from an export,
 the SavedModel's ``score_records`` function is used. ``DATA`` may be any
 conversion of any day's logs (e.g. ``data_prep.convert --vocab_from=RUN`` on
 a directory holding only that day's test files): ids the run never saw score
-as its OOV rows.
+as its OOV rows. An existing ``--output`` is replaced only with
+``--overwrite``, and only when it is a predictions file; a path inside the
+data, the run or the export is refused.
 """
 
 from __future__ import annotations
@@ -37,6 +39,46 @@ class PredictConfig:
     checkpoint: str = option(
         "auto", "With --model_dir: which checkpoint.", choices=CHECKPOINT_CHOICES
     )
+    overwrite: bool = option(False, "Replace an existing --output (a predictions file only).")
+
+
+def check_output(
+    output: str,
+    data_dir: str,
+    model_dir: str | None = None,
+    saved_model: str | None = None,
+    overwrite: bool = False,
+) -> None:
+    """Refuses, before any scoring, an ``output`` that would destroy data: a
+    path inside the data, the run or the export, a directory, or an existing
+    file unless ``overwrite`` (and then only a predictions file, one whose
+    first line is the CSV header). ValueError, one line."""
+    from esmm_tf import scoring
+
+    real = os.path.realpath(output)
+    for flag, directory in (
+        ("--data_dir", data_dir),
+        ("--model_dir", model_dir),
+        ("--saved_model", saved_model),
+    ):
+        if directory and (real + os.sep).startswith(os.path.realpath(directory) + os.sep):
+            raise ValueError(
+                f"--output={output} is inside {flag}={directory}; write predictions elsewhere"
+            )
+    if os.path.isdir(output):
+        raise ValueError(f"--output={output} is a directory; give a file path")
+    if not os.path.lexists(output):
+        return
+    if not overwrite:
+        raise ValueError(f"--output={output} exists; pass --overwrite to replace it")
+    header = ",".join(scoring.PREDICTION_COLUMNS)
+    with open(output, "rb") as f:
+        first = f.readline().rstrip(b"\r\n")
+    if first != header.encode():
+        raise ValueError(
+            f"--output={output} is not a predictions file (its first line is not {header!r}); "
+            "--overwrite replaces only one: remove it yourself or choose another --output"
+        )
 
 
 def predict(
@@ -46,6 +88,7 @@ def predict(
     saved_model: str | None = None,
     split: str = "test",
     checkpoint: str = "auto",
+    overwrite: bool = False,
 ) -> int:
     """Writes the predictions file; returns the number of impressions scored."""
     import tensorflow as tf
@@ -54,6 +97,7 @@ def predict(
 
     if bool(model_dir) == bool(saved_model):
         raise ValueError("give exactly one of --model_dir=RUN and --saved_model=EXPORT/<version>")
+    check_output(output, data_dir, model_dir, saved_model, overwrite)
     files = data_layout.shard_files(data_dir, split)
     if model_dir:
         _, model, path = run_dir.restore(model_dir, checkpoint)
@@ -93,6 +137,7 @@ def main(argv) -> None:
             config.saved_model,
             config.split,
             config.checkpoint,
+            config.overwrite,
         )
     print(f"wrote {n:,} predictions to {config.output}")
 

@@ -163,6 +163,7 @@ _ENTRY_POINT_FLAGS = {
         "saved_model": None,
         "split": "test",
         "checkpoint": "auto",
+        "overwrite": False,
     },
     ("esmm_tf.export", "ExportConfig"): {
         "model_dir": None,

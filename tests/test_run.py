@@ -101,6 +101,9 @@ def test_predict_file_gives_evaluates_aucs(trained, tmp_path):
     predict(config.data_dir, from_export, saved_model=export)
     with open(from_run) as a, open(from_export) as b:
         assert a.read() == b.read()
+    with pytest.raises(ValueError, match="exists; pass --overwrite"):  # before any scoring
+        predict(config.data_dir, from_run, saved_model=str(tmp_path / "no such export"))
+    assert predict(config.data_dir, from_run, saved_model=export, overwrite=True) == n
 
     scores = _read_predictions(from_run)
     labels = {}
@@ -131,8 +134,11 @@ def test_predict_needs_exactly_one_model(trained, tmp_path):
     config, model_dir, _ = trained
     with pytest.raises(ValueError, match="exactly one"):
         predict(config.data_dir, str(tmp_path / "p.csv"))
+    (tmp_path / "not_an_export").mkdir()
     with pytest.raises(FileNotFoundError, match="saved_model.pb"):
-        predict(config.data_dir, str(tmp_path / "p.csv"), saved_model=str(tmp_path))
+        predict(
+            config.data_dir, str(tmp_path / "p.csv"), saved_model=str(tmp_path / "not_an_export")
+        )
     assert not os.path.exists(tmp_path / "p.csv")
 
 
