@@ -116,7 +116,11 @@ def _partition_task(args: tuple) -> str:
             key = cols[key_column] if len(cols) > key_column else b""
             if sample_ids is not None:
                 token = cols[0]
-                add_id(int(token) if token.isdigit() and len(token) < 19 else duplicates.NO_ID)
+                add_id(  # raw.sample_id_or, inlined: the common case costs no call
+                    int(token)
+                    if token.isdigit() and (len(token) < 19 or raw.fits_int64(token))
+                    else duplicates.NO_ID
+                )
             out = outs[zlib.crc32(key) % num_parts]
             out.write(b"%d\t%d\t%s\t%s\n" % (lineno, has_newline, gt, content))
             n += 1

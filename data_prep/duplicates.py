@@ -17,6 +17,8 @@ import os
 
 import numpy as np
 
+from data_prep import raw
+
 DUPLICATE_SAMPLE_ID = "duplicate_sample_id"
 NO_ID = -1  # a row whose sample_id does not parse (its join task reports it)
 
@@ -27,13 +29,12 @@ class SampleIds:
     def __init__(self):
         self._ids = array.array("q")
         # The hot loop's call, with the id of the next line, or NO_ID for a
-        # token that is not digits (or has 19+ digits: never a duplicate then).
+        # token that is not a sample_id (raw.sample_id_or).
         self.append = self._ids.append
 
     def add(self, content: bytes) -> None:
         """Records the sample_id of the next line (``content`` without EOL)."""
-        token = content[: content.find(b",")]
-        self.append(int(token) if token.isdigit() and len(token) < 19 else NO_ID)
+        self.append(raw.sample_id_or(content[: content.find(b",")], NO_ID))
 
     def duplicates(self) -> np.ndarray:
         """[k, 3] int64 rows ``(line, first_line, sample_id)`` of every later

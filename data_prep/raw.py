@@ -166,7 +166,9 @@ def parse_feature_list(buf: bytes, feature_num: int, index: FieldIndex) -> Featu
     for field_ids in ids:
         if field_ids and (min(field_ids) < 0 or max(field_ids) > INT64_MAX):
             bad = next(v for v in field_ids if not 0 <= v <= INT64_MAX)
-            raise BadRow(BAD_FEATURE_ID, f"feature id {bad} is outside [0, 2^63)")
+            raise BadRow(
+                BAD_FEATURE_ID, f"feature id {_shown(str(bad).encode())} is outside [0, 2^63)"
+            )
     for field_weights in weights:
         if not field_weights:
             continue
@@ -195,23 +197,46 @@ def is_plain_value(token: bytes) -> bool:
     return _VALUE.fullmatch(token) is not None
 
 
+def fits_int64(digits: bytes) -> bool:
+    """Whether an ASCII digit string is at most 2^63 - 1, without calling int()
+    on a string of any length (int() refuses over 4,300 digits)."""
+    significant = digits.lstrip(b"0")
+    return len(significant) < 19 or (len(significant) == 19 and int(significant) <= INT64_MAX)
+
+
+def sample_id_or(token: bytes, default: int) -> int:
+    """The sample_id of a raw token, or ``default`` when it is not one (the
+    row's own parse reports why): the duplicate finders' hot loop."""
+    if token.isdigit() and (len(token) < 19 or fits_int64(token)):
+        return int(token)
+    return default
+
+
 def _raise_bad_token(parts: list[bytes]) -> None:
     for token in parts[1::3]:
         if not token.isdigit():
             raise BadRow(BAD_FEATURE_ID, f"feature id {token[:40]!r} is not an integer")
+        if not fits_int64(token):
+            raise BadRow(BAD_FEATURE_ID, f"feature id {_shown(token)} is outside [0, 2^63)")
     for token in parts[2::3]:
         if not is_plain_value(token):
             raise BadRow(BAD_FEATURE_VALUE, f"feature value {token[:40]!r} is not a number")
     raise AssertionError("unreachable: a token failed to parse")
 
 
+def _shown(token: bytes) -> str:
+    """A token in a message: whole up to 40 bytes, else its start and length."""
+    if len(token) <= 40:
+        return token.decode("ascii", "replace")
+    return f"{token[:20].decode('ascii', 'replace')}... ({len(token)} digits)"
+
+
 def _parse_int(token: bytes, kind: str, what: str) -> int:
     if not token.isdigit():  # ASCII digits only: no sign, space or '_'
         raise BadRow(kind, f"{what} {token[:40]!r} is not an integer")
-    value = int(token)
-    if value > INT64_MAX:
-        raise BadRow(kind, f"{what} {value} is out of range")
-    return value
+    if not fits_int64(token):
+        raise BadRow(kind, f"{what} {_shown(token)} is out of range (above 2^63 - 1)")
+    return int(token)
 
 
 def _parse_cfi(token: bytes) -> bytes:
@@ -275,9 +300,11 @@ def parse_ground_truth_row(line: bytes) -> GroundTruthRow:
         raise BadRow(BAD_GROUND_TRUTH, f"expected 4 columns, got {len(cols)}")
     if not (cols[0].isdigit() and cols[3].isdigit() and all(map(is_plain_value, cols[1:3]))):
         raise BadRow(BAD_GROUND_TRUTH, f"unparsable ground truth row {line[:60]!r}")
+    if not fits_int64(cols[0]):
+        raise BadRow(BAD_GROUND_TRUTH, f"sample_id {_shown(cols[0])} is out of range")
     sample_id = int(cols[0])
     pctr, pcvr = float(cols[1]), float(cols[2])
-    conversion = int(cols[3])
+    conversion = {b"0": 0, b"1": 1}.get(cols[3], -1)
     if not (0.0 <= pctr <= 1.0 and 0.0 <= pcvr <= 1.0 and conversion in (0, 1)):
         raise BadRow(BAD_GROUND_TRUTH, f"ground truth out of range: {line[:60]!r}")
     return GroundTruthRow(sample_id, pctr, pcvr, conversion)

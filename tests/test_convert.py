@@ -381,6 +381,20 @@ def test_duplicate_sample_ids_are_bad_rows_keeping_the_first(tmp_path):
     assert _ints(first, "ids/101") == [1000]
 
 
+def test_duplicate_sample_ids_of_19_digits_are_found(tmp_path):
+    """Ids up to 2^63 - 1, written with leading zeros or not, are compared by value."""
+    sk, cf = simple_dataset(users=3, impressions_per_user=2)  # sample ids 1..6
+    sk = [b"%d%s" % (10**18 + int(line.split(b",")[0]), line[line.index(b",") :]) for line in sk]
+    sk.append(b"000" + sk[1])  # line 7: the id of line 2, 22 digits
+    raw_dir = write_raw_dir(tmp_path / "raw", sk, cf)
+    s = _convert(raw_dir, tmp_path / "out", max_bad_fraction=0.2)["splits"]["train"]
+    path = os.path.join(raw_dir, "sample_skeleton_train.csv")
+    assert s["bad_examples"]["duplicate_sample_id"] == [
+        f"{path}:7: sample_id {10**18 + 2} seen before (line 2); keeping the first"
+    ]
+    assert s["impressions"] == 6
+
+
 def test_duplicate_finder_on_shuffled_ids():
     from data_prep import duplicates
 
@@ -390,9 +404,17 @@ def test_duplicate_finder_on_shuffled_ids():
     for i in ids:
         finder.add(b"%d,0,0,x,0," % i)
     finder.add(b"+1,0,0,x,0,")  # unparsable: reported elsewhere, never a duplicate
+    big = [2**63 - 1, 10**18 + 5, 2**63 - 1, 10**18 + 5, 7]
+    tokens = [b"9223372036854775807", b"1000000000000000005", b"9223372036854775807"]
+    tokens += [b"00001000000000000000005", b"0000000000000000000007"]  # 19+ characters
+    for token in tokens:
+        finder.add(token + b",0,0,x,0,")
+    ids = [*ids, -1, *big]
     got = finder.duplicates()
     seen, expected = {}, []
     for line, i in enumerate(ids, 1):
+        if i == -1:
+            continue
         if i in seen:
             expected.append((line, seen[i], i))
         else:

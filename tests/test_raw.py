@@ -112,6 +112,38 @@ def test_bad_common_rows(line, kind):
     assert err.value.kind == kind
 
 
+HUGE = b"9" * 5000  # int() refuses strings over 4,300 digits
+
+
+@pytest.mark.parametrize(
+    "line, kind",
+    [
+        (GOOD.replace(b"1,1,1,", HUGE + b",1,1,", 1), raw.BAD_SAMPLE_ID),
+        (GOOD.replace(b",6,", b"," + HUGE + b",", 1), raw.BAD_FEATURE_NUM),
+        (GOOD.replace(b"\x025000\x03", b"\x02" + HUGE + b"\x03", 1), raw.BAD_FEATURE_ID),
+        (GOOD.replace(b"1,1,1,", b"9223372036854775808,1,1,", 1), raw.BAD_SAMPLE_ID),  # 2^63
+    ],
+)
+def test_numbers_of_any_length_are_bad_rows_with_short_messages(line, kind):
+    with pytest.raises(raw.BadRow) as err:
+        raw.parse_skeleton_row(line)
+    assert err.value.kind == kind and len(str(err.value)) < 120, str(err.value)
+    for bad in (HUGE + b",0.25,0.5,1", b"5,0.25,0.5," + HUGE):
+        with pytest.raises(raw.BadRow):
+            raw.parse_ground_truth_row(bad)
+
+
+def test_the_largest_int64_and_leading_zeros_are_ids():
+    row = raw.parse_skeleton_row(GOOD.replace(b"1,1,1,", b"9223372036854775807,1,1,", 1))
+    assert row.sample_id == raw.INT64_MAX
+    row = raw.parse_skeleton_row(GOOD.replace(b"1,1,1,", b"0000000000000000000000007,1,1,", 1))
+    assert row.sample_id == 7
+    assert raw.sample_id_or(b"9223372036854775807", -1) == raw.INT64_MAX
+    assert raw.sample_id_or(b"0000000000000000000000007", -1) == 7
+    for bad in (b"9223372036854775808", HUGE, b"+7", b""):
+        assert raw.sample_id_or(bad, -1) == -1
+
+
 def test_truncated_last_line_is_its_own_kind():
     err = raw.BadRow(raw.FEATURE_NUM_MISMATCH, "x")
     assert raw.classify(err, has_newline=False) == raw.TRUNCATED_LAST_LINE
