@@ -386,13 +386,28 @@ def read_lines(path: str) -> Iterator[tuple[int, bytes, bool]]:
             for lineno, line in enumerate(f, 1):
                 any_line = True
                 yield lineno, *split_eol(line)
-    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
-        what = "truncated" if isinstance(e, EOFError) else f"not a valid gzip file ({e})"
-        raise RawInputError(
-            f"{path}: {what}, after {lineno:,} lines; download or decompress it again"
-        ) from None
+    except GZIP_ERRORS as e:
+        raise RawInputError(_gzip_error(path, e, f"after {lineno:,} lines")) from None
     if not any_line:
         raise RawInputError(f"{path}: file is empty")
+
+
+GZIP_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error)
+
+
+def _gzip_error(path: str, e: BaseException, where: str) -> str:
+    what = "truncated" if isinstance(e, EOFError) else f"not a valid gzip file ({e})"
+    return f"{path}: {what}, {where}; download or decompress it again"
+
+
+def read_head(path: str, size: int) -> bytes:
+    """The first ``size`` bytes of a raw file (uncompressed); a bad ``.gz``
+    raises RawInputError naming the file, as ``read_lines``."""
+    try:
+        with open_raw(path) as f:
+            return f.read(size)
+    except GZIP_ERRORS as e:
+        raise RawInputError(_gzip_error(path, e, f"within its first {size:,} bytes")) from None
 
 
 def split_eol(line: bytes) -> tuple[bytes, bool]:

@@ -113,8 +113,7 @@ def shards_by_size(skeleton: str, fs: FileSystem = LOCAL) -> int:
 
 def estimated_lines(path: str) -> int:
     """Lines of a local raw file, estimated from the mean length of its first lines."""
-    with raw.open_raw(path) as f:
-        sample = f.read(_SAMPLE_BYTES)
+    sample = raw.read_head(path, _SAMPLE_BYTES)
     lines = max(sample.count(b"\n"), 1)
     return math.ceil(raw_bytes(path) * lines / max(len(sample), 1))
 

@@ -235,3 +235,9 @@ def test_bad_gzip_is_one_error_naming_the_file(tmp_path, damage):
         list(raw.read_lines(str(path)))
     assert str(err.value).startswith(f"{path}: ")
     assert "\n" not in str(err.value)
+    # The converter's first look (the line count that sizes its partitions) too.
+    from data_prep import raw_layout
+
+    with pytest.raises(raw.RawInputError) as err:
+        raw_layout.estimated_lines(str(path))
+    assert str(err.value).startswith(f"{path}: ") and "\n" not in str(err.value)
