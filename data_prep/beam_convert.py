@@ -73,6 +73,9 @@ class BeamConvertConfig:
         "Logs of Beam and its workers: 0 INFO, -1 WARNING, -2 (default) errors only.",
     )
 
+    def __post_init__(self):
+        stats_lib.check_options(self)
+
 
 # ---------------------------------------------------------------------------
 # Inputs (through Beam's FileSystems: local, gs://, s3://, hdfs://).
@@ -288,6 +291,12 @@ def _flag_values() -> flags.FlagValues:
     return values
 
 
+def _chunk_bytes(mb: float) -> int:
+    if not mb > 0:
+        raise ConvertError(f"--read_chunk_mb must be positive, got {mb}")
+    return max(1, int(mb * 2**20))
+
+
 def parse_args(argv: list[str]) -> tuple[BeamConvertConfig, list[str]]:
     """(config, Beam pipeline options): the flags of BeamConvertConfig; everything
     else (in order) goes to Beam. ``--help`` prints the flags and exits."""
@@ -303,7 +312,7 @@ def parse_args(argv: list[str]) -> tuple[BeamConvertConfig, list[str]]:
     config = config_flags.config_from_flags(
         BeamConvertConfig,
         values,
-        read_chunk_bytes=max(1, int(values.read_chunk_mb * 2**20)),
+        read_chunk_bytes=_chunk_bytes(values.read_chunk_mb),
         verbosity=values.verbosity,
     )
     return config, pipeline_args

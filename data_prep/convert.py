@@ -86,6 +86,9 @@ class ConvertConfig:
         "(its vocab/<field>.tsv) instead of building them from train.",
     )
 
+    def __post_init__(self):
+        stats_lib.check_options(self)
+
 
 # ---------------------------------------------------------------------------
 # Stage 1: partition raw files by common_feature_index.
@@ -590,11 +593,13 @@ def _copy_vocab(vocab_from: str, work_dir: str, digests: dict[str, str]) -> dict
 
 def main(argv) -> None:
     del argv
+    from absl import flags
+
     from esmm_tf.cli import one_line_errors
 
-    config = config_flags.config_from_flags(ConvertConfig)
-    with one_line_errors(f"--out_dir={config.out_dir}", (ConvertError, raw.RawInputError)):
-        convert(config)
+    out_dir = flags.FLAGS["out_dir"].value
+    with one_line_errors(f"--out_dir={out_dir}", (ConvertError, raw.RawInputError)):
+        convert(config_flags.config_from_flags(ConvertConfig))
 
 
 if __name__ == "__main__":

@@ -26,6 +26,24 @@ class ConvertError(Exception):
     """The conversion cannot finish (too many bad rows, misaligned inputs...)."""
 
 
+def check_options(config) -> None:
+    """The options both converters share (``data_prep.convert``'s and
+    ``data_prep.beam_convert``'s configs), each in its range; else a
+    ConvertError naming the flag. NaN is never in range."""
+    if not config.min_count >= 0:
+        raise ConvertError(f"--min_count must be >= 0, got {config.min_count}")
+    if not 0 <= config.max_bad_fraction <= 1:
+        raise ConvertError(f"--max_bad_fraction must be in [0, 1], got {config.max_bad_fraction}")
+    if not config.max_group_size >= 1:
+        raise ConvertError(f"--max_group_size must be >= 1, got {config.max_group_size}")
+    if not config.num_shards >= 0:
+        raise ConvertError(f"--num_shards must be >= 0 (0: automatic), got {config.num_shards}")
+    for name, low in (("workers", 0), ("memory_budget_mb", 1)):
+        value = getattr(config, name, low)
+        if not value >= low:
+            raise ConvertError(f"--{name} must be >= {low}, got {value}")
+
+
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 

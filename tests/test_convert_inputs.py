@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import filecmp
 import json
 import os
@@ -134,3 +135,43 @@ def test_command_line_one_line_error(tmp_path):
         "common_features_<split>.csv (or .csv.gz) for train, test or both "
         "(see README: 'Real Ali-CCP data')"
     ]
+
+
+@pytest.mark.parametrize(
+    "option, value",
+    [
+        ("min_count", -1),
+        ("max_bad_fraction", float("nan")),
+        ("max_bad_fraction", -0.1),
+        ("max_bad_fraction", 1.5),
+        ("max_group_size", 0),
+        ("num_shards", -1),
+        ("workers", -1),
+        ("memory_budget_mb", 0),
+    ],
+)
+def test_options_out_of_range_are_refused_before_any_work(option, value, tmp_path):
+    """One ConvertError naming the flag, from either converter's config (the
+    same checks), before anything is read or written."""
+    from data_prep.beam_convert import BeamConvertConfig
+
+    with pytest.raises(ConvertError, match=f"^--{option} must be "):
+        ConvertConfig(raw_dir="raw", out_dir=str(tmp_path / "out"), **{option: value})
+    if option in {f.name for f in dataclasses.fields(BeamConvertConfig)}:
+        with pytest.raises(ConvertError, match=f"^--{option} must be "):
+            BeamConvertConfig(raw_dir="raw", out_dir=str(tmp_path / "out"), **{option: value})
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_bad_option_is_one_line_from_the_command_line(tmp_path):
+    result = run_module(
+        [
+            "data_prep.convert",
+            f"--raw_dir={tmp_path}",
+            f"--out_dir={tmp_path / 'out'}",
+            "--memory_budget_mb=0",
+        ]
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == "error: --memory_budget_mb must be >= 1, got 0"
+    assert "Traceback" not in result.stderr
