@@ -196,3 +196,37 @@ def test_entry_point_flags_keep_their_names_and_defaults(module, name):
     for missing in required:
         with pytest.raises(flags.IllegalFlagValueError, match=missing):
             _parse([a for a in argv if not a.startswith(f"--{missing}=")], config_type)
+
+
+NAN = float("nan")
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("learning_rate", NAN),
+        ("learning_rate", 0.0),
+        ("epsilon", NAN),
+        ("epsilon", 0.0),
+        ("beta_1", NAN),
+        ("beta_1", 1.0),
+        ("beta_2", -0.1),
+        ("embedding_l2", NAN),
+        ("dropout", NAN),
+        ("learning_rate_decay", NAN),
+        ("train_fraction", NAN),
+        ("validation_fraction", NAN),
+        ("oversampling_k", NAN),
+        ("unbias_min_ctr", NAN),
+        ("aman_negative_rate", NAN),
+        ("escm2_cvr_weight", NAN),
+        ("escm2_max_ips_weight", NAN),
+        ("batch_size", 0),
+        ("tower_units", (16, 0)),
+    ],
+)
+def test_training_options_out_of_range_are_refused(field, value):
+    """Every numeric option is checked, NaN included (a NaN learning rate used
+    to pass, and its run directory could then never be resumed: NaN != NaN)."""
+    with pytest.raises(ValueError, match=f"--{field} must be "):
+        Config(data_dir="data", **{field: value})
