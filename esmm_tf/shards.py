@@ -35,9 +35,12 @@ class ShardCheck:
 
 
 def _message(error: tf.errors.OpError) -> str:
-    """TensorFlow's message without the op/function-node decoration."""
+    """TensorFlow's message without the op/function-node decoration, e.g.
+    "truncated record at 100584" (TensorFlow adds "' failed with Read less
+    bytes than requested", quote unbalanced)."""
     text = error.message.split("}}")[-1]
-    return text.split(" [Op:")[0].strip().rstrip("'")
+    text = text.split(" [Op:")[0].split("' failed with ")[0]
+    return text.strip().rstrip("'")
 
 
 def _count(dataset: tf.data.Dataset) -> int:
@@ -63,26 +66,34 @@ def describe(check: ShardCheck) -> str:
     return f"{check.path}: {check.error} (after {check.records} good records)"
 
 
-def corrupt_shard_error(files: list[str], error: tf.errors.DataLossError) -> CorruptShardError:
+def corrupt_shard_error(
+    files: list[str], error: tf.errors.DataLossError, can_skip: bool = False
+) -> CorruptShardError:
     """The error to raise when reading ``files`` failed with ``error``: it names
-    the shard(s) that fail the check (the first read error of each)."""
+    the shard(s) that fail the check (the first read error of each).
+    ``can_skip``: the command has ``--corrupt_shards=skip`` (training), so the
+    message offers it."""
     bad = [c for c in map(check_shard, files) if not c.ok]
-    where = "; ".join(map(describe, bad)) if bad else f"one of {len(files)} shards"
+    if bad:
+        where = "; ".join(map(describe, bad))
+    else:
+        where = f"one of {len(files)} shards ({_message(error)})"
     return CorruptShardError(
-        f"a TFRecord shard is truncated or corrupted: {where}. TensorFlow said: "
-        f"{_message(error)}. Re-run data_prep.convert for this dataset, or pass "
-        "--corrupt_shards=skip to leave bad shards out."
+        f"a TFRecord shard is truncated or corrupted: {where}. Re-run data_prep.convert "
+        "for this dataset"
+        + (", or pass --corrupt_shards=skip to leave bad shards out." if can_skip else ".")
     )
 
 
 @contextlib.contextmanager
-def naming_corrupt_shards(files: list[str]):
+def naming_corrupt_shards(files: list[str], can_skip: bool = False):
     """Turns a DataLossError raised while reading ``files`` into a
-    CorruptShardError that names the bad shard."""
+    CorruptShardError that names the bad shard (``can_skip``: as in
+    ``corrupt_shard_error``)."""
     try:
         yield
     except tf.errors.DataLossError as e:
-        raise corrupt_shard_error(files, e) from None
+        raise corrupt_shard_error(files, e, can_skip) from None
 
 
 def usable_shards(files: list[str], policy: str) -> tuple[list[str], list[ShardCheck]]:

@@ -262,7 +262,7 @@ class TrainingRun:
         self.test_files = data_layout.shard_files(config.data_dir, "test")
         self._eval_data = None  # the evaluations' during training (the same sample each time)
         self._sample_files = None  # the train sample's files, once written (_epoch_source)
-        with shards.naming_corrupt_shards(self.train_files + self.test_files):
+        with shards.naming_corrupt_shards(self.train_files + self.test_files, can_skip=True):
             self.train_files, self.bad_train = shards.usable_shards(
                 self.train_files, config.corrupt_shards
             )
@@ -632,7 +632,7 @@ def train_and_evaluate(
     ``skipped_shards``).
     """
     run = TrainingRun(config, model_dir, export_dir, strategy)
-    with shards.naming_corrupt_shards(run.train_files + run.test_files):
+    with shards.naming_corrupt_shards(run.train_files + run.test_files, can_skip=True):
         return run.run()
 
 

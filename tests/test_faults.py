@@ -48,10 +48,21 @@ def test_check_shard(data_dir):
     check = shards.check_shard(bad)
     assert not check.ok and "truncated record at" in check.error
     assert check.records > 0
+    assert "failed with" not in check.error and "'" not in check.error  # TensorFlow's tail
     flip_a_byte(good)
     check = shards.check_shard(good)
     assert not check.ok and "corrupted record at" in check.error
     assert 0 < check.records < records
+
+    # The error names each bad shard once; only training (which has the flag) offers to skip.
+    try:
+        list(tf.data.TFRecordDataset(bad))
+    except tf.errors.DataLossError as e:
+        error = e
+    for can_skip in (False, True):
+        message = str(shards.corrupt_shard_error([good, bad], error, can_skip))
+        assert message.count("truncated record at") == 1 and bad in message and good in message
+        assert ("--corrupt_shards=skip" in message) == can_skip
 
 
 @pytest.mark.slow  # a whole training run or export (~10 s): out of the fast loop
