@@ -365,9 +365,13 @@ def _load_json(path: str):
 def vocab_fingerprint(vocab_from: str) -> dict[str, str]:
     """sha256 of every field's vocabulary file under ``vocab_from`` (a converted
     data dir or a training run dir: both keep ``vocab/<field>.tsv``); a
-    ConvertError names the first one missing."""
+    ConvertError names the first one missing or malformed."""
     try:
-        return vocab.field_digests(vocab_from)
+        digests = vocab.field_digests(vocab_from)
+        vocab.check_files(vocab_from)  # before any work: the copy comes at the end
+        return digests
+    except data_layout.DatasetError as e:
+        raise ConvertError(f"--vocab_from={vocab_from}: {e}") from None
     except FileNotFoundError as e:
         raise ConvertError(
             f"--vocab_from={vocab_from}: {e.filename} not found (expected a converted data "

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 
 import numpy as np
@@ -42,26 +43,87 @@ def write_vocab(path: str, ids: np.ndarray, counts: np.ndarray, min_count: int) 
     return int(ids.size)
 
 
-def read_vocab(path: str) -> np.ndarray:
-    """The raw ids of a vocabulary file, in row order, OOV row excluded
-    (so ``ids[k]`` has row ``k + 1``)."""
+def read_table(path: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(ids, counts)`` of a vocabulary file, one per embedding row (the OOV
+    row first), checked: every line ``raw_id<TAB>count`` (integers), line 1 the
+    OOV row, ids never negative nor repeated, counts never negative. A
+    DatasetError names the file and the (1-based) line; embedding rows are line
+    numbers, so a file that breaks these would silently mis-map ids."""
     if not os.path.exists(path):
         raise DatasetError(
             f"vocabulary file {path!r} not found; data_prep.convert writes one per field "
             "under <data_dir>/vocab/"
         )
-    ids = np.loadtxt(path, dtype=np.int64, usecols=0, ndmin=1, delimiter="\t")
-    if not ids.size or ids[0] != OOV_ID:
-        raise DatasetError(f"{path}: not a vocabulary file (line 1 must be the OOV row)")
-    return ids[1:]
+    with open(path, "rb") as f:
+        lines = f.read().split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()  # the final newline
+    if not lines:
+        _raise_bad_line(path, lines)
+    try:
+        table = np.loadtxt(
+            lines, dtype=np.int64, delimiter="\t", ndmin=2, comments=None, encoding="latin-1"
+        )
+        ok = table.shape == (len(lines), 2)
+    except ValueError:
+        ok = False
+    if not ok:
+        _raise_bad_line(path, lines)
+    ids, counts = table[:, 0], table[:, 1]
+    if ids[0] != OOV_ID:
+        raise DatasetError(
+            f"{path}:1: not a vocabulary file (line 1 must be the OOV row, {OOV_ID}<TAB>count)"
+        )
+    for what, bad in (
+        ("id", np.flatnonzero(ids[1:] < 0) + 1),
+        ("count", np.flatnonzero(counts < 0)),
+    ):
+        if bad.size:
+            k = int(bad[0])
+            value = ids[k] if what == "id" else counts[k]
+            raise DatasetError(f"{path}:{k + 1}: {what} {value} is negative")
+    order = np.argsort(ids, kind="stable")
+    repeated = np.flatnonzero(ids[order][1:] == ids[order][:-1])
+    if repeated.size:
+        k = int(order[repeated + 1].min())  # the first line that repeats an earlier id
+        first = int(np.flatnonzero(ids == ids[k])[0])
+        raise DatasetError(f"{path}:{k + 1}: id {ids[k]} repeats line {first + 1}")
+    return ids, counts
+
+
+def _raise_bad_line(path: str, lines: list[bytes]) -> None:
+    if not lines:
+        raise DatasetError(f"{path}: empty; a vocabulary file has at least the OOV row")
+    for n, line in enumerate(lines, 1):
+        cols = line.split(b"\t")
+        if len(cols) != 2 or not all(_INT.fullmatch(c) for c in cols):
+            raise DatasetError(f"{path}:{n}: expected raw_id<TAB>count, got {line[:60]!r}")
+        if any(int(c) > 2**63 - 1 or int(c) < -(2**63) for c in cols):
+            raise DatasetError(f"{path}:{n}: a number out of the int64 range")
+    raise DatasetError(f"{path}: not a vocabulary file")
+
+
+_INT = re.compile(rb"-?[0-9]{1,20}")
+
+
+def read_vocab(path: str) -> np.ndarray:
+    """The raw ids of a vocabulary file, in row order, OOV row excluded
+    (so ``ids[k]`` has row ``k + 1``); checked as ``read_table``."""
+    return read_table(path)[0][1:]
 
 
 def read_counts(path: str) -> np.ndarray:
     """The train counts of a vocabulary file, one per embedding row (OOV row
     first): ``counts[k]`` is the number of train occurrences of row k's id
     (user-side ids count once per impression of their group)."""
-    read_vocab(path)  # the clear errors
-    return np.loadtxt(path, dtype=np.int64, usecols=1, ndmin=1, delimiter="\t")
+    return read_table(path)[1]
+
+
+def check_files(directory: str) -> None:
+    """Checks every field's vocabulary file under ``directory`` (``read_table``);
+    a DatasetError names the first bad or missing one."""
+    for field in F.FIELDS:
+        read_table(data_layout.vocab_file(directory, field.id))
 
 
 def vocab_size(path: str) -> int:
@@ -101,7 +163,9 @@ def fingerprint(directory: str) -> str:
 
 def copy_files(source: str, target_dir: str) -> None:
     """Copies every field's vocabulary file from ``source`` into ``target_dir``
-    (a ``vocab/`` directory), each under a temporary name renamed when complete."""
+    (a ``vocab/`` directory), each under a temporary name renamed when complete;
+    every file is checked first (``check_files``)."""
+    check_files(source)
     os.makedirs(target_dir, exist_ok=True)
     for field in F.FIELDS:
         dst = os.path.join(target_dir, f"{field.id}.tsv")

@@ -175,3 +175,37 @@ def test_a_bad_option_is_one_line_from_the_command_line(tmp_path):
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == "error: --memory_budget_mb must be >= 1, got 0"
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (b"abc\t7\n", r"101.tsv:\d+: expected raw_id<TAB>count, got b'abc\\t7'"),
+        (b"\n", r"101.tsv:\d+: expected raw_id<TAB>count, got b''"),
+        (b"-5\t2\n", r"101.tsv:\d+: id -5 is negative"),
+        (b"DUP", r"101.tsv:\d+: id \d+ repeats line 2"),
+    ],
+)
+def test_a_damaged_vocabulary_is_refused_naming_file_and_line(
+    tiny_raw_dir, tiny_data_dir, tmp_path, damage, message
+):
+    """Rows are line numbers: a hand-edited vocab/<field>.tsv would mis-map
+    ids. --vocab_from refuses it before converting anything, and a training run
+    before copying it (so nothing is written)."""
+    from esmm_tf import run_dir
+
+    source = tmp_path / "source"
+    shutil.copytree(os.path.join(tiny_data_dir, data_layout.VOCAB_DIR), source / "vocab")
+    path = data_layout.vocab_file(str(source), "101")
+    if damage == b"DUP":
+        with open(path, "rb") as f:
+            damage = f.read().split(b"\n")[1] + b"\n"  # line 2's id again
+    with open(path, "ab") as f:
+        f.write(damage)
+    raw_dir = _one_split(tiny_raw_dir, tmp_path / "raw", "test")
+    with pytest.raises(ConvertError, match=f"^--vocab_from={source}: .*{message}"):
+        _convert(raw_dir, tmp_path / "out", vocab_from=str(source))
+    assert sorted(os.listdir(tmp_path)) == ["raw", "source"]  # no out, no out.partial
+    with pytest.raises(data_layout.DatasetError, match=message):
+        run_dir.copy_vocab(str(source), str(tmp_path / "run"))
+    assert not os.path.exists(tmp_path / "run" / data_layout.VOCAB_DIR)

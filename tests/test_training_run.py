@@ -403,7 +403,7 @@ def test_train_window_counts_training_time_only(monkeypatch):
     from esmm_tf import train_step
 
     clock = [100.0]
-    monkeypatch.setattr(train_step.time, "time", lambda: clock[0])
+    monkeypatch.setattr(train_step.time, "monotonic", lambda: clock[0])
     window = train_step.TrainWindow()
     labels = {k: np.array([1.0, 0.0, 0.0, 1.0], np.float32) for k in F.LABEL_KEYS}
     outputs = {k: np.array([0.6, 0.2, 0.3, 0.7], np.float32) for k in F.OUTPUT_KEYS}
