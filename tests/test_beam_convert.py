@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from data_prep import beam_convert, raw
+from data_prep import beam_convert, duplicates, raw
 from data_prep.beam import lines as beam_lines
 from data_prep.convert import ConvertConfig, ConvertError, convert
 from esmm_tf import data_layout, vocab
@@ -28,8 +28,8 @@ def _convert(raw_dir, out_dir, **kwargs):
 
 
 def _messy_raw_dir(tiny_raw_dir, path):
-    """tiny_raw_dir with bad rows of several kinds, a duplicate and an interleaved
-    index, spread over the files (ground truth kept in step with the skeleton)."""
+    """tiny_raw_dir with bad rows of several kinds, duplicate sample_ids and
+    common_feature_index, and an interleaved index, spread over the files (ground truth kept in step with the skeleton)."""
     shutil.copytree(tiny_raw_dir, path)
 
     def lines(name):
@@ -46,10 +46,12 @@ def _messy_raw_dir(tiny_raw_dir, path):
     cfi = sk[200].split(b",")[3].decode()  # an index seen earlier: this row interleaves
     inserts = [
         (100, b"100,1,0", b"0,0.5,0.5,0"),  # wrong column count
+        (300, b"3000,1,0", b"3000,0.5,0.5,0"),  # a bad row first: the real row 3000 repeats it
         (500, skeleton(10**9, 0, 0, cfi, item_features(3)), b"1000000000,0.5,0.5,0"),
         (1000, skeleton(10**9 + 1, 1, 0, "nope", item_features(1)), b"1000000001,0.5,0.5,0"),
         (1500, skeleton(10**9 + 2, 0, 1, cfi, item_features(2)), b"1000000002,0.5,0.5,1"),
         (2000, skeleton(10**9 + 3, 1, 0, "badcfi", item_features(2)), b"1000000003,0.5,0.5,0"),
+        (2200, sk[10], gt[10]),  # sample_id 11 again: a duplicate, the first kept
         (2500, sk[7].replace(b",", b"\xe9,", 1), gt[7]),  # non-ASCII
     ]
     for at, sk_row, gt_row in reversed(inserts):
@@ -84,10 +86,17 @@ def test_same_output_as_convert_with_bad_rows(tiny_raw_dir, tmp_path):
         raw.FEATURE_NUM_MISMATCH: 1,
         raw.INVALID_BYTES: 1,
         raw.UNKNOWN_COMMON_FEATURE_INDEX: 1,
-        raw.WRONG_COLUMN_COUNT: 1,
+        raw.WRONG_COLUMN_COUNT: 2,
+        duplicates.DUPLICATE_SAMPLE_ID: 2,
     }
-    assert train["bad_examples"][raw.WRONG_COLUMN_COUNT] == [
+    assert train["bad_examples"][raw.WRONG_COLUMN_COUNT][0] == (
         f"{raw_dir}/sample_skeleton_train.csv:101: expected 6 comma-separated columns, got 3"
+    )
+    assert sorted(train["bad_examples"][duplicates.DUPLICATE_SAMPLE_ID]) == [
+        f"{raw_dir}/sample_skeleton_train.csv:2207: sample_id 11 seen before (line 11); "
+        "keeping the first",
+        f"{raw_dir}/sample_skeleton_train.csv:3008: sample_id 3000 seen before (line 302); "
+        "keeping the first",
     ]
     assert train["conversion_without_click"] == 1
     assert test["bad_rows"] == {raw.BAD_GROUND_TRUTH: 1, raw.TRUNCATED_LAST_LINE: 1}

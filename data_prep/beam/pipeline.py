@@ -5,11 +5,13 @@ row bytes):
 
 1. Read every raw file in parallel with exact line numbers (``lines.py``);
    join the ground truth to the skeleton by [split, line] where there is one.
-2. Parse and validate every row with ``data_prep.raw`` (bad rows, conversions
-   without click, the ground truth's sample ids are counted here); each valid
-   row goes out light and heavy, keyed by [split, common_feature_index]; a
-   skeleton row left out goes out light only, as a marker of where its index
-   (its raw fourth column) first appears.
+   Skeleton lines are also grouped by [split, sample_id]: every later line of
+   an id is a duplicate (``data_prep.convert``'s rule), a side input of 2.
+2. Parse and validate every row with ``data_prep.raw`` (bad rows, duplicate
+   sample_ids, conversions without click, the ground truth's sample ids are
+   counted here); each valid row goes out light and heavy, keyed by [split,
+   common_feature_index]; a skeleton row left out goes out light only, as a
+   marker of where its index (its raw fourth column) first appears.
 3. Join and group (light) [split, index]: the index's first common_features
    row is the user row (a later valid one is a duplicate); skeleton rows of an
    index without a valid user row are bad. The index's kept rows, in file
@@ -45,7 +47,7 @@ import numpy as np
 from apache_beam import pvalue
 from apache_beam.io.filesystems import FileSystems
 
-from data_prep import raw, raw_layout
+from data_prep import duplicates, raw, raw_layout
 from data_prep import stats as stats_lib
 from data_prep.beam import stats as S
 from data_prep.beam.lines import ReadNumberedLines
@@ -110,20 +112,45 @@ class _PairGroundTruth(S.StatsDoFn):
 
 
 # ---------------------------------------------------------------------------
+# 1b. Duplicate sample_ids: every later skeleton line of an id, as convert finds them.
+
+
+def _sample_id(line):
+    """((split, sample_id), line number) of a skeleton line whose first column is
+    a sample_id (any line, a bad row too: an earlier bad row still comes first)."""
+    (split, kind, _), lineno, content = line[0], line[1], line[2]
+    if kind == "skeleton":
+        sample_id = raw.sample_id_or(content.split(b",", 1)[0], -1)
+        if sample_id >= 0:
+            yield (split, sample_id), lineno
+
+
+def _repeats(item):
+    """((split, line), (sample_id, first line)) of every later line of an id."""
+    (split, sample_id), lines = item
+    lines = sorted(lines)
+    for lineno in lines[1:]:
+        yield (split, lineno), (sample_id, lines[0])
+
+
+# ---------------------------------------------------------------------------
 # 2. Parse.
 
 
 class _Parse(S.StatsDoFn):
     """(line, ground truth content or None) -> light (main) and heavy outputs."""
 
-    def process(self, item, plan: Plan):
+    def process(self, item, plan: Plan, repeats: dict):
         (source, lineno, content, has_newline), truth = item
         split, kind, path = source
         self.delta(split).rows_read += 1
         if kind == "common":
             yield from self._common(split, path, lineno, content, has_newline)
         else:
-            yield from self._skeleton(split, path, lineno, content, has_newline, truth, plan)
+            repeated = repeats.get((split, lineno))
+            yield from self._skeleton(
+                split, path, lineno, content, has_newline, truth, plan, repeated
+            )
 
     def _common(self, split, path, lineno, content, has_newline):
         try:
@@ -139,7 +166,7 @@ class _Parse(S.StatsDoFn):
         yield (split, cfi), ("c", lineno, ignored)
         yield pvalue.TaggedOutput(HEAVY, ((split, cfi), ("c", lineno, content)))
 
-    def _skeleton(self, split, path, lineno, content, has_newline, truth, plan: Plan):
+    def _skeleton(self, split, path, lineno, content, has_newline, truth, plan: Plan, repeated):
         try:
             row = raw.parse_skeleton_row(content)
         except raw.BadRow as e:
@@ -150,6 +177,12 @@ class _Parse(S.StatsDoFn):
             )
             return
         key = (split, row.common_feature_index)
+        if repeated is not None:  # after the parse, before the ground truth: as convert
+            sample_id, first = repeated
+            message = f"sample_id {sample_id} seen before (line {first}); keeping the first"
+            self.bad(split, duplicates.DUPLICATE_SAMPLE_ID, path, lineno, message)
+            yield key, (SEEN, lineno)
+            return
         if plan.has_ground_truth(split):
             gt_path = plan.path(split, "ground_truth")
             try:
@@ -311,10 +344,19 @@ def build(p: beam.Pipeline, plan: Plan) -> None:
         | "ByLine" >> beam.GroupByKey()
         | "PairTruth" >> beam.ParDo(_PairGroundTruth(), plan).with_outputs(S.STATS, main="rows")
     )
+    repeats = (
+        lines
+        | "SampleIds" >> beam.FlatMap(_sample_id)
+        | "BySampleId" >> beam.GroupByKey()
+        | "Repeats" >> beam.FlatMap(_repeats)
+    )
     parsed = (
         (routed.alone, paired.rows)
         | "AllRows" >> beam.Flatten()
-        | "Parse" >> beam.ParDo(_Parse(), plan).with_outputs(S.STATS, HEAVY, main="light")
+        | "Parse"
+        >> beam.ParDo(_Parse(), plan, pvalue.AsDict(repeats)).with_outputs(
+            S.STATS, HEAVY, main="light"
+        )
     )
     joined = (
         parsed.light
