@@ -87,7 +87,9 @@ class Config:
     )
     # Data.
     train_fraction: float = _f(
-        1.0, "Train on this fraction of the train records (sampled by a hash of the record)."
+        1.0,
+        "Train on this fraction of the train requests (sampled by a hash of the request: "
+        "its records are kept or left out together).",
     )
     batch_size: int = _f(
         1024,
