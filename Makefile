@@ -62,14 +62,14 @@ experiments-scale: $(STAMP)
 	test -f $(SCALE_DIR)/data/stats.json || $(PY) -m data_prep.convert \
 		--raw_dir=$(SCALE_DIR)/raw --out_dir=$(SCALE_DIR)/data
 	$(PY) -m experiments.table2 --data_dir=$(SCALE_DIR)/data --runs=$(SCALE_RUNS) \
-		--out_dir=$(SCALE_DIR)/results --archive_dir=$(SCALE_ARCHIVE)/main
+		--out_dir=$(SCALE_DIR)/results --archive_dir=$(SCALE_ARCHIVE)/main --prune
 	for dim in 8 32 64; do $(PY) -m experiments.table2 --data_dir=$(SCALE_DIR)/data --runs=3 \
 		--models=base,esmm --extra_flags=--embedding_dim=$$dim \
-		--out_dir=$(SCALE_DIR)/results-dim$$dim --archive_dir=$(SCALE_ARCHIVE)/dim$$dim \
+		--out_dir=$(SCALE_DIR)/results-dim$$dim --archive_dir=$(SCALE_ARCHIVE)/dim$$dim --prune \
 		|| exit 1; done
 	$(PY) -m experiments.figure2 --data_dir=$(SCALE_DIR)/data --runs=3 --early_stopping \
 		--models=esmm,esmm_ns,base,aman,oversampling,unbias,division --out_dir=$(SCALE_DIR)/results \
-		--archive_dir=$(SCALE_ARCHIVE)/main
+		--archive_dir=$(SCALE_ARCHIVE)/main --prune
 	$(PY) -m experiments.questions --results=$(SCALE_DIR)/results \
 		--dim_results=8:$(SCALE_DIR)/results-dim8,32:$(SCALE_DIR)/results-dim32,64:$(SCALE_DIR)/results-dim64
 

@@ -60,6 +60,19 @@ def eval_file(model_dir: str) -> str:
     return os.path.join(model_dir, EVAL_FILE)
 
 
+def prune(model_dir: str) -> int:
+    """Removes a finished run's model state (``checkpoints/``, ``best/``, a
+    left-over ``train_sample/``): its metrics, config, vocabulary and events
+    stay, so it still reads as finished, but it can no longer be evaluated,
+    resumed or exported. Returns the bytes freed."""
+    freed = 0
+    for path in (checkpoint_dir(model_dir), best_dir(model_dir), sample_dir(model_dir)):
+        for root, _, names in os.walk(path):
+            freed += sum(os.path.getsize(os.path.join(root, n)) for n in names)
+        shutil.rmtree(path, ignore_errors=True)
+    return freed
+
+
 def events_dir(model_dir: str, which: str) -> str:
     return os.path.join(model_dir, which)
 

@@ -3,7 +3,7 @@ of the training set used, one line per model.
 
     python -m experiments.figure2 --data_dir=DATA [--rates=0.01,0.05,0.1,0.2,0.5,1]
         [--models=...] [--runs=1] [--out_dir=runs/experiments | --update_reference]
-        [--early_stopping] [--archive_dir=DIR]
+        [--early_stopping] [--archive_dir=DIR] [--prune]
 
 Each point is ``python -m esmm_tf.train --flagfile=experiments/<model>.flags
 --train_fraction=<rate>`` (the same records at a rate for every model: kept by
@@ -18,7 +18,8 @@ times over the budget (every budget/10 steps, whatever the rate), stops after
 best checkpoint is the one tested; each rate gets the same steps at most and
 no model is scored past the point where it overfits its sample (its runs
 live in ``rate<r>-es``, apart from Table 2's). Finished runs are not redone (nor, with
-``--archive_dir``, runs an archive holds).
+``--archive_dir``, runs an archive holds; ``--prune`` removes each finished
+run's checkpoints, keeping its metrics).
 ``--out_dir`` defaults to ``runs/experiments``; only ``--update_reference`` writes the committed
 ``experiments/results``. Writes
 ``<out_dir>/figure2.png`` (CVR AUC and CTCVR AUC panels), ``figure2.md`` (the
@@ -77,6 +78,7 @@ flags.DEFINE_integer(
 )
 flags.DEFINE_list("extra_flags", [], "Flags passed to every training run.")
 flags.DEFINE_string("archive_dir", None, runner.ARCHIVE_DIR_HELP)
+flags.DEFINE_bool("prune", False, runner.PRUNE_HELP)
 flags.mark_flag_as_required("data_dir")
 FLAGS = flags.FLAGS
 
@@ -126,6 +128,7 @@ def run_figure(
     equal_steps: bool = True,
     early_stopping: dict | None = None,
     archive_dir: str | None = None,
+    prune: bool = False,
 ) -> dict:
     """``early_stopping``: None, or ``validation_fraction``, ``metric`` and
     ``patience`` (the budget is computed from the data). ``archive_dir``: see
@@ -156,6 +159,7 @@ def run_figure(
                     runner.archive_path(archive_dir, model, rate, seed, suffix)
                     if archive_dir
                     else None,
+                    prune,
                 )
                 for seed in range(runs)
             ]
@@ -225,6 +229,7 @@ def main(argv) -> None:
             if FLAGS.early_stopping
             else None,
             FLAGS.archive_dir,
+            FLAGS.prune,
         )
 
 

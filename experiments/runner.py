@@ -15,6 +15,7 @@ import time
 import numpy as np
 
 from esmm_tf import data_layout, files, training_run
+from esmm_tf import run_dir as run_dir_lib
 
 # Models, display names and the paper's numbers: esmm_tf/registry.py.
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -136,6 +137,11 @@ def data_id(data_dir: str) -> str:
     return hashlib.sha256(text).hexdigest()[:16]
 
 
+PRUNE_HELP = (  # the table and figure commands' --prune
+    "Remove each finished run's checkpoints (its metrics stay, so it is still reused): "
+    "bounded disk for many runs, at the cost of evaluating or exporting them later."
+)
+
 ARCHIVE_DIR_HELP = (  # the table and figure commands' --archive_dir
     "Keep each finished run's numbers here (one small JSON per run, with the data's id and "
     "the run's flags) and reuse them: commit it, and a fresh machine with the same data "
@@ -182,13 +188,16 @@ def train_once(
     run_dir: str,
     extra_flags: list[str] = (),
     archive: str | None = None,
+    prune: bool = False,
 ) -> dict:
     """``train_process`` unless ``run_dir`` already holds its final metrics,
     or ``archive`` (a path from ``archive_path``) holds the record of the same
     run on the same data; returns the metrics (an archived record has
     ``per_run``'s keys and ``ARCHIVE_STEP_KEYS``). With ``archive``, a
     finished run's record is written there, so that a fresh machine with the
-    same data (and the archive, e.g. committed) resumes where this one stopped."""
+    same data (and the archive, e.g. committed) resumes where this one stopped.
+    ``prune``: a finished run's checkpoints are removed (``run_dir.prune``;
+    ~1 GB a run at the public set's vocabulary), its metrics kept."""
     metrics_path = os.path.join(run_dir, training_run.EVAL_FILE)
     data = data_id(data_dir) if archive else None
     if not os.path.exists(metrics_path) and archive:
@@ -208,6 +217,8 @@ def train_once(
         )
     if archive and not os.path.exists(archive):
         files.write_json(archive, archive_record(metrics, data, list(extra_flags)))
+    if prune:
+        run_dir_lib.prune(run_dir)
     return metrics
 
 

@@ -2,13 +2,15 @@
 
     python -m experiments.table2 --data_dir=DATA [--runs=5] [--models=...]
         [--out_dir=runs/experiments | --update_reference] [--extra_flags=--epochs=2,...]
-        [--archive_dir=DIR]
+        [--archive_dir=DIR] [--prune]
 
 Each run is ``python -m esmm_tf.train --flagfile=experiments/<model>.flags
 --seed=<run>`` into ``<out_dir>/runs/<model>/rate1.0/seed<run>``; a finished
 run is not redone (so an interrupted table resumes, and Figure 2 reuses these
 runs as its points at rate 1.0); with ``--archive_dir``, nor is a run whose
-numbers an archive holds (``runner.train_once``). ``--out_dir`` defaults to ``runs/experiments``;
+numbers an archive holds (``runner.train_once``); ``--prune`` removes each
+finished run's checkpoints (~1 GB a run at the public set's size), keeping its
+metrics. ``--out_dir`` defaults to ``runs/experiments``;
 only ``--update_reference`` writes the committed ``experiments/results``. Writes
 ``<out_dir>/table2.md`` and ``table2.json``: CVR AUC on clicked test
 impressions and CTCVR AUC on all test impressions (%, mean ± std over runs)
@@ -48,6 +50,7 @@ flags.DEFINE_bool(
 )
 flags.DEFINE_list("extra_flags", [], "Flags passed to every training run.")
 flags.DEFINE_string("archive_dir", None, runner.ARCHIVE_DIR_HELP)
+flags.DEFINE_bool("prune", False, runner.PRUNE_HELP)
 flags.mark_flag_as_required("data_dir")
 FLAGS = flags.FLAGS
 
@@ -136,6 +139,7 @@ def run_table(
     out_dir: str,
     extra_flags: list[str],
     archive_dir: str | None = None,
+    prune: bool = False,
 ) -> dict:
     start = time.time()
     summaries, raw = {}, {}
@@ -149,6 +153,7 @@ def run_table(
                 runner.run_dir(out_dir, model, 1.0, seed),
                 extra_flags,
                 runner.archive_path(archive_dir, model, 1.0, seed) if archive_dir else None,
+                prune,
             )
             for seed in range(runs)
         ]
@@ -192,7 +197,13 @@ def main(argv) -> None:
     # a failed run (its stderr's end), a mismatched archive record, an unwritable output
     with cli.one_line_errors("experiments.table2", (RuntimeError,)):
         run_table(
-            FLAGS.data_dir, FLAGS.models, FLAGS.runs, out_dir, FLAGS.extra_flags, FLAGS.archive_dir
+            FLAGS.data_dir,
+            FLAGS.models,
+            FLAGS.runs,
+            out_dir,
+            FLAGS.extra_flags,
+            FLAGS.archive_dir,
+            FLAGS.prune,
         )
 
 

@@ -194,6 +194,26 @@ def test_archive_keeps_a_finished_run_and_a_fresh_machine_reuses_it(tmp_path, mo
     assert runner.summarise([record]) == runner.summarise([metrics])
 
 
+def test_prune_keeps_a_finished_runs_metrics_and_drops_its_checkpoints(tmp_path, monkeypatch):
+    """--prune: disk for many runs stays bounded; the run still reads as finished."""
+    from esmm_tf import run_dir
+
+    metrics = {"ctr_auc": 0.7, "cvr_auc": 0.6, "ctcvr_auc": 0.8}
+    data, run = _finished_run(tmp_path, metrics)
+    for path in (run_dir.checkpoint_dir(run), run_dir.best_dir(run), run_dir.sample_dir(run)):
+        os.makedirs(path)
+        with open(os.path.join(path, "state"), "wb") as f:
+            f.write(b"x" * 1000)
+    (tmp_path / "run" / "config.json").write_text("{}")
+    monkeypatch.setattr(runner, "train_process", lambda *a, **k: 0.0)  # "trains" nothing
+    assert runner.train_once("base", 0, data, run) == metrics  # no prune: all kept
+    assert os.path.isdir(run_dir.checkpoint_dir(run))
+    assert runner.train_once("base", 0, data, run, prune=True) == metrics
+    assert sorted(os.listdir(run)) == ["config.json", "eval_metrics.json"]
+    assert runner.train_once("base", 0, data, run, prune=True) == metrics  # still reused
+    assert run_dir.prune(run) == 0
+
+
 def test_archive_refuses_a_record_of_other_data_or_flags(tmp_path, monkeypatch):
     metrics = {"ctr_auc": 0.7, "cvr_auc": 0.6, "ctcvr_auc": 0.8}
     data, run = _finished_run(tmp_path, metrics)
