@@ -282,12 +282,27 @@ def load(model_dir: str) -> Config:
     return Config.from_dict(load_json(model_dir))
 
 
+# Keys every config.json has had: a file without them is not a run's config.
+_RUN_KEYS = ("model", "data_dir", "embedding_dim", "tower_units")
+
+
 def load_json(model_dir: str) -> dict:
-    """config.json as written (the fields and the extra keys)."""
+    """config.json as written (the fields and the extra keys); a file that is
+    not JSON, or not a run's config, is a ValueError naming it."""
     path = os.path.join(model_dir, CONFIG_FILE)
     if not os.path.exists(path):
         raise FileNotFoundError(
             f"{path} not found: is {model_dir!r} the --model_dir of an esmm_tf.train run?"
         )
-    with open(path) as f:
-        return json.load(f)
+    try:
+        with open(path) as f:
+            values = json.load(f)
+    except ValueError as e:
+        raise ValueError(f"{path}: not valid JSON ({e}); the run's config is damaged") from None
+    missing = [k for k in _RUN_KEYS if not isinstance(values, dict) or k not in values]
+    if missing:
+        raise ValueError(
+            f"{path}: not an esmm_tf.train config (no {', '.join(missing)}); the run's "
+            "config was replaced or damaged"
+        )
+    return values

@@ -50,6 +50,24 @@ def timings_file(data_dir: str) -> str:
     return os.path.join(data_dir, TIMINGS_FILE)
 
 
+def read_stats(data_dir: str) -> dict:
+    """The dataset's stats.json; a DatasetError names the file when it is
+    missing, not JSON, or not a conversion's stats (no ``splits``)."""
+    path = stats_file(data_dir)
+    if not os.path.exists(path):
+        raise DatasetError(
+            f"{path} not found; is {data_dir!r} a completed data_prep.convert output?"
+        )
+    try:
+        with open(path) as f:
+            stats = json.load(f)
+    except ValueError as e:
+        raise DatasetError(f"{path}: not valid JSON ({e}); {_RECONVERT}") from None
+    if not isinstance(stats, dict) or not isinstance(stats.get("splits"), dict):
+        raise DatasetError(f"{path}: not a conversion's stats (no splits); {_RECONVERT}")
+    return stats
+
+
 def split_impressions(data_dir: str, split: str) -> int | None:
     """The split's impression count from the dataset's stats.json, or None
     (no stats.json, or no such split in it)."""

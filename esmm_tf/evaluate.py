@@ -79,6 +79,37 @@ def evaluate_model_dir(
     return metrics
 
 
+def check_output_json(path: str, model_dir: str, data_dir: str | None = None) -> None:
+    """Refuses, before evaluating, an ``--output_json`` that would destroy data:
+    an existing file of the run or of the data it scores (e.g. the run's
+    config.json or eval_metrics.json, the data's stats.json; a new file there
+    is fine), a directory, or an existing file elsewhere that is not metrics
+    written by this command (those are replaced: a rerun updates them)."""
+    from esmm_tf import run_dir
+
+    if data_dir is None:
+        data_dir = run_dir.load_config(model_dir).data_dir
+    files.check_output(
+        path,
+        "--output_json",
+        {"--model_dir": model_dir, "--data_dir": data_dir},
+        _is_metrics,
+        "metrics written by esmm_tf.evaluate",
+        new_inside_ok=True,
+    )
+
+
+def _is_metrics(path: str) -> bool:
+    import json
+
+    try:
+        with open(path) as f:
+            metrics = json.load(f)
+    except (OSError, ValueError):
+        return False
+    return isinstance(metrics, dict) and {"ctcvr_auc", "checkpoint", "model"} <= set(metrics)
+
+
 def main(argv) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -88,6 +119,8 @@ def main(argv) -> None:
     config = config_flags.config_from_flags(EvaluateConfig)
     expected = (FileNotFoundError, ValueError, data_layout.DatasetError)
     with one_line_errors(f"--model_dir={config.model_dir}", expected):
+        if config.output_json:
+            check_output_json(config.output_json, config.model_dir, config.data_dir)
         metrics = evaluate_model_dir(
             config.model_dir,
             config.data_dir,

@@ -9,15 +9,56 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 
 
 def write_text(path: str, text: str) -> None:
-    """Writes ``text`` to ``path`` atomically (creating its directory)."""
+    """Writes ``text`` to ``path`` atomically (creating its directory); on
+    failure the temporary file is removed and ``path`` is untouched."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.isfile(tmp):
+            os.remove(tmp)
+        raise
+
+
+def check_output(
+    path: str,
+    flag: str,
+    inside: dict[str, str | None],
+    replaceable: Callable[[str], bool],
+    what: str,
+    overwrite: bool | None = None,
+    new_inside_ok: bool = False,
+) -> None:
+    """Refuses, before any work, an output file that would destroy data
+    (ValueError, one line): a path inside one of ``inside``'s directories
+    (``{"--data_dir": DATA, ...}``: what the command reads; with
+    ``new_inside_ok``, only a path that exists there), a directory, or an
+    existing file that is not ``what`` this command writes (``replaceable``).
+    ``overwrite``: None replaces such a file; False refuses any existing file
+    (the command has an ``--overwrite`` flag, not given)."""
+    real = os.path.realpath(path)
+    for name, directory in inside.items():
+        if new_inside_ok and not os.path.lexists(path):
+            break
+        if directory and (real + os.sep).startswith(os.path.realpath(directory) + os.sep):
+            raise ValueError(f"{flag}={path} is inside {name}={directory}; write it elsewhere")
+    if os.path.isdir(path):
+        raise ValueError(f"{flag}={path} is a directory; give a file path")
+    if not os.path.lexists(path):
+        return
+    if overwrite is False:
+        raise ValueError(f"{flag}={path} exists; pass --overwrite to replace it")
+    if not replaceable(path):
+        raise ValueError(
+            f"{flag}={path} exists and is not {what}; remove it yourself or choose another {flag}"
+        )
 
 
 def write_json(path: str, obj) -> None:

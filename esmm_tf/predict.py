@@ -22,7 +22,8 @@ import sys
 
 from absl import app
 
-from esmm_tf import config_flags, data_layout
+from esmm_tf import config_flags, data_layout, files
+from esmm_tf import features as F
 from esmm_tf.config_flags import option
 from esmm_tf.run_dir import CHECKPOINT_CHOICES
 
@@ -53,32 +54,22 @@ def check_output(
     path inside the data, the run or the export, a directory, or an existing
     file unless ``overwrite`` (and then only a predictions file, one whose
     first line is the CSV header). ValueError, one line."""
-    from esmm_tf import scoring
+    files.check_output(
+        output,
+        "--output",
+        {"--data_dir": data_dir, "--model_dir": model_dir, "--saved_model": saved_model},
+        _is_predictions,
+        f"a predictions file (its first line is not {_HEADER!r}); --overwrite replaces only one",
+        overwrite=None if overwrite else False,
+    )
 
-    real = os.path.realpath(output)
-    for flag, directory in (
-        ("--data_dir", data_dir),
-        ("--model_dir", model_dir),
-        ("--saved_model", saved_model),
-    ):
-        if directory and (real + os.sep).startswith(os.path.realpath(directory) + os.sep):
-            raise ValueError(
-                f"--output={output} is inside {flag}={directory}; write predictions elsewhere"
-            )
-    if os.path.isdir(output):
-        raise ValueError(f"--output={output} is a directory; give a file path")
-    if not os.path.lexists(output):
-        return
-    if not overwrite:
-        raise ValueError(f"--output={output} exists; pass --overwrite to replace it")
-    header = ",".join(scoring.PREDICTION_COLUMNS)
-    with open(output, "rb") as f:
-        first = f.readline().rstrip(b"\r\n")
-    if first != header.encode():
-        raise ValueError(
-            f"--output={output} is not a predictions file (its first line is not {header!r}); "
-            "--overwrite replaces only one: remove it yourself or choose another --output"
-        )
+
+_HEADER = ",".join((F.SAMPLE_ID, *F.OUTPUT_KEYS))  # scoring.PREDICTION_COLUMNS, TF-free
+
+
+def _is_predictions(path: str) -> bool:
+    with open(path, "rb") as f:
+        return f.readline().rstrip(b"\r\n") == _HEADER.encode()
 
 
 def predict(

@@ -24,7 +24,6 @@ epoch that it already trained on and goes on from there (exactly, with
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
@@ -72,14 +71,13 @@ def train_size(config: Config, files: list[str] | None = None) -> tuple[int, int
     shards, counted)."""
     share = (1 - config.validation_fraction) * config.train_fraction
     if files is None:
-        stats_path = data_layout.stats_file(config.data_dir)
-        if not os.path.exists(stats_path):
+        stats = data_layout.read_stats(config.data_dir)
+        train = stats["splits"].get("train")
+        if not isinstance(train, dict) or not {"impressions", "records"} <= set(train):
             raise data_layout.DatasetError(
-                f"{stats_path} not found; is {config.data_dir!r} a completed "
-                "data_prep.convert output?"
+                f"{data_layout.stats_file(config.data_dir)} has no train split's counts: "
+                "training needs a conversion of train logs"
             )
-        with open(stats_path) as f:
-            train = json.load(f)["splits"]["train"]
         return int(train["impressions"] * share), int(train["records"] * share)
     records = input_pipeline.train_records(files, share, exclude=config.validation_fraction).batch(
         input_pipeline.CHUNK_RECORDS

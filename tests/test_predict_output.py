@@ -3,6 +3,8 @@ mistake (checked before any scoring)."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from esmm_tf.predict import check_output
@@ -39,7 +41,71 @@ def test_an_existing_file_needs_overwrite_and_must_be_predictions(dirs, tmp_path
     check_output(str(out), str(data), str(run), overwrite=True)  # a predictions file
     other = tmp_path / "notes.csv"
     other.write_text("user,revenue\n")
-    with pytest.raises(ValueError, match=r"notes.csv is not a predictions file"):
+    with pytest.raises(ValueError, match=r"notes.csv exists and is not a predictions file"):
         check_output(str(other), str(data), str(run), overwrite=True)
     with pytest.raises(ValueError, match=r"is a directory; give a file path"):
         check_output(str(tmp_path), str(data), str(run), overwrite=True)
+
+
+def test_the_header_is_the_files_own():
+    from esmm_tf import predict, scoring
+
+    assert ",".join(scoring.PREDICTION_COLUMNS) == predict._HEADER
+
+
+def _run_dir(tmp_path, data):
+    run = tmp_path / "trained"
+    run.mkdir()
+    config = {"model": "esmm", "data_dir": str(data), "embedding_dim": 4, "tower_units": [8]}
+    (run / "config.json").write_text(json.dumps(config))
+    return run
+
+
+def test_evaluate_output_json_never_replaces_a_run_or_data_file(dirs, tmp_path):
+    """--output_json=RUN/config.json or DATA/stats.json used to exit 0 and
+    leave the run or the data unusable; a previous metrics file is replaced
+    (a rerun updates it), anything else is refused, all before evaluating."""
+    from esmm_tf.evaluate import check_output_json
+
+    data, _, _ = dirs
+    run = _run_dir(tmp_path, data)
+    (data / "stats.json").write_text('{"splits": {}}')
+    (run / "eval_metrics.json").write_text('{"ctcvr_auc": 0.8, "checkpoint": "c", "model": "m"}')
+    for path in (run / "config.json", run / "eval_metrics.json", data / "stats.json"):
+        with pytest.raises(ValueError, match=r"is inside --(model_dir|data_dir)="):
+            check_output_json(str(path), str(run))  # data_dir: the run's own
+    check_output_json(str(run / "test.json"), str(run))  # a new file in the run: fine
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    (other / "stats.json").write_text("{}")
+    with pytest.raises(ValueError, match=r"inside --data_dir="):  # the data it is told to score
+        check_output_json(str(other / "stats.json"), str(run), str(other))
+    metrics = tmp_path / "metrics.json"
+    check_output_json(str(metrics), str(run))  # new: fine
+    metrics.write_text(json.dumps({"ctcvr_auc": 0.8, "checkpoint": "c", "model": "esmm"}))
+    check_output_json(str(metrics), str(run))  # evaluate's own output: replaced
+    notes = tmp_path / "notes.json"
+    notes.write_text('{"mine": 1}')
+    with pytest.raises(ValueError, match=r"notes.json exists and is not metrics written by"):
+        check_output_json(str(notes), str(run))
+    with pytest.raises(ValueError, match=r"is a directory"):
+        check_output_json(str(tmp_path), str(run), str(other))
+
+
+def test_damaged_run_config_and_stats_are_named(dirs, tmp_path):
+    from esmm_tf import config, data_layout
+
+    data, _, _ = dirs
+    run = _run_dir(tmp_path, data)
+    (run / "config.json").write_text('{"model": "esmm", "data_dir": "x", "embed')
+    with pytest.raises(ValueError, match=r"trained/config.json: not valid JSON"):
+        config.load(str(run))
+    (run / "config.json").write_text('{"ctcvr_auc": 0.8, "data_dir": "x"}')  # metrics, not a config
+    with pytest.raises(ValueError, match=r"config.json: not an esmm_tf.train config \(no model"):
+        config.load(str(run))
+    (data / "stats.json").write_text('{"splits": {"te')
+    with pytest.raises(data_layout.DatasetError, match=r"stats.json: not valid JSON"):
+        data_layout.read_stats(str(data))
+    (data / "stats.json").write_text('{"ctcvr_auc": 0.8}')
+    with pytest.raises(data_layout.DatasetError, match=r"stats.json: not a conversion's stats"):
+        data_layout.read_stats(str(data))
