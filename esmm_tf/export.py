@@ -1,5 +1,6 @@
 """Export a training run for TensorFlow Serving: ``python -m esmm_tf.export
---model_dir=RUN --export_dir=EXPORT [--version=N]``.
+--model_dir=RUN --export_dir=EXPORT [--version=N] [--checkpoint=auto|best|latest]
+[--warmup_records=8]``.
 
 Exports the run's model (its best checkpoint on the validation split if it
 has one, else its last) with ``esmm_tf.serving`` (the layout, the signatures
@@ -55,6 +56,7 @@ def export_model_dir(
 import dataclasses  # noqa: E402
 
 from esmm_tf.config_flags import option  # noqa: E402
+from esmm_tf.run_dir import CHECKPOINT_CHOICES  # noqa: E402
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,19 +69,29 @@ class ExportConfig:
     warmup_records: int = option(
         WARMUP_RECORDS, "Test records whose requests go into the warm-up file (0: none)."
     )
+    checkpoint: str = option(
+        "auto",
+        "Which checkpoint: auto = the best on the validation split if the run has one, "
+        "else the last.",
+        choices=CHECKPOINT_CHOICES,
+    )
+
+    def __post_init__(self):
+        if self.version is not None and not self.version >= 0:
+            raise ValueError(f"--version must be >= 0 (TF Serving's versions), got {self.version}")
+        if not self.warmup_records >= 0:
+            raise ValueError(f"--warmup_records must be >= 0, got {self.warmup_records}")
 
 
 def main(argv) -> None:
-    from absl import app
+    from absl import app, flags
 
-    from esmm_tf import config_flags, data_layout
+    from esmm_tf import config_flags, data_layout, files
 
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     from esmm_tf.cli import one_line_errors
 
-    config = config_flags.config_from_flags(ExportConfig)
-    before = set(os.listdir(config.export_dir)) if os.path.isdir(config.export_dir) else set()
     expected = (
         FileNotFoundError,
         FileExistsError,
@@ -87,9 +99,17 @@ def main(argv) -> None:
         data_layout.DatasetError,
         ImportError,
     )
-    with one_line_errors(f"--export_dir={config.export_dir}", expected):
+    export_dir = flags.FLAGS["export_dir"].value
+    with one_line_errors(f"--export_dir={export_dir}", expected):
+        config = config_flags.config_from_flags(ExportConfig)
+        files.check_directory(config.export_dir, "--export_dir")
+        before = set(os.listdir(config.export_dir)) if os.path.isdir(config.export_dir) else set()
         path = export_model_dir(
-            config.model_dir, config.export_dir, config.version, config.warmup_records
+            config.model_dir,
+            config.export_dir,
+            config.version,
+            config.warmup_records,
+            config.checkpoint,
         )
     if os.path.basename(path) in before:
         print(f"{path} is up to date (exported from the same checkpoint)")

@@ -64,3 +64,15 @@ def check_output(
 def write_json(path: str, obj) -> None:
     """``obj`` as indented JSON with sorted keys and a final newline, atomically."""
     write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def check_directory(path: str, flag: str) -> None:
+    """Before any work: ``path`` is a directory or can become one (no file
+    at it or above it); ValueError, one line."""
+    parent = path
+    while parent and not os.path.lexists(parent):
+        parent = os.path.dirname(parent.rstrip(os.sep))
+    if parent and not os.path.isdir(parent):
+        raise ValueError(
+            f"{flag}={path}: {parent} is a file, not a directory; choose another {flag}"
+        )

@@ -193,6 +193,27 @@ def build_run_model(config: config_lib.Config, model_dir: str):
     return build_model(config, vocab_root(model_dir))
 
 
+def restore_checkpoint(checkpoint, path: str, partial: bool = False, hint: str = "") -> None:
+    """``checkpoint.restore(path)``, every existing object matched (``partial``:
+    the checkpoint may hold more, e.g. optimizer slots); a damaged file (a
+    truncated variables file, a bad CRC) or one of another model is a
+    RunError naming the checkpoint, with ``hint`` (what to do) appended."""
+    import tensorflow as tf
+
+    try:
+        status = checkpoint.restore(path).assert_existing_objects_matched()
+        if partial:
+            status.expect_partial()
+    except (tf.errors.OpError, IndexError, OSError) as e:
+        reason = str(getattr(e, "message", e)).strip().splitlines()[0][:200]
+        raise RunError(f"checkpoint {path} cannot be read: {reason}. {hint}".rstrip()) from None
+    except AssertionError as e:
+        reason = str(e).strip().splitlines()[0][:200]
+        raise RunError(
+            f"checkpoint {path} does not match the run's model ({reason}). {hint}".rstrip()
+        ) from None
+
+
 def restore(model_dir: str, which: str = "auto"):
     """(config, model, checkpoint path): a run's model rebuilt from its
     config.json and vocabulary copy, restored from ``serving_checkpoint``."""
@@ -201,6 +222,10 @@ def restore(model_dir: str, which: str = "auto"):
     config = load_config(model_dir)
     path = serving_checkpoint(model_dir, which)
     model = build_run_model(config, model_dir)
-    status = tf.train.Checkpoint(model=model).restore(path)
-    status.assert_existing_objects_matched().expect_partial()  # optimizer slots unused
+    restore_checkpoint(  # optimizer slots unused
+        tf.train.Checkpoint(model=model),
+        path,
+        partial=True,
+        hint="Choose another with --checkpoint=best or --checkpoint=latest, or retrain.",
+    )
     return config, model, path

@@ -34,12 +34,15 @@ def config_from_flags(flag_values: flags.FlagValues = FLAGS) -> Config:
 def main(argv) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    from esmm_tf import data_layout, distribute, training_run
+    from esmm_tf import data_layout, distribute, files, training_run
     from esmm_tf.cli import one_line_errors
 
     expected = (ValueError, FileNotFoundError, data_layout.DatasetError, training_run.TrainingError)
     with one_line_errors(f"--model_dir={FLAGS.model_dir}", expected):
         config = config_from_flags()
+        files.check_directory(FLAGS.model_dir, "--model_dir")
+        if FLAGS.export_dir:  # before hours of training, not after
+            files.check_directory(FLAGS.export_dir, "--export_dir")
         strategy = distribute.make_strategy(config.strategy)  # before any TensorFlow op
         training_run.train_and_evaluate(
             config, FLAGS.model_dir, export_dir=FLAGS.export_dir, strategy=strategy

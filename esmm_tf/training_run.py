@@ -296,15 +296,20 @@ class TrainingRun:
     def _restore_or_warm_start(self) -> None:
         latest = run_dir.latest_checkpoint(self.model_dir)  # every worker: the chief's
         if latest:
-            self.checkpoint.restore(latest).assert_existing_objects_matched()
+            run_dir.restore_checkpoint(
+                self.checkpoint,
+                latest,
+                hint=f"To start this run over, remove {run_dir.checkpoint_dir(self.model_dir)}.",
+            )
             _log(f"{self.prefix}resumed from {latest} (step {self.step})")
             return
         source = self.config.warm_start_from
         if not source:
             return
         path = run_dir.serving_checkpoint(source)
-        status = tf.train.Checkpoint(model=self.model).restore(path)
-        status.assert_existing_objects_matched().expect_partial()
+        run_dir.restore_checkpoint(
+            tf.train.Checkpoint(model=self.model), path, partial=True, hint="(--warm_start_from)"
+        )
         missing, total, missing_n, total_n = run_dir.vocab_coverage(
             self._vocab_dir, self.config.data_dir
         )

@@ -170,6 +170,7 @@ _ENTRY_POINT_FLAGS = {
         "export_dir": None,
         "version": None,
         "warmup_records": 8,
+        "checkpoint": "auto",
     },
 }
 _REQUIRED = {

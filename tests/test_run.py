@@ -368,3 +368,29 @@ def test_a_new_days_test_logs_convert_with_the_runs_vocabulary_and_score(
     again = evaluate_model_dir(model_dir, out)
     for key in AUC_KEYS:
         assert again[key] == pytest.approx(metrics[key], abs=1e-9), key
+
+
+def test_a_damaged_checkpoint_is_one_error_naming_it(trained, tmp_path):
+    """A truncated variables file: evaluate/predict/export and a resumed
+    training say which checkpoint and what to do (it was a traceback)."""
+    import glob
+    import shutil
+
+    from esmm_tf import run_dir, training_run
+
+    config, model_dir, _ = trained
+    run = str(tmp_path / "run")
+    shutil.copytree(model_dir, run)
+    latest = run_dir.latest_checkpoint(run)
+    for path in glob.glob(latest + ".data-*"):
+        with open(path, "r+b") as f:
+            f.truncate(100)
+    with pytest.raises(
+        run_dir.RunError, match=f"checkpoint {latest} cannot be read: .*--checkpoint="
+    ):
+        run_dir.restore(run, "latest")
+    resumed = dataclasses.replace(config, epochs=config.epochs + 1)
+    with pytest.raises(
+        run_dir.RunError, match=f"checkpoint {latest} cannot be read: .*start this run over"
+    ):
+        training_run.train_and_evaluate(resumed, run)

@@ -1,9 +1,11 @@
-"""esmm_tf.predict's --output: nothing a user already has is overwritten by
-mistake (checked before any scoring)."""
+"""What the commands write (predict's --output, evaluate's --output_json,
+export's and train's directories) never replaces what a user already has by
+mistake, and is checked before any work."""
 
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -109,3 +111,23 @@ def test_damaged_run_config_and_stats_are_named(dirs, tmp_path):
     (data / "stats.json").write_text('{"ctcvr_auc": 0.8}')
     with pytest.raises(data_layout.DatasetError, match=r"stats.json: not a conversion's stats"):
         data_layout.read_stats(str(data))
+
+
+def test_a_file_where_a_directory_goes_is_refused_before_any_work(tmp_path):
+    from esmm_tf import files
+
+    (tmp_path / "afile").write_text("x")
+    for path in (tmp_path / "afile", tmp_path / "afile" / "below"):
+        with pytest.raises(ValueError, match=r"afile is a file, not a directory; choose another"):
+            files.check_directory(str(path), "--export_dir")
+    files.check_directory(str(tmp_path / "new" / "dir"), "--export_dir")
+    assert sorted(os.listdir(tmp_path)) == ["afile"]  # nothing created
+
+
+def test_export_options_out_of_range():
+    from esmm_tf.export import ExportConfig
+
+    for field, value in (("version", -3), ("warmup_records", -1)):
+        with pytest.raises(ValueError, match=f"--{field} must be >= 0"):
+            ExportConfig(model_dir="run", export_dir="export", **{field: value})
+    assert ExportConfig(model_dir="run", export_dir="export", version=0).version == 0
