@@ -247,3 +247,16 @@ def one_line_errors(where: str, expected: tuple[type[BaseException], ...] = ()):
             raise
         print(f"error: {line}", file=sys.stderr, flush=True)
         sys.exit(1)
+
+
+def no_arguments(argv: list[str]) -> None:
+    """Ends the command with one ``error:`` line (not absl's page of usage)
+    when it was given words that are not flags (``argv[1:]``)."""
+    if len(argv) > 1:
+        print(
+            f"error: unexpected arguments {argv[1:]}: every option is a flag, --name=value "
+            "(--help lists them)",
+            file=sys.stderr,
+            flush=True,
+        )
+        sys.exit(1)

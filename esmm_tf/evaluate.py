@@ -111,8 +111,9 @@ def _is_metrics(path: str) -> bool:
 
 
 def main(argv) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    from esmm_tf.cli import no_arguments
+
+    no_arguments(argv)
     from esmm_tf import evaluator
     from esmm_tf.cli import one_line_errors
 

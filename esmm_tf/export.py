@@ -84,12 +84,12 @@ class ExportConfig:
 
 
 def main(argv) -> None:
-    from absl import app, flags
+    from absl import flags
 
     from esmm_tf import config_flags, data_layout, files
+    from esmm_tf.cli import no_arguments
 
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    no_arguments(argv)
     from esmm_tf.cli import one_line_errors
 
     expected = (

@@ -114,8 +114,9 @@ def predict(
 
 
 def main(argv) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    from esmm_tf.cli import no_arguments
+
+    no_arguments(argv)
     from esmm_tf.cli import one_line_errors
 
     config = config_flags.config_from_flags(PredictConfig)

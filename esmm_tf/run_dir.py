@@ -221,6 +221,13 @@ def restore(model_dir: str, which: str = "auto"):
 
     config = load_config(model_dir)
     path = serving_checkpoint(model_dir, which)
+    expected = config_lib.load_json(model_dir).get("vocab_fingerprint")
+    if expected and has_vocab(model_dir) and vocab_fingerprint(model_dir) != expected:
+        raise RunError(
+            f"{os.path.join(model_dir, 'vocab')} does not match the fingerprint in its "
+            "config.json: a vocabulary file was changed or damaged, so ids would map to the "
+            "wrong embedding rows; put the run's files back or retrain"
+        )
     model = build_run_model(config, model_dir)
     restore_checkpoint(  # optimizer slots unused
         tf.train.Checkpoint(model=model),

@@ -32,8 +32,9 @@ def config_from_flags(flag_values: flags.FlagValues = FLAGS) -> Config:
 
 
 def main(argv) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    from esmm_tf.cli import no_arguments
+
+    no_arguments(argv)
     from esmm_tf import data_layout, distribute, files, training_run
     from esmm_tf.cli import one_line_errors
 

@@ -519,7 +519,8 @@ class TrainingRun:
                 f"the validation sample ({metrics['impressions']:,} impressions, "
                 f"{metrics['clicks']:,} clicks, {metrics['conversions']:,} conversions) lacks "
                 "a positive or a negative label; raise --validation_fraction (or "
-                "--eval_impressions, 0 for all of it) or choose another --early_stopping_metric"
+                "--eval_impressions, 0 for all of it) or choose another --early_stopping_metric, "
+                "in a new --model_dir (this one keeps its configuration)"
             )
         best = float(self.progress.best_value.numpy())
         if _better(config.early_stopping_metric, value, best):

@@ -131,3 +131,16 @@ def test_export_options_out_of_range():
         with pytest.raises(ValueError, match=f"--{field} must be >= 0"):
             ExportConfig(model_dir="run", export_dir="export", **{field: value})
     assert ExportConfig(model_dir="run", export_dir="export", version=0).version == 0
+
+
+def test_words_that_are_not_flags_are_one_error_line(capsys):
+    from esmm_tf import cli
+
+    cli.no_arguments(["train"])  # none: nothing happens
+    with pytest.raises(SystemExit) as exit_:
+        cli.no_arguments(["train", "stray"])
+    assert exit_.value.code == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "error: unexpected arguments ['stray']: every option is a flag, --name=value "
+        "(--help lists them)"
+    ]

@@ -394,3 +394,7 @@ def test_a_damaged_checkpoint_is_one_error_naming_it(trained, tmp_path):
         run_dir.RunError, match=f"checkpoint {latest} cannot be read: .*start this run over"
     ):
         training_run.train_and_evaluate(resumed, run)
+    with open(os.path.join(run, "vocab", "205.tsv"), "r+b") as f:  # a damaged vocabulary
+        f.truncate(20)
+    with pytest.raises(run_dir.RunError, match="vocab does not match the fingerprint"):
+        run_dir.restore(run)  # checked before the (damaged) checkpoint is read

@@ -23,8 +23,9 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
 
 
 def main(argv: Sequence[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    from esmm_tf.cli import no_arguments
+
+    no_arguments(argv)
     out_dir = flags.FLAGS.out_dir
     try:
         summary = generate(config_flags.config_from_flags(SyntheticConfig), out_dir)
