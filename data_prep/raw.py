@@ -385,7 +385,7 @@ def read_lines(path: str) -> Iterator[tuple[int, bytes, bool]]:
         with open_raw(path) as f:
             for lineno, line in enumerate(f, 1):
                 any_line = True
-                yield lineno, *split_eol(line)
+                yield lineno, *split_line(line, lineno)
     except GZIP_ERRORS as e:
         raise RawInputError(_gzip_error(path, e, f"after {lineno:,} lines")) from None
     if not any_line:
@@ -408,6 +408,19 @@ def read_head(path: str, size: int) -> bytes:
             return f.read(size)
     except GZIP_ERRORS as e:
         raise RawInputError(_gzip_error(path, e, f"within its first {size:,} bytes")) from None
+
+
+UTF8_BOM = b"\xef\xbb\xbf"
+
+
+def split_line(line: bytes, lineno: int) -> tuple[bytes, bool]:
+    """``split_eol`` of the ``lineno``-th line of a file, without the UTF-8 byte
+    order mark some Windows tools put at the start of a file (an encoding
+    marker, not data: left in, it would make line 1's first column another
+    id)."""
+    if lineno == 1 and line.startswith(UTF8_BOM):
+        line = line[len(UTF8_BOM) :]
+    return split_eol(line)
 
 
 def split_eol(line: bytes) -> tuple[bytes, bool]:

@@ -81,7 +81,7 @@ def find_inputs(raw_dir: str, fs: FileSystem = LOCAL) -> dict[str, dict[str, str
 
 def fingerprint(config, inputs: dict, partitions: dict[str, int], fs: FileSystem = LOCAL) -> dict:
     """What a conversion's output depends on: every input file's size and
-    modification time, the shards of each split, the settings that change the
+    modification time (to the microsecond), the shards of each split, the settings that change the
     output (``config``'s min_count, max_group_size and
     keep_conversion_without_click) and the output format's version."""
     files = {}
@@ -89,7 +89,9 @@ def fingerprint(config, inputs: dict, partitions: dict[str, int], fs: FileSystem
         for path in split_files.values():
             if path:
                 size, mtime = fs.stat(path)
-                files[os.path.basename(path)] = [size, int(mtime)]
+                # Microseconds: a file rewritten within the same second, at the
+                # same size, is another input (whole seconds missed it).
+                files[os.path.basename(path)] = [size, round(mtime * 1_000_000)]
     return {
         "files": files,
         "partitions": partitions,

@@ -60,6 +60,7 @@ def _messy_raw_dir(tiny_raw_dir, path):
     write("sample_skeleton_train.csv", sk)
     write("ground_truth_train.csv", gt)
     cf.insert(50, cf[5])  # duplicate index
+    cf[0] = raw.UTF8_BOM + cf[0]  # a byte order mark: not data, in either converter
     cf.insert(60, b"badcfi,9," + cf[6].split(b",", 2)[2])  # feature_num mismatch
     write("common_features_train.csv", cf)
 

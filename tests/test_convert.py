@@ -420,3 +420,51 @@ def test_duplicate_finder_on_shuffled_ids():
         else:
             seen[i] = line
     assert got.tolist() == [list(e) for e in expected]
+
+
+def test_a_raw_file_rewritten_within_the_same_second_is_converted_again(tmp_path):
+    """The fingerprint keeps mtimes to the microsecond: the same size and the
+    same whole second used to return the old dataset ("nothing to do")."""
+    sk, cf = simple_dataset(users=4, impressions_per_user=3)
+    raw_dir = write_raw_dir(tmp_path / "raw", sk, cf)
+    path = os.path.join(raw_dir, "sample_skeleton_train.csv")
+    first = _convert(raw_dir, tmp_path / "out")["splits"]["train"]["clicks"]
+    st = os.stat(path)
+    with open(path, "rb") as f:
+        lines = f.read().split(b"\n")
+    flipped = [line.replace(b",0,0,", b",1,0,", 1) for line in lines]  # clicks, same size
+    with open(path, "wb") as f:
+        f.write(b"\n".join(flipped))
+    whole = int(st.st_mtime)
+    os.utime(path, ns=(st.st_atime_ns, whole * 10**9 + (st.st_mtime_ns + 300_000_000) % 10**9))
+    assert os.path.getsize(path) == st.st_size and int(os.stat(path).st_mtime) == whole
+    with pytest.raises(ConvertError, match="holds another conversion"):  # not "nothing to do"
+        _convert(raw_dir, tmp_path / "out")
+    again = _convert(raw_dir, tmp_path / "out", overwrite=True)["splits"]["train"]["clicks"]
+    assert again > first
+
+
+def test_a_byte_order_mark_at_the_start_of_a_file_is_not_data(tmp_path):
+    """Files saved by some Windows tools start with a UTF-8 BOM: the same
+    records, vocabularies and counts as without it (it used to make line 1 a
+    bad row and its request's impressions "unknown" ones)."""
+    sk, cf = simple_dataset(users=4, impressions_per_user=3)
+    plain = write_raw_dir(tmp_path / "plain", sk, cf)
+    bom = write_raw_dir(tmp_path / "bom", sk, cf)
+    for name in os.listdir(bom):
+        path = os.path.join(bom, name)
+        with open(path, "rb") as f:
+            data = f.read()
+        with open(path, "wb") as f:
+            f.write(raw.UTF8_BOM + data)
+    a = _convert(plain, tmp_path / "a")
+    b = _convert(bom, tmp_path / "b")
+    assert b["splits"]["train"]["bad_rows_total"] == 0
+    assert {k: v for k, v in a["splits"].items()} == b["splits"]
+    for split in a["splits"]:
+        for x, y in zip(
+            data_layout.shard_files(str(tmp_path / "a"), split),
+            data_layout.shard_files(str(tmp_path / "b"), split),
+            strict=True,
+        ):
+            assert filecmp.cmp(x, y, shallow=False)

@@ -12,7 +12,7 @@ belongs to the range where it starts (the rule ``ReadFromText`` uses too).
 3. *Read*: each range reads its lines and numbers them from there, in parallel.
 
 A compressed file cannot be split: it is one range, numbered from 1. Lines are
-cut as :func:`data_prep.raw.read_lines` cuts them (:func:`raw.split_eol`).
+cut as :func:`data_prep.raw.read_lines` cuts them (:func:`raw.split_line`).
 Files are opened with Beam's ``FileSystems``: local paths, ``gs://``,
 ``s3://``, ``hdfs://`` alike.
 """
@@ -82,7 +82,7 @@ def _read_range(item: tuple[Source, tuple[int, int, int]]) -> Iterator[Line]:
     if end < 0:  # the whole file, compressed or not
         with FileSystems.open(source[2]) as f:
             for line in iter(f.readline, b""):
-                yield (source, lineno, *raw.split_eol(line))
+                yield (source, lineno, *raw.split_line(line, lineno))
                 lineno += 1
         return
     with FileSystems.open(source[2], compression_type=CompressionTypes.UNCOMPRESSED) as f:
@@ -96,7 +96,7 @@ def _read_range(item: tuple[Source, tuple[int, int, int]]) -> Iterator[Line]:
             if not line:
                 break
             pos += len(line)
-            yield (source, lineno, *raw.split_eol(line))
+            yield (source, lineno, *raw.split_line(line, lineno))
             lineno += 1
 
 
