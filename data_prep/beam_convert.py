@@ -292,8 +292,8 @@ def _flag_values() -> flags.FlagValues:
 
 
 def _chunk_bytes(mb: float) -> int:
-    if not mb > 0:
-        raise ConvertError(f"--read_chunk_mb must be positive, got {mb}")
+    if not 0 < mb < 1 << 20:  # NaN and infinity fail too
+        raise ConvertError(f"--read_chunk_mb must be positive (and below 1 TiB), got {mb}")
     return max(1, int(mb * 2**20))
 
 

@@ -121,8 +121,8 @@ def _partition_task(args: tuple) -> str:
                 token = cols[0]
                 add_id(  # raw.sample_id_or, inlined: the common case costs no call
                     int(token)
-                    if token.isdigit() and (len(token) < 19 or raw.fits_int64(token))
-                    else duplicates.NO_ID
+                    if len(token) < 19 and token.isdigit()
+                    else raw.sample_id_or(token, duplicates.NO_ID)
                 )
             out = outs[zlib.crc32(key) % num_parts]
             out.write(b"%d\t%d\t%s\t%s\n" % (lineno, has_newline, gt, content))
@@ -392,6 +392,24 @@ def _check_out_dir(out_dir: str, inputs: dict, config: ConvertConfig) -> None:
         raise ConvertError(problem)
 
 
+def _same_in_earlier_format(fingerprint: dict, out_dir: str, work_dir: str) -> dict:
+    """The fingerprint an earlier esmm_tf stored for these same inputs (mtimes
+    in whole seconds), when ``out_dir`` or ``work_dir`` holds one: so that a
+    finished conversion is still "nothing to do" and an interrupted one still
+    resumes after the upgrade; else ``fingerprint``."""
+    earlier = raw_layout.in_seconds(fingerprint)
+    for path in (data_layout.stats_file(out_dir), os.path.join(work_dir, "fingerprint.json")):
+        try:
+            stored = _load_json(path)
+        except (OSError, ValueError):
+            continue
+        if isinstance(stored, dict) and path.endswith(data_layout.STATS_FILE):
+            stored = stored.get("fingerprint")
+        if stored == earlier:
+            return earlier
+    return fingerprint
+
+
 def _prepare_work_dir(work_dir: str, fingerprint: dict) -> None:
     path = os.path.join(work_dir, "fingerprint.json")
     if os.path.isdir(work_dir):
@@ -430,6 +448,7 @@ def convert(config: ConvertConfig) -> dict:
     fingerprint = raw_layout.fingerprint(config, inputs, parts)
     if config.vocab_from:
         fingerprint["vocab_from"] = vocab_fingerprint(config.vocab_from)
+    fingerprint = _same_in_earlier_format(fingerprint, out_dir, work_dir)
 
     if os.path.lexists(out_dir) and not os.path.isdir(out_dir):
         raise ConvertError(

@@ -150,19 +150,17 @@ def parse_feature_list(buf: bytes, feature_num: int, index: FieldIndex) -> Featu
     position = index.position
     if not (b"".join(parts[1::3]).isdigit() and _plain_values(parts[2::3])):
         _raise_bad_token(parts)
-    it = iter(parts)
     try:
-        for field, fid, value in zip(it, it, it, strict=True):
-            k = position.get(field)
-            if k is None:
-                ignored[field] = ignored.get(field, 0) + 1
-                if not is_plain_value(value):  # kept values are checked by float()
-                    _raise_bad_token(parts)
-                continue
-            ids[k].append(int(fid))
-            weights[k].append(float(value))
-    except ValueError:
-        _raise_bad_token(parts)
+        _fill(parts, position, ids, weights, ignored)
+    except ValueError:  # a bad value, or an id past int()'s 4,300 digits (zero-padded?)
+        parts[1::3] = [t.lstrip(b"0") or b"0" for t in parts[1::3]]
+        ids = [[] for _ in range(nfields)]
+        weights = [[] for _ in range(nfields)]
+        ignored = {}
+        try:
+            _fill(parts, position, ids, weights, ignored)
+        except ValueError:
+            _raise_bad_token(parts)
     for field_ids in ids:
         if field_ids and (min(field_ids) < 0 or max(field_ids) > INT64_MAX):
             bad = next(v for v in field_ids if not 0 <= v <= INT64_MAX)
@@ -182,6 +180,21 @@ def parse_feature_list(buf: bytes, feature_num: int, index: FieldIndex) -> Featu
             if bad is not None:
                 raise BadRow(BAD_FEATURE_VALUE, f"feature value {bad!r} overflows float32")
     return FeatureArrays(ids, weights, ignored)
+
+
+def _fill(parts: list[bytes], position: dict, ids: list, weights: list, ignored: dict) -> None:
+    """The hot loop of ``parse_feature_list``: (field, id, value) triples into
+    ``ids``/``weights`` by field position; ValueError from int() or float()."""
+    it = iter(parts)
+    for field, fid, value in zip(it, it, it, strict=True):
+        k = position.get(field)
+        if k is None:
+            ignored[field] = ignored.get(field, 0) + 1
+            if not is_plain_value(value):  # kept values are checked by float()
+                _raise_bad_token(parts)
+            continue
+        ids[k].append(int(fid))
+        weights[k].append(float(value))
 
 
 def _plain_values(tokens: list[bytes]) -> bool:
@@ -204,11 +217,24 @@ def fits_int64(digits: bytes) -> bool:
     return len(significant) < 19 or (len(significant) == 19 and int(significant) <= INT64_MAX)
 
 
+def to_int64(digits: bytes) -> int | None:
+    """The value of an ASCII digit string of any length (zero-padded too), or
+    None above 2^63 - 1."""
+    significant = digits.lstrip(b"0")
+    if len(significant) < 19 or (len(significant) == 19 and int(significant) <= INT64_MAX):
+        return int(significant or b"0")
+    return None
+
+
 def sample_id_or(token: bytes, default: int) -> int:
     """The sample_id of a raw token, or ``default`` when it is not one (the
     row's own parse reports why): the duplicate finders' hot loop."""
-    if token.isdigit() and (len(token) < 19 or fits_int64(token)):
-        return int(token)
+    if token.isdigit():
+        if len(token) < 19:
+            return int(token)
+        value = to_int64(token)
+        if value is not None:
+            return value
     return default
 
 
@@ -234,9 +260,10 @@ def _shown(token: bytes) -> str:
 def _parse_int(token: bytes, kind: str, what: str) -> int:
     if not token.isdigit():  # ASCII digits only: no sign, space or '_'
         raise BadRow(kind, f"{what} {token[:40]!r} is not an integer")
-    if not fits_int64(token):
+    value = to_int64(token)
+    if value is None:
         raise BadRow(kind, f"{what} {_shown(token)} is out of range (above 2^63 - 1)")
-    return int(token)
+    return value
 
 
 def _parse_cfi(token: bytes) -> bytes:
@@ -300,9 +327,9 @@ def parse_ground_truth_row(line: bytes) -> GroundTruthRow:
         raise BadRow(BAD_GROUND_TRUTH, f"expected 4 columns, got {len(cols)}")
     if not (cols[0].isdigit() and cols[3].isdigit() and all(map(is_plain_value, cols[1:3]))):
         raise BadRow(BAD_GROUND_TRUTH, f"unparsable ground truth row {line[:60]!r}")
-    if not fits_int64(cols[0]):
+    sample_id = to_int64(cols[0])
+    if sample_id is None:
         raise BadRow(BAD_GROUND_TRUTH, f"sample_id {_shown(cols[0])} is out of range")
-    sample_id = int(cols[0])
     pctr, pcvr = float(cols[1]), float(cols[2])
     conversion = {b"0": 0, b"1": 1}.get(cols[3], -1)
     if not (0.0 <= pctr <= 1.0 and 0.0 <= pcvr <= 1.0 and conversion in (0, 1)):
@@ -383,9 +410,12 @@ def read_lines(path: str) -> Iterator[tuple[int, bytes, bool]]:
     lineno = 0
     try:
         with open_raw(path) as f:
-            for lineno, line in enumerate(f, 1):
-                any_line = True
-                yield lineno, *split_line(line, lineno)
+            first = f.readline()  # its byte order mark, if any, is not data
+            if first:
+                any_line, lineno = True, 1
+                yield 1, *split_line(first, 1)
+            for lineno, line in enumerate(f, 2):
+                yield lineno, *split_eol(line)
     except GZIP_ERRORS as e:
         raise RawInputError(_gzip_error(path, e, f"after {lineno:,} lines")) from None
     if not any_line:

@@ -102,6 +102,15 @@ def fingerprint(config, inputs: dict, partitions: dict[str, int], fs: FileSystem
     }
 
 
+def in_seconds(fingerprint: dict) -> dict:
+    """``fingerprint`` as conversions before microsecond mtimes wrote it (whole
+    seconds): what their stats.json and work directories hold."""
+    files = {
+        name: [size, mtime // 1_000_000] for name, (size, mtime) in fingerprint["files"].items()
+    }
+    return {**fingerprint, "files": files}
+
+
 def raw_bytes(path: str, fs: FileSystem = LOCAL) -> int:
     """The (estimated, for ``.gz``) uncompressed size of a raw file."""
     size = fs.size(path)

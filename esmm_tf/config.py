@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 
 from esmm_tf import files, registry
@@ -194,13 +195,13 @@ class Config:
             )
         # Comparisons are written so that NaN fails them: "not x > 0", not "x <= 0".
         for name in ("learning_rate", "epsilon"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"--{name} must be positive, got {getattr(self, name)}")
+            if not 0 < getattr(self, name) < math.inf:
+                raise ValueError(f"--{name} must be positive and finite, got {getattr(self, name)}")
         for name in ("beta_1", "beta_2"):
             if not 0 <= getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be in [0, 1), got {getattr(self, name)}")
         for name in ("embedding_l2", "tower_l2"):
-            if not getattr(self, name) >= 0:  # also refuses NaN
+            if not 0 <= getattr(self, name) < math.inf:  # also refuses NaN
                 raise ValueError(f"--{name} must be >= 0, got {getattr(self, name)}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"--dropout must be in [0, 1), got {self.dropout}")
@@ -219,14 +220,14 @@ class Config:
                 f"--corrupt_shards must be one of {', '.join(CORRUPT_SHARD_POLICIES)}, "
                 f"got {self.corrupt_shards!r}"
             )
-        if not self.oversampling_k >= 1:
+        if not 1 <= self.oversampling_k < math.inf:
             raise ValueError(f"--oversampling_k must be >= 1, got {self.oversampling_k}")
         if not 0 < self.unbias_min_ctr <= 1:
             raise ValueError(f"--unbias_min_ctr must be in (0, 1], got {self.unbias_min_ctr}")
         for name in ("escm2_cvr_weight", "escm2_ctcvr_weight"):
-            if not getattr(self, name) >= 0:
+            if not 0 <= getattr(self, name) < math.inf:
                 raise ValueError(f"--{name} must be >= 0, got {getattr(self, name)}")
-        if not self.escm2_max_ips_weight >= 1:
+        if not 1 <= self.escm2_max_ips_weight < math.inf:
             raise ValueError(
                 f"--escm2_max_ips_weight must be >= 1, got {self.escm2_max_ips_weight}"
             )

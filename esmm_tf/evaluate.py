@@ -11,6 +11,7 @@ any day's logs: raw ids the run never saw map to its OOV rows.
 from __future__ import annotations
 
 import dataclasses
+import os
 
 from absl import app
 
@@ -82,9 +83,10 @@ def evaluate_model_dir(
 def check_output_json(path: str, model_dir: str, data_dir: str | None = None) -> None:
     """Refuses, before evaluating, an ``--output_json`` that would destroy data:
     an existing file of the run or of the data it scores (e.g. the run's
-    config.json or eval_metrics.json, the data's stats.json; a new file there
-    is fine), a directory, or an existing file elsewhere that is not metrics
-    written by this command (those are replaced: a rerun updates them)."""
+    config.json or eval_metrics.json, the data's stats.json; a new file there,
+    or metrics this command wrote there, are fine), a directory, or an existing
+    file elsewhere that is not metrics written by this command (those are
+    replaced: a rerun updates them)."""
     from esmm_tf import run_dir
 
     if data_dir is None:
@@ -95,8 +97,16 @@ def check_output_json(path: str, model_dir: str, data_dir: str | None = None) ->
         {"--model_dir": model_dir, "--data_dir": data_dir},
         _is_metrics,
         "metrics written by esmm_tf.evaluate",
-        new_inside_ok=True,
+        replaceable_inside=_is_own_metrics,
     )
+
+
+def _is_own_metrics(path: str) -> bool:
+    """A file of the run or the data that evaluate may replace: metrics it
+    wrote there (e.g. RUN/test.json), never the run's own eval_metrics.json."""
+    from esmm_tf import run_dir
+
+    return os.path.basename(path) != run_dir.EVAL_FILE and _is_metrics(path)
 
 
 def _is_metrics(path: str) -> bool:

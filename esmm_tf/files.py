@@ -34,23 +34,30 @@ def check_output(
     replaceable: Callable[[str], bool],
     what: str,
     overwrite: bool | None = None,
-    new_inside_ok: bool = False,
+    replaceable_inside: Callable[[str], bool] | None = None,
 ) -> None:
     """Refuses, before any work, an output file that would destroy data
     (ValueError, one line): a path inside one of ``inside``'s directories
     (``{"--data_dir": DATA, ...}``: what the command reads; with
-    ``new_inside_ok``, only a path that exists there), a directory, or an
-    existing file that is not ``what`` this command writes (``replaceable``).
-    ``overwrite``: None replaces such a file; False refuses any existing file
-    (the command has an ``--overwrite`` flag, not given)."""
+    ``replaceable_inside``, only an existing file there that it does not
+    accept), a directory or a path below a file, or an existing file that is
+    not ``what`` this command writes (``replaceable``). ``overwrite``: None
+    replaces such a file; False refuses any existing file (the command has an
+    ``--overwrite`` flag, not given)."""
+    if path.endswith(os.sep) or os.path.isdir(path):
+        raise ValueError(f"{flag}={path} is a directory; give a file path")
+    check_directory(os.path.dirname(path) or ".", flag)
     real = os.path.realpath(path)
     for name, directory in inside.items():
-        if new_inside_ok and not os.path.lexists(path):
-            break
         if directory and (real + os.sep).startswith(os.path.realpath(directory) + os.sep):
-            raise ValueError(f"{flag}={path} is inside {name}={directory}; write it elsewhere")
-    if os.path.isdir(path):
-        raise ValueError(f"{flag}={path} is a directory; give a file path")
+            if replaceable_inside is None:
+                raise ValueError(f"{flag}={path} is inside {name}={directory}; write it elsewhere")
+            if os.path.lexists(path) and not replaceable_inside(path):
+                raise ValueError(
+                    f"{flag}={path} is a file of {name}={directory}, not one this command "
+                    "wrote; write elsewhere"
+                )
+            return
     if not os.path.lexists(path):
         return
     if overwrite is False:

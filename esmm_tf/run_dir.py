@@ -207,7 +207,7 @@ def restore_checkpoint(checkpoint, path: str, partial: bool = False, hint: str =
     except (tf.errors.OpError, IndexError, OSError) as e:
         reason = str(getattr(e, "message", e)).strip().splitlines()[0][:200]
         raise RunError(f"checkpoint {path} cannot be read: {reason}. {hint}".rstrip()) from None
-    except AssertionError as e:
+    except (AssertionError, ValueError) as e:  # another structure, or other shapes
         reason = str(e).strip().splitlines()[0][:200]
         raise RunError(
             f"checkpoint {path} does not match the run's model ({reason}). {hint}".rstrip()

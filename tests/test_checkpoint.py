@@ -5,6 +5,7 @@ does not see, e.g. ones kept in a dict attribute)."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from esmm_tf import data_layout, input_pipeline
@@ -36,3 +37,16 @@ def test_checkpoint_holds_every_variable_and_restores_predictions(tiny_config, t
     got = fresh(inputs)
     for key in ("ctr", "cvr", "ctcvr"):
         np.testing.assert_array_equal(got[key].numpy(), expected[key].numpy())
+
+
+def test_a_checkpoint_of_other_shapes_is_one_error_naming_it(tmp_path):
+    """TensorFlow's "Received incompatible tensor" becomes a RunError with the
+    checkpoint's path and the hint."""
+    import tensorflow as tf
+
+    from esmm_tf import run_dir
+
+    path = tf.train.Checkpoint(v=tf.Variable([1.0, 2.0, 3.0])).save(str(tmp_path / "ckpt"))
+    other = tf.train.Checkpoint(v=tf.Variable([1.0, 2.0, 3.0, 4.0]))
+    with pytest.raises(run_dir.RunError, match=f"checkpoint {path} does not match .* retrain"):
+        run_dir.restore_checkpoint(other, path, hint="Or retrain.")

@@ -207,6 +207,9 @@ NAN = float("nan")
     [
         ("learning_rate", NAN),
         ("learning_rate", 0.0),
+        ("learning_rate", float("inf")),
+        ("tower_l2", float("inf")),
+        ("escm2_max_ips_weight", float("inf")),
         ("epsilon", NAN),
         ("epsilon", 0.0),
         ("beta_1", NAN),

@@ -468,3 +468,17 @@ def test_a_byte_order_mark_at_the_start_of_a_file_is_not_data(tmp_path):
             strict=True,
         ):
             assert filecmp.cmp(x, y, shallow=False)
+
+
+def test_a_conversion_by_an_earlier_version_is_still_the_same_conversion(tmp_path):
+    """Conversions made before mtimes were kept to the microsecond stored whole
+    seconds: rerunning the same command on one still does nothing."""
+    sk, cf = simple_dataset(users=4, impressions_per_user=3)
+    raw_dir = write_raw_dir(tmp_path / "raw", sk, cf)
+    out = tmp_path / "out"
+    stats = _convert(raw_dir, out)
+    stats["fingerprint"] = raw_layout.in_seconds(stats["fingerprint"])  # as written then
+    (out / "stats.json").write_text(json.dumps(stats))
+    before = (out / "stats.json").read_bytes()
+    assert _convert(raw_dir, out)["fingerprint"] == stats["fingerprint"]  # nothing to do
+    assert (out / "stats.json").read_bytes() == before

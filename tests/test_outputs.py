@@ -74,13 +74,18 @@ def test_evaluate_output_json_never_replaces_a_run_or_data_file(dirs, tmp_path):
     (data / "stats.json").write_text('{"splits": {}}')
     (run / "eval_metrics.json").write_text('{"ctcvr_auc": 0.8, "checkpoint": "c", "model": "m"}')
     for path in (run / "config.json", run / "eval_metrics.json", data / "stats.json"):
-        with pytest.raises(ValueError, match=r"is inside --(model_dir|data_dir)="):
+        with pytest.raises(ValueError, match=r"is a file of --(model_dir|data_dir)=.*not one this"):
             check_output_json(str(path), str(run))  # data_dir: the run's own
     check_output_json(str(run / "test.json"), str(run))  # a new file in the run: fine
+    (run / "test.json").write_text('{"ctcvr_auc": 0.8, "checkpoint": "c", "model": "m"}')
+    check_output_json(str(run / "test.json"), str(run))  # and again: the README's rerun
+    for bad in (f"{tmp_path}/new/", f"{run}/config.json/m.json"):
+        with pytest.raises(ValueError, match=r"a directory|is a file, not a directory"):
+            check_output_json(bad, str(run))
     other = tmp_path / "elsewhere"
     other.mkdir()
     (other / "stats.json").write_text("{}")
-    with pytest.raises(ValueError, match=r"inside --data_dir="):  # the data it is told to score
+    with pytest.raises(ValueError, match=r"of --data_dir="):  # the data it is told to score
         check_output_json(str(other / "stats.json"), str(run), str(other))
     metrics = tmp_path / "metrics.json"
     check_output_json(str(metrics), str(run))  # new: fine

@@ -142,6 +142,13 @@ def test_the_largest_int64_and_leading_zeros_are_ids():
     assert raw.sample_id_or(b"0000000000000000000000007", -1) == 7
     for bad in (b"9223372036854775808", HUGE, b"+7", b""):
         assert raw.sample_id_or(bad, -1) == -1
+    # Zero-padded past int()'s 4,300 digits: still the value.
+    padded = b"0" * 5000 + b"7"
+    assert raw.sample_id_or(padded, -1) == 7
+    assert raw.parse_skeleton_row(GOOD.replace(b"1,1,1,", padded + b",1,1,", 1)).sample_id == 7
+    row = raw.parse_skeleton_row(GOOD.replace(b"\x025000\x03", b"\x02" + padded + b"\x03", 1))
+    assert 7 in [i for k in range(len(raw.ITEM_INDEX.fields)) for i in row.features.field(k)[0]]
+    assert raw.parse_ground_truth_row(padded + b",0.25,0.5,1").sample_id == 7
 
 
 def test_truncated_last_line_is_its_own_kind():
