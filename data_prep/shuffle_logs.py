@@ -61,9 +61,11 @@ def _finish(path: str) -> None:
 
 
 def _lines(path: str):
-    with raw.open_raw(path) as f:
-        for line in f:
-            yield line if line.endswith(b"\n") else line + b"\n"
+    """The file's lines, each ending in a newline, as the converter reads them
+    (``raw.read_lines``: a byte order mark at the start is not data, so it
+    does not travel to another line)."""
+    for _, content, _ in raw.read_lines(path):
+        yield content + b"\n"
 
 
 def _shuffle_split(
