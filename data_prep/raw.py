@@ -210,16 +210,10 @@ def is_plain_value(token: bytes) -> bool:
     return _VALUE.fullmatch(token) is not None
 
 
-def fits_int64(digits: bytes) -> bool:
-    """Whether an ASCII digit string is at most 2^63 - 1, without calling int()
-    on a string of any length (int() refuses over 4,300 digits)."""
-    significant = digits.lstrip(b"0")
-    return len(significant) < 19 or (len(significant) == 19 and int(significant) <= INT64_MAX)
-
-
 def to_int64(digits: bytes) -> int | None:
     """The value of an ASCII digit string of any length (zero-padded too), or
-    None above 2^63 - 1."""
+    None above 2^63 - 1, without calling int() on the whole string (int()
+    refuses over 4,300 digits)."""
     significant = digits.lstrip(b"0")
     if len(significant) < 19 or (len(significant) == 19 and int(significant) <= INT64_MAX):
         return int(significant or b"0")
@@ -242,7 +236,7 @@ def _raise_bad_token(parts: list[bytes]) -> None:
     for token in parts[1::3]:
         if not token.isdigit():
             raise BadRow(BAD_FEATURE_ID, f"feature id {token[:40]!r} is not an integer")
-        if not fits_int64(token):
+        if to_int64(token) is None:
             raise BadRow(BAD_FEATURE_ID, f"feature id {_shown(token)} is outside [0, 2^63)")
     for token in parts[2::3]:
         if not is_plain_value(token):
