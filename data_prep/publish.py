@@ -24,7 +24,7 @@ import os
 import shutil
 import sys
 
-from esmm_tf import data_layout
+from esmm_tf import data_layout, files
 
 SCRATCH = ("parts", "tasks", "fingerprint.json")
 OLD_INFIX = ".old-"
@@ -32,16 +32,6 @@ OLD_INFIX = ".old-"
 
 def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def _inside(path: str, directory: str) -> bool:
-    """Whether ``path`` is ``directory`` or under it (local links resolved;
-    an object store's paths compared as strings)."""
-    if "://" in path or "://" in directory:
-        path, directory = path.rstrip("/"), directory.rstrip("/")
-        return path == directory or path.startswith(directory + "/")
-    path, directory = os.path.realpath(path), os.path.realpath(directory)
-    return path == directory or path.startswith(directory.rstrip(os.sep) + os.sep)
 
 
 def unsafe_out_dir(
@@ -53,7 +43,7 @@ def unsafe_out_dir(
     ``--overwrite`` replaces only a dataset (``holds_dataset``: it has a
     stats.json) or an ``empty`` directory."""
     for path in reads:
-        if _inside(path, out_dir):
+        if files.inside(path, out_dir):
             return (
                 f"--out_dir={out_dir} holds {path}, which this conversion reads; "
                 "choose another --out_dir"

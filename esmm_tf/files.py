@@ -27,17 +27,27 @@ def write_text(path: str, text: str) -> None:
         raise
 
 
+def inside(path: str, directory: str) -> bool:
+    """Whether ``path`` is ``directory`` or under it (local links resolved;
+    an object store's paths compared as strings)."""
+    if "://" in path or "://" in directory:
+        path, directory = path.rstrip("/"), directory.rstrip("/")
+        return path == directory or path.startswith(directory + "/")
+    path, directory = os.path.realpath(path), os.path.realpath(directory)
+    return path == directory or path.startswith(directory.rstrip(os.sep) + os.sep)
+
+
 def check_output(
     path: str,
     flag: str,
-    inside: dict[str, str | None],
+    read_dirs: dict[str, str | None],
     replaceable: Callable[[str], bool],
     what: str,
     overwrite: bool | None = None,
     replaceable_inside: Callable[[str], bool] | None = None,
 ) -> None:
     """Refuses, before any work, an output file that would destroy data
-    (ValueError, one line): a path inside one of ``inside``'s directories
+    (ValueError, one line): a path inside one of ``read_dirs``' directories
     (``{"--data_dir": DATA, ...}``: what the command reads; with
     ``replaceable_inside``, only an existing file there that it does not
     accept), a directory or a path below a file, or an existing file that is
@@ -47,9 +57,8 @@ def check_output(
     if path.endswith(os.sep) or os.path.isdir(path):
         raise ValueError(f"{flag}={path} is a directory; give a file path")
     check_directory(os.path.dirname(path) or ".", flag)
-    real = os.path.realpath(path)
-    for name, directory in inside.items():
-        if directory and (real + os.sep).startswith(os.path.realpath(directory) + os.sep):
+    for name, directory in read_dirs.items():
+        if directory and inside(path, directory):
             if replaceable_inside is None:
                 raise ValueError(f"{flag}={path} is inside {name}={directory}; write it elsewhere")
             if os.path.lexists(path) and not replaceable_inside(path):
