@@ -187,11 +187,6 @@ def convert(config: BeamConvertConfig, pipeline_args: list[str] | tuple[str, ...
     out_dir = config.out_dir.rstrip("/")
     if FileSystems.get_scheme(out_dir) is None:
         out_dir = os.path.normpath(out_dir)
-    local = FileSystems.get_scheme(out_dir) is None
-    if local and os.path.lexists(out_dir) and not os.path.isdir(out_dir):
-        raise ConvertError(
-            f"{out_dir} is a file, not a dataset directory; remove it or choose another --out_dir"
-        )
     holds_dataset = _exists(data_layout.stats_file(out_dir))
     empty = not _exists(out_dir) or not _files_under(out_dir)
     problem = publish.unsafe_out_dir(

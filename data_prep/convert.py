@@ -450,10 +450,6 @@ def convert(config: ConvertConfig) -> dict:
         fingerprint["vocab_from"] = vocab_fingerprint(config.vocab_from)
     fingerprint = _same_in_earlier_format(fingerprint, out_dir, work_dir)
 
-    if os.path.lexists(out_dir) and not os.path.isdir(out_dir):
-        raise ConvertError(
-            f"{out_dir} is a file, not a dataset directory; remove it or choose another --out_dir"
-        )
     _check_out_dir(out_dir, inputs, config)
     if publish.finish_interrupted(work_dir, out_dir, fingerprint):
         stats_path = data_layout.stats_file(out_dir)

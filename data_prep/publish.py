@@ -41,7 +41,11 @@ def unsafe_out_dir(
     None. Replacing ``out_dir`` removes it, so it may not hold anything the
     conversion reads (``reads``: the raw files, ``--vocab_from``), and
     ``--overwrite`` replaces only a dataset (``holds_dataset``: it has a
-    stats.json) or an ``empty`` directory."""
+    stats.json) or an ``empty`` directory; a local file is never replaced."""
+    if "://" not in out_dir and os.path.lexists(out_dir) and not os.path.isdir(out_dir):
+        return (
+            f"{out_dir} is a file, not a dataset directory; remove it or choose another --out_dir"
+        )
     for path in reads:
         if files.inside(path, out_dir):
             return (
