@@ -133,6 +133,8 @@ CTR = "ctr"
 CVR = "cvr"
 CTCVR = "ctcvr"
 OUTPUT_KEYS = (CTR, CVR, CTCVR)
+# The columns of esmm_tf.predict's CSV, in order (its header line).
+PREDICTION_COLUMNS = (SAMPLE_ID, *OUTPUT_KEYS)
 
 
 def hash_id(value: str) -> int:

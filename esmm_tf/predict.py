@@ -64,7 +64,7 @@ def check_output(
     )
 
 
-_HEADER = ",".join((F.SAMPLE_ID, *F.OUTPUT_KEYS))  # scoring.PREDICTION_COLUMNS, TF-free
+_HEADER = ",".join(F.PREDICTION_COLUMNS)
 
 
 def _is_predictions(path: str) -> bool:

@@ -21,7 +21,7 @@ import tensorflow as tf
 from esmm_tf import features as F
 from esmm_tf import input_pipeline
 
-PREDICTION_COLUMNS = (F.SAMPLE_ID, *F.OUTPUT_KEYS)
+PREDICTION_COLUMNS = F.PREDICTION_COLUMNS
 RECORD_BATCH_IMPRESSIONS = 8192  # impressions per scoring call (whole records)
 _PROGRESS_SECONDS = 10.0
 
