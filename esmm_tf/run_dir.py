@@ -219,9 +219,10 @@ def restore(model_dir: str, which: str = "auto"):
     config.json and vocabulary copy, restored from ``serving_checkpoint``."""
     import tensorflow as tf
 
-    config = load_config(model_dir)
+    values = config_lib.load_json(model_dir)  # the fields and the vocabulary's fingerprint
+    config = config_lib.Config.from_dict(values)
     path = serving_checkpoint(model_dir, which)
-    expected = config_lib.load_json(model_dir).get("vocab_fingerprint")
+    expected = values.get("vocab_fingerprint")
     if expected and has_vocab(model_dir) and vocab_fingerprint(model_dir) != expected:
         raise RunError(
             f"{os.path.join(model_dir, 'vocab')} does not match the fingerprint in its "
