@@ -124,6 +124,18 @@ def vocab_fingerprint(directory: str) -> str:
     return vocab.fingerprint(directory)
 
 
+def check_vocab(model_dir: str, expected: str | None) -> None:
+    """Raises RunError when the run's vocabulary copy no longer has the
+    fingerprint its config.json recorded (``expected``; None: nothing recorded)."""
+    if expected and has_vocab(model_dir) and vocab_fingerprint(model_dir) != expected:
+        raise RunError(
+            f"{os.path.join(model_dir, data_layout.VOCAB_DIR)} does not match the fingerprint "
+            "in its config.json: a vocabulary file was changed or damaged, so ids would map to "
+            "the wrong embedding rows; put the run's files back, or start over in a new "
+            "--model_dir"
+        )
+
+
 def copy_vocab(source: str, model_dir: str) -> str:
     """Copies ``source``'s vocabulary (a dataset or another run) into the run,
     atomically (a temporary directory renamed when complete); returns its
@@ -222,13 +234,7 @@ def restore(model_dir: str, which: str = "auto"):
     values = config_lib.load_json(model_dir)  # the fields and the vocabulary's fingerprint
     config = config_lib.Config.from_dict(values)
     path = serving_checkpoint(model_dir, which)
-    expected = values.get("vocab_fingerprint")
-    if expected and has_vocab(model_dir) and vocab_fingerprint(model_dir) != expected:
-        raise RunError(
-            f"{os.path.join(model_dir, 'vocab')} does not match the fingerprint in its "
-            "config.json: a vocabulary file was changed or damaged, so ids would map to the "
-            "wrong embedding rows; put the run's files back or retrain"
-        )
+    check_vocab(model_dir, values.get("vocab_fingerprint"))
     model = build_run_model(config, model_dir)
     restore_checkpoint(  # optimizer slots unused
         tf.train.Checkpoint(model=model),

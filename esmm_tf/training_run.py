@@ -283,12 +283,8 @@ class TrainingRun:
             if os.path.exists(os.path.join(self.model_dir, config_lib.CONFIG_FILE)):
                 fingerprint = config_lib.load_json(self.model_dir).get("vocab_fingerprint")
             config_lib.save(config, self.model_dir)  # refuses another configuration
-            copied = run_dir.copy_vocab(source, self.model_dir)
-            if fingerprint and fingerprint != copied:
-                raise TrainingError(
-                    f"{self.model_dir}/vocab does not match the fingerprint in its config.json; "
-                    "the run directory was modified: use a new --model_dir"
-                )
+            copied = run_dir.copy_vocab(source, self.model_dir)  # keeps an existing copy
+            run_dir.check_vocab(self.model_dir, fingerprint)  # before resuming on it
             config_lib.save(config, self.model_dir, {"vocab_fingerprint": copied})
         else:
             run_dir.copy_vocab(source, self.scratch)

@@ -398,3 +398,5 @@ def test_a_damaged_checkpoint_is_one_error_naming_it(trained, tmp_path):
         f.truncate(20)
     with pytest.raises(run_dir.RunError, match="vocab does not match the fingerprint"):
         run_dir.restore(run)  # checked before the (damaged) checkpoint is read
+    with pytest.raises(run_dir.RunError, match="vocab does not match the fingerprint"):
+        training_run.train_and_evaluate(resumed, run)  # not resumed on shifted ids
