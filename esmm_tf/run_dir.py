@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 
 from esmm_tf import config as config_lib
 from esmm_tf import data_layout, vocab
@@ -77,16 +78,44 @@ def events_dir(model_dir: str, which: str) -> str:
     return os.path.join(model_dir, which)
 
 
-def latest_checkpoint(model_dir: str) -> str | None:
+def _newest_checkpoint(directory: str) -> str | None:
+    """The newest checkpoint in ``directory`` whose files exist (None: the
+    directory has none). tf.train.latest_checkpoint returns None, after
+    ERROR lines, when the state file names a checkpoint whose files were
+    deleted: a resumed run would then start over in its own directory. Here an
+    older kept checkpoint is used instead, with a warning, and a state whose
+    every checkpoint is gone is a RunError."""
     import tensorflow as tf
 
-    return tf.train.latest_checkpoint(checkpoint_dir(model_dir))
+    state = tf.train.get_checkpoint_state(directory)
+    if state is None or not state.model_checkpoint_path:
+        return None
+    named = [p for p in state.all_model_checkpoint_paths if p != state.model_checkpoint_path]
+    named.append(state.model_checkpoint_path)
+    paths = [p if os.path.isabs(p) else os.path.join(directory, p) for p in named]
+    for path in reversed(paths):
+        if tf.io.gfile.exists(path + ".index"):
+            if path != paths[-1]:
+                print(
+                    f"WARNING: the files of checkpoint {paths[-1]} are missing; "
+                    f"using the newest one kept, {path}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            return path
+    raise RunError(
+        f"{os.path.join(directory, 'checkpoint')} names {paths[-1]}, but no checkpoint it "
+        "lists has its files: they were deleted or moved. Put them back, or start over in a "
+        "new --model_dir"
+    )
+
+
+def latest_checkpoint(model_dir: str) -> str | None:
+    return _newest_checkpoint(checkpoint_dir(model_dir))
 
 
 def best_checkpoint(model_dir: str) -> str | None:
-    import tensorflow as tf
-
-    return tf.train.latest_checkpoint(best_dir(model_dir))
+    return _newest_checkpoint(best_dir(model_dir))
 
 
 def serving_checkpoint(model_dir: str, which: str = "auto") -> str:

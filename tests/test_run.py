@@ -400,3 +400,45 @@ def test_a_damaged_checkpoint_is_one_error_naming_it(trained, tmp_path):
         run_dir.restore(run)  # checked before the (damaged) checkpoint is read
     with pytest.raises(run_dir.RunError, match="vocab does not match the fingerprint"):
         training_run.train_and_evaluate(resumed, run)  # not resumed on shifted ids
+
+
+def test_a_checkpoint_whose_files_were_deleted_is_never_a_fresh_start(trained, tmp_path, capfd):
+    """The state file names checkpoints whose files are gone:
+    tf.train.latest_checkpoint said None (after ERROR lines), so a resumed run
+    started over in its own directory. The newest kept checkpoint is used,
+    with a warning; with none left it is one error, and training refuses."""
+    import dataclasses
+    import glob
+
+    import tensorflow as tf
+
+    config, model_dir, _ = trained
+    run = str(tmp_path / "run")
+    shutil.copytree(model_dir, run)
+    state = tf.train.get_checkpoint_state(run_dir.checkpoint_dir(run))
+    kept = [
+        os.path.join(run_dir.checkpoint_dir(run), os.path.basename(p))
+        for p in state.all_model_checkpoint_paths
+    ]
+    assert len(kept) >= 2, kept
+    assert run_dir.latest_checkpoint(run) == kept[-1]
+    for path in glob.glob(kept[-1] + ".*"):
+        os.remove(path)
+    assert run_dir.latest_checkpoint(run) == kept[-2]
+    assert f"the files of checkpoint {kept[-1]} are missing" in capfd.readouterr().err
+    assert run_dir.serving_checkpoint(run, "latest") == kept[-2]
+    resumed = dataclasses.replace(config, epochs=config.epochs + 1)
+    again = str(tmp_path / "again")
+    shutil.copytree(run, again)
+    capfd.readouterr()
+    metrics = training_run.train_and_evaluate(resumed, again)
+    moved = kept[-2].replace(run, again)
+    assert f"resumed from {moved} (step " in capfd.readouterr().err
+    assert metrics["epochs_trained"] == resumed.epochs
+    for path in kept[:-1]:
+        for name in glob.glob(path + ".*"):
+            os.remove(name)
+    with pytest.raises(run_dir.RunError, match="no checkpoint it lists has its files"):
+        run_dir.latest_checkpoint(run)
+    with pytest.raises(run_dir.RunError, match="no checkpoint it lists has its files"):
+        training_run.train_and_evaluate(resumed, run)
