@@ -299,6 +299,12 @@ class TrainingRun:
             )
             _log(f"{self.prefix}resumed from {latest} (step {self.step})")
             return
+        if os.path.exists(run_dir.eval_file(self.model_dir)):
+            raise run_dir.RunError(
+                f"{self.model_dir} is a finished run without checkpoints (removed by --prune, "
+                "or deleted): it cannot be resumed or trained further, and starting it over "
+                "would replace its results; train in a new --model_dir"
+            )
         source = self.config.warm_start_from
         if not source:
             return

@@ -442,3 +442,22 @@ def test_a_checkpoint_whose_files_were_deleted_is_never_a_fresh_start(trained, t
         run_dir.latest_checkpoint(run)
     with pytest.raises(run_dir.RunError, match="no checkpoint it lists has its files"):
         training_run.train_and_evaluate(resumed, run)
+
+
+def test_a_pruned_run_is_not_trained_over(trained, tmp_path):
+    """run_dir.prune keeps a finished run's results without its checkpoints;
+    training it again (e.g. more epochs) started from step 0 and replaced
+    them."""
+    import dataclasses
+
+    config, model_dir, _ = trained
+    run = str(tmp_path / "run")
+    shutil.copytree(model_dir, run)
+    run_dir.prune(run)
+    with open(run_dir.eval_file(run)) as f:
+        before = f.read()
+    resumed = dataclasses.replace(config, epochs=config.epochs + 1)
+    with pytest.raises(run_dir.RunError, match="finished run without checkpoints"):
+        training_run.train_and_evaluate(resumed, run)
+    with open(run_dir.eval_file(run)) as f:
+        assert f.read() == before
