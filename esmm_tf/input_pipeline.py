@@ -100,23 +100,42 @@ def check_encoding(serialized: tf.Tensor) -> tf.Tensor:
     return tf.strings.substr(serialized, 0, tf.maximum(total, tf.int32.max))
 
 
-def parse_serving(serialized: tf.Tensor, spec: dict, name: str) -> dict:
-    """``tf.io.parse_example(serialized, spec)`` for a serving request, strict:
+def parse_serving(
+    serialized: tf.Tensor, fields: tuple[F.Field, ...], name: str, need_an_id: bool = True
+) -> dict:
+    """``tf.io.parse_example(serialized, serving_spec(fields))`` for a serving
+    request, strict:
 
     * a string that is not a valid serialized tf.train.Example is a DATA_LOSS
       error from ``check_encoding`` (never scored, never quoted);
     * a NaN or infinite weight ``w/<field>`` is an INVALID_ARGUMENT error
-      naming the field (finite weights are used as sent).
+      naming the field (finite weights are used as sent);
+    * with ``need_an_id``, an Example with no id of any of ``fields`` (an
+      empty one, or one whose keys are all misspelt: it would get a
+      plausible-looking score from the biases alone) is an INVALID_ARGUMENT
+      error.
 
     ``name`` is the request input (``examples``, ``user``, ``items``)."""
-    parsed = tf.io.parse_example(check_encoding(serialized), spec)
+    parsed = tf.io.parse_example(check_encoding(serialized), serving_spec(fields))
     for key, value in parsed.items():
         if value.dtype == tf.float32:
             finite = tf.debugging.check_numerics(
                 value.values, f"{name}: {key} holds a NaN or infinite weight"
             )
             parsed[key] = value.with_values(finite)
-    return parsed
+    if not need_an_id:
+        return parsed
+    ids = tf.add_n([parsed[f.ids_key].row_lengths() for f in fields])
+    check = tf.debugging.Assert(
+        tf.reduce_all(ids > 0),
+        [
+            f"{name}: an Example has no id of any field of the model "
+            f"({fields[0].ids_key}, ..., {fields[-1].ids_key}): are its keys misspelt, "
+            "or is it empty?"
+        ],
+    )
+    with tf.control_dependencies([check]):
+        return {key: value.with_values(tf.identity(value.values)) for key, value in parsed.items()}
 
 
 def _weights(ids: tf.RaggedTensor, weights: tf.RaggedTensor | None) -> tf.Tensor:

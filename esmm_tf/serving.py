@@ -62,9 +62,6 @@ class ServingModule(tf.Module):
         # loader of TensorFlow Serving and saved_model_cli does not restore
         # them ("Could not find variable ...").
         self.model_variables = [getattr(v, "value", v) for v in model.variables]
-        self._spec = input_pipeline.serving_spec()
-        self._user_spec = input_pipeline.serving_spec(F.USER_FIELDS)
-        self._item_spec = input_pipeline.serving_spec(F.ITEM_FIELDS)
 
     def _outputs(self, inputs: dict) -> dict:
         outputs = self.model(inputs, training=False)
@@ -72,7 +69,7 @@ class ServingModule(tf.Module):
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=SIGNATURE_INPUT)])
     def serve(self, examples):
-        parsed = input_pipeline.parse_serving(examples, self._spec, SIGNATURE_INPUT)
+        parsed = input_pipeline.parse_serving(examples, F.FIELDS, SIGNATURE_INPUT)
         return self._outputs(input_pipeline.serving_to_inputs(parsed))
 
     @tf.function(
@@ -83,8 +80,9 @@ class ServingModule(tf.Module):
     )
     def rank(self, user, items):
         user = tf.reshape(user, [1])
-        parsed_user = input_pipeline.parse_serving(user, self._user_spec, RANK_USER)
-        parsed_items = input_pipeline.parse_serving(items, self._item_spec, RANK_ITEMS)
+        # An empty user context is allowed (e.g. a visitor without a profile).
+        parsed_user = input_pipeline.parse_serving(user, F.USER_FIELDS, RANK_USER, False)
+        parsed_items = input_pipeline.parse_serving(items, F.ITEM_FIELDS, RANK_ITEMS)
         return self._outputs(input_pipeline.rank_to_inputs(parsed_user, parsed_items))
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="records")])
