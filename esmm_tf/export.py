@@ -34,6 +34,8 @@ def export_model_dir(
     requests made from the first ``warmup`` records of its test split (none
     when that data is gone: the model itself needs only the run); unless the
     newest version in ``export_dir`` came from that checkpoint: its path."""
+    import tensorflow as tf
+
     from esmm_tf import data_layout, run_dir
 
     config, model, path = run_dir.restore(model_dir, checkpoint)
@@ -44,7 +46,15 @@ def export_model_dir(
         except data_layout.DatasetError as e:
             print(f"warning: no warm-up requests ({e})", file=sys.stderr)
         else:
-            records = serving_requests.read_records(files, warmup)
+            try:
+                records = serving_requests.read_records(files, warmup)
+            except tf.errors.OpError as e:  # a damaged test shard: the model is still good
+                reason = str(e).strip().splitlines()[0][:200]
+                print(
+                    f"warning: no warm-up requests (reading the test split: {reason})",
+                    file=sys.stderr,
+                )
+                records = []
     return export_saved_model(
         model, export_dir, version, warmup_records=records, source_checkpoint=path
     )
@@ -77,8 +87,10 @@ class ExportConfig:
     )
 
     def __post_init__(self):
-        if self.version is not None and not self.version >= 0:
-            raise ValueError(f"--version must be >= 0 (TF Serving's versions), got {self.version}")
+        if self.version is not None and not 0 <= self.version < 2**63:
+            raise ValueError(
+                f"--version must be in [0, 2**63) (TF Serving's int64 versions), got {self.version}"
+            )
         if not self.warmup_records >= 0:
             raise ValueError(f"--warmup_records must be >= 0, got {self.warmup_records}")
 

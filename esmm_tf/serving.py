@@ -138,22 +138,37 @@ def tmp_prefix() -> str:
     return f".tmp-{socket.gethostname()}-"
 
 
+STALE_TMP_SECONDS = 24 * 3600  # no export takes a day: older temporaries are leftovers
+
+
 def _remove_stale_tmp_dirs(export_dir: str) -> None:
-    """Removes temporary export directories that this host's killed exports
-    left behind (their process is gone); a live export's is left alone."""
+    """Removes temporary export directories that killed exports left behind:
+    this host's whose process is gone or is this one (a container's exporter
+    is often PID 1 in every run), and any untouched for a day (another pod on
+    shared storage, or a reused PID). A live export's is left alone."""
     prefix = tmp_prefix()
     for name in os.listdir(export_dir):
-        if not name.startswith(prefix):
+        if not name.startswith(".tmp-"):
             continue
-        pid = name[len(prefix) :].split("-")[0]
-        if not pid.isdigit():
-            continue
+        path = os.path.join(export_dir, name)
+        pid = name[len(prefix) :].split("-")[0] if name.startswith(prefix) else ""
+        stale = pid.isdigit() and (int(pid) == os.getpid() or not _alive(int(pid)))
         try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            shutil.rmtree(os.path.join(export_dir, name), ignore_errors=True)
-        except PermissionError:  # alive, another user's
-            pass
+            stale = stale or time.time() - os.path.getmtime(path) > STALE_TMP_SECONDS
+        except OSError:  # removed meanwhile
+            continue
+        if stale:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's
+        pass
+    return True
 
 
 def checkpoint_source(checkpoint: str) -> dict:
@@ -172,12 +187,16 @@ def export_of(export_dir: str, source_checkpoint: str) -> str | None:
     if not versions:
         return None
     newest = os.path.join(export_dir, max(versions, key=int))
+    return newest if _source_of(newest) == checkpoint_source(source_checkpoint) else None
+
+
+def _source_of(version_dir: str) -> dict | None:
+    """The checkpoint a version was exported from (``checkpoint_source``), if recorded."""
     try:
-        with open(os.path.join(newest, SOURCE_FILE)) as f:
-            recorded = json.load(f)
+        with open(os.path.join(version_dir, SOURCE_FILE)) as f:
+            return json.load(f)
     except (OSError, ValueError):
         return None
-    return newest if recorded == checkpoint_source(source_checkpoint) else None
 
 
 def export_saved_model(
@@ -209,7 +228,13 @@ def export_saved_model(
             version += 1
     final = os.path.join(export_dir, str(version))
     if os.path.exists(final):
-        raise FileExistsError(f"{final} already exists")
+        if source_checkpoint and _source_of(final) == checkpoint_source(source_checkpoint):
+            return final  # a rerun of this export (e.g. killed after its rename)
+        raise FileExistsError(
+            f"{final} already exists"
+            + (" and was exported from another checkpoint" if source_checkpoint else "")
+            + ": choose another --version"
+        )
     requests = warmup_requests(warmup_records, model_name) if warmup_records else []
     tmp = os.path.join(export_dir, f"{tmp_prefix()}{os.getpid()}-{version}")
     if os.path.exists(tmp):

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -531,6 +532,9 @@ def test_saved_model_cli_runs_the_signature(version_dir, serve, records, tmp_pat
 
 
 def test_stale_temporary_exports_are_removed(model, export_dir):
+    """A killed export's temporary directory goes at the next export: this
+    host's when its process is gone or is the exporter itself (PID 1 in every
+    container run), any host's when untouched for a day; a live one stays."""
     from esmm_tf import serving
 
     dead = subprocess.run(
@@ -539,16 +543,42 @@ def test_stale_temporary_exports_are_removed(model, export_dir):
         capture_output=True,
         check=True,
     ).stdout.strip()
-    stale = os.path.join(export_dir, f"{serving.tmp_prefix()}{dead}-123")
-    live = os.path.join(export_dir, f"{serving.tmp_prefix()}{os.getpid()}-456")
-    other_host = os.path.join(export_dir, ".tmp-elsewhere-1-789")
-    for path in (stale, live, other_host):
-        os.makedirs(os.path.join(path, "variables"))
-    export_saved_model(model, export_dir)
-    assert not os.path.exists(stale)
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        stale = os.path.join(export_dir, f"{serving.tmp_prefix()}{dead}-123")
+        mine = os.path.join(export_dir, f"{serving.tmp_prefix()}{os.getpid()}-124")
+        live = os.path.join(export_dir, f"{serving.tmp_prefix()}{sleeper.pid}-456")
+        other_host = os.path.join(export_dir, ".tmp-elsewhere-1-789")
+        old_other_host = os.path.join(export_dir, ".tmp-elsewhere-2-790")
+        for path in (stale, mine, live, other_host, old_other_host):
+            os.makedirs(os.path.join(path, "variables"))
+        two_days_ago = time.time() - 2 * 24 * 3600
+        os.utime(old_other_host, (two_days_ago, two_days_ago))
+        export_saved_model(model, export_dir)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    for path in (stale, mine, old_other_host):
+        assert not os.path.exists(path), path
     assert os.path.isdir(live) and os.path.isdir(other_host)
     for path in (live, other_host):
         shutil.rmtree(path)
+
+
+def test_rerunning_an_export_with_the_same_version_is_up_to_date(model, tmp_path):
+    """``--version=N`` rerun after it completed (e.g. killed after its rename):
+    the same checkpoint returns the version; another checkpoint is refused."""
+    checkpoint = tf.train.Checkpoint(model=model)
+    first = checkpoint.save(str(tmp_path / "ckpt" / "c"))
+    export_dir = str(tmp_path / "export")
+    path = export_saved_model(model, export_dir, version=7, source_checkpoint=first)
+    stamp = os.path.getmtime(os.path.join(path, "saved_model.pb"))
+    assert export_saved_model(model, export_dir, version=7, source_checkpoint=first) == path
+    assert os.path.getmtime(os.path.join(path, "saved_model.pb")) == stamp  # not rewritten
+    model.trainable_variables[0].assign_add(tf.ones_like(model.trainable_variables[0]))
+    second = checkpoint.save(str(tmp_path / "ckpt" / "c"))
+    with pytest.raises(FileExistsError, match="exported from another checkpoint: choose another"):
+        export_saved_model(model, export_dir, version=7, source_checkpoint=second)
 
 
 def test_serving_api_pin_is_the_one_installed():

@@ -461,3 +461,29 @@ def test_a_pruned_run_is_not_trained_over(trained, tmp_path):
         training_run.train_and_evaluate(resumed, run)
     with open(run_dir.eval_file(run)) as f:
         assert f.read() == before
+
+
+def test_export_with_a_damaged_test_split_skips_the_warm_up(trained, tmp_path, capfd):
+    """The warm-up requests come from the test split; a damaged shard there
+    stopped the export with a DataLossError traceback, though the model needs
+    only the run."""
+    import glob
+
+    from esmm_tf import serving
+    from esmm_tf.export import export_model_dir
+
+    config, model_dir, _ = trained
+    shard = sorted(glob.glob(os.path.join(config.data_dir, "test", "*")))[0]
+    with open(shard, "rb") as f:
+        original = f.read()
+    try:
+        with open(shard, "r+b") as f:
+            f.seek(12)
+            f.write(bytes([original[12] ^ 0xFF]))  # a flipped byte in the first record
+        path = export_model_dir(model_dir, str(tmp_path / "export"))
+    finally:
+        with open(shard, "wb") as f:
+            f.write(original)
+    assert os.path.exists(os.path.join(path, "saved_model.pb"))
+    assert not os.path.exists(os.path.join(path, serving.WARMUP_FILE))
+    assert "warning: no warm-up requests (reading the test split:" in capfd.readouterr().err
