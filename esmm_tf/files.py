@@ -27,6 +27,33 @@ def write_text(path: str, text: str) -> None:
         raise
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this host (another user's counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+def remove_stale_temporaries(prefix: str) -> int:
+    """Removes the files ``<prefix><pid>...`` (a temporary output named by
+    the writing process's pid) whose process is gone or is this one: what a
+    killed earlier run left. Returns how many were removed."""
+    import glob
+
+    removed = 0
+    for path in glob.glob(glob.escape(prefix) + "[0-9]*"):
+        digits = path[len(prefix) :]
+        pid = int(digits[: len(digits) - len(digits.lstrip("0123456789"))])
+        if os.path.isfile(path) and (pid == os.getpid() or not pid_alive(pid)):
+            os.remove(path)
+            removed += 1
+    return removed
+
+
 def inside(path: str, directory: str) -> bool:
     """Whether ``path`` is ``directory`` or under it (local links resolved;
     an object store's paths compared as strings)."""

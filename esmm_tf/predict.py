@@ -99,7 +99,14 @@ def predict(
                 f"{saved_model}/saved_model.pb not found: --saved_model takes a version "
                 "directory of an export (EXPORT/<version>)"
             )
-        loaded = tf.saved_model.load(saved_model)
+        try:
+            loaded = tf.saved_model.load(saved_model)
+        except (tf.errors.OpError, OSError, ValueError, IndexError) as e:  # a damaged export
+            reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            raise ValueError(
+                f"--saved_model={saved_model} cannot be loaded ({reason}): it is damaged or "
+                "incomplete; export the run again with python -m esmm_tf.export"
+            ) from None
         if not hasattr(loaded, "score_records"):
             raise ValueError(
                 f"{saved_model} has no score_records function (exported by an older "

@@ -19,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from esmm_tf import features as F
+from esmm_tf import files as files_lib
 from esmm_tf import input_pipeline
 
 PREDICTION_COLUMNS = F.PREDICTION_COLUMNS
@@ -67,6 +68,7 @@ def write_predictions(
     tmp = f"{output}.tmp-{os.getpid()}"
     directory = os.path.dirname(os.path.abspath(output))
     os.makedirs(directory, exist_ok=True)
+    files_lib.remove_stale_temporaries(f"{output}.tmp-")  # a killed earlier run's
     done = 0
     start = last = time.monotonic()
     try:

@@ -37,7 +37,7 @@ import time
 import tensorflow as tf
 
 from esmm_tf import features as F
-from esmm_tf import input_pipeline, scoring, serving_requests
+from esmm_tf import files, input_pipeline, scoring, serving_requests
 
 SIGNATURE_INPUT = "examples"
 DEFAULT_SIGNATURE = "serving_default"
@@ -152,23 +152,13 @@ def _remove_stale_tmp_dirs(export_dir: str) -> None:
             continue
         path = os.path.join(export_dir, name)
         pid = name[len(prefix) :].split("-")[0] if name.startswith(prefix) else ""
-        stale = pid.isdigit() and (int(pid) == os.getpid() or not _alive(int(pid)))
+        stale = pid.isdigit() and (int(pid) == os.getpid() or not files.pid_alive(int(pid)))
         try:
             stale = stale or time.time() - os.path.getmtime(path) > STALE_TMP_SECONDS
         except OSError:  # removed meanwhile
             continue
         if stale:
             shutil.rmtree(path, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's
-        pass
-    return True
 
 
 def checkpoint_source(checkpoint: str) -> dict:

@@ -487,3 +487,52 @@ def test_export_with_a_damaged_test_split_skips_the_warm_up(trained, tmp_path, c
     assert os.path.exists(os.path.join(path, "saved_model.pb"))
     assert not os.path.exists(os.path.join(path, serving.WARMUP_FILE))
     assert "warning: no warm-up requests (reading the test split:" in capfd.readouterr().err
+
+
+def test_a_damaged_export_is_one_error_naming_saved_model(trained, tmp_path):
+    """A truncated variables file or saved_model.pb gave an IndexError
+    traceback, or an error blaming --output."""
+    import glob
+
+    from esmm_tf.export import export_model_dir
+    from esmm_tf.predict import predict
+
+    config, model_dir, _ = trained
+    path = export_model_dir(model_dir, str(tmp_path / "export"), warmup=0)
+    for name in ("variables/variables.data-*", "saved_model.pb"):
+        damaged = str(tmp_path / f"damaged-{name[:4]}")
+        shutil.copytree(path, damaged)
+        (target,) = glob.glob(os.path.join(damaged, name))
+        with open(target, "r+b") as f:
+            f.truncate(os.path.getsize(target) // 2)
+        with pytest.raises(ValueError, match=f"--saved_model={damaged} cannot be loaded"):
+            predict(config.data_dir, str(tmp_path / "p.csv"), saved_model=damaged)
+
+
+def test_predict_removes_what_a_killed_predict_left(trained, tmp_path):
+    """predict writes OUTPUT.tmp-<pid> and renames it; a killed one's (its
+    process gone) is removed by the next, a live process's is not."""
+    import subprocess
+    import sys
+
+    from esmm_tf.predict import predict
+
+    config, model_dir, _ = trained
+    out = str(tmp_path / "p.csv")
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        for pid in (dead, sleeper.pid):
+            with open(f"{out}.tmp-{pid}", "w") as f:
+                f.write("sample_id,ctr,cvr,ctcvr\n1,0.1")
+        predict(config.data_dir, out, model_dir=model_dir)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert not os.path.exists(f"{out}.tmp-{dead}")
+    assert os.path.exists(f"{out}.tmp-{sleeper.pid}") and os.path.exists(out)
