@@ -38,18 +38,23 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_temporaries(prefix: str) -> int:
-    """Removes the files ``<prefix><pid>...`` (a temporary output named by
-    the writing process's pid) whose process is gone or is this one: what a
-    killed earlier run left. Returns how many were removed."""
+def remove_stale_temporaries(prefix: str, own: bool = True) -> int:
+    """Removes the files or directories ``<prefix><pid>...`` (temporaries
+    named by the writing process's pid) whose process is gone, or, with
+    ``own``, is this one: what a killed earlier run left. Returns how many
+    were removed."""
     import glob
+    import shutil
 
     removed = 0
     for path in glob.glob(glob.escape(prefix) + "[0-9]*"):
         digits = path[len(prefix) :]
         pid = int(digits[: len(digits) - len(digits.lstrip("0123456789"))])
-        if os.path.isfile(path) and (pid == os.getpid() or not pid_alive(pid)):
-            os.remove(path)
+        if (own and pid == os.getpid()) or (pid != os.getpid() and not pid_alive(pid)):
+            if os.path.isdir(path):
+                shutil.rmtree(path, ignore_errors=True)
+            elif os.path.isfile(path):
+                os.remove(path)
             removed += 1
     return removed
 

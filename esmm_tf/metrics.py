@@ -20,6 +20,8 @@ import weakref
 import numpy as np
 from numpy.typing import ArrayLike
 
+from esmm_tf import files
+
 __all__ = [
     "AucAccumulator",
     "CalibrationAccumulator",
@@ -114,6 +116,7 @@ def exact_auc(labels: ArrayLike, scores: ArrayLike) -> float:
 # Entries an AucAccumulator holds in memory before it sorts them into a run on
 # disk: 2M entries are ~10 MB held and ~150 MB at the peak of a sort or merge.
 DEFAULT_CHUNK = 1 << 21
+SPILL_PREFIX = "esmm_auc_"  # + the pid: TMPDIR/esmm_auc_<pid>_<random>/
 
 
 class AucAccumulator:
@@ -220,7 +223,10 @@ class AucAccumulator:
         if labels.shape[0] == 0:
             return
         if self._tmp is None:
-            self._tmp = tempfile.mkdtemp(prefix="esmm_auc_", dir=self.spill_dir)
+            root = self.spill_dir or tempfile.gettempdir()
+            # What killed evaluations left (named by their pid), then this one's.
+            files.remove_stale_temporaries(os.path.join(root, SPILL_PREFIX), own=False)
+            self._tmp = tempfile.mkdtemp(prefix=f"{SPILL_PREFIX}{os.getpid()}_", dir=root)
             self._finalizer = weakref.finalize(self, shutil.rmtree, self._tmp, True)
         scores, labels = _sort(labels, scores)
         paths = [os.path.join(self._tmp, f"run{len(self._runs):05d}.{k}") for k in ("f4", "u1")]

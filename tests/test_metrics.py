@@ -175,6 +175,31 @@ def test_runs_on_disk_are_removed(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+def test_what_a_killed_evaluation_spilled_is_removed(tmp_path):
+    """A SIGKILL skips the finalizer: the next accumulator to spill removes
+    the directories of processes that are gone, not a live one's."""
+    import subprocess
+    import sys
+
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    left = tmp_path / f"esmm_auc_{dead}_x1"
+    live = tmp_path / f"esmm_auc_{os.getpid()}_x2"  # another accumulator of this process
+    for path in (left, live):
+        path.mkdir()
+        (path / "run00000.f4").write_bytes(b"\0" * 8)
+    acc = AucAccumulator(chunk=10, spill_dir=str(tmp_path))
+    acc.update(np.arange(20) % 2, np.linspace(0, 1, 20))
+    assert acc.runs >= 1
+    assert not left.exists() and live.exists()
+    names = [n for n in os.listdir(tmp_path) if n.startswith(f"esmm_auc_{os.getpid()}_")]
+    assert len(names) == 2  # its own, named by its pid, beside the live one
+
+
 def test_chunk_must_be_positive():
     with pytest.raises(ValueError, match="chunk must be positive"):
         AucAccumulator(chunk=0)
