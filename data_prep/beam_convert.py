@@ -147,10 +147,40 @@ def _publish(work_dir: str, out_dir: str) -> None:
     if FileSystems.get_scheme(out_dir) is None:
         publish.swap_into_place(work_dir, out_dir)  # one atomic rename
         return
-    _remove(out_dir)
+    old_stats = data_layout.stats_file(out_dir)
+    if FileSystems.exists(old_stats):
+        FileSystems.delete([old_stats])  # first: OUT no longer reads as a dataset
+    _move_files(work_dir, out_dir)
+
+
+PUBLISH_MANIFEST = "publish.json"  # in the work dir: the published dataset's files
+
+
+def _move_files(work_dir: str, out_dir: str) -> None:
+    """Moves the work dir's files under out_dir (an object store has no atomic
+    directory rename), removes out_dir's other files (an earlier dataset's),
+    and moves stats.json last. The list of files is written first, so a
+    publish killed at any point is finished by calling this again: what is
+    left is moved, stale files are removed, stats.json is still in the work
+    dir until the end."""
+    manifest = FileSystems.join(work_dir, PUBLISH_MANIFEST)
     stats = data_layout.stats_file(work_dir)
-    files = [f for f in _files_under(work_dir) if f != stats] + [stats]
-    FileSystems.rename(files, [out_dir + f[len(work_dir) :] for f in files])
+    if FileSystems.exists(manifest):
+        listed = set(_read_json(manifest))
+    else:
+        listed = {f[len(work_dir) :] for f in _files_under(work_dir)}
+        _write_json(manifest, sorted(listed))
+    moving = [
+        f
+        for f in _files_under(work_dir)
+        if f not in (stats, manifest) and f[len(work_dir) :] in listed
+    ]
+    if moving:
+        FileSystems.rename(moving, [out_dir + f[len(work_dir) :] for f in moving])
+    stale = [f for f in _files_under(out_dir) if f[len(out_dir) :] not in listed and f != out_dir]
+    if stale:
+        FileSystems.delete(stale)
+    FileSystems.rename([stats], [out_dir + stats[len(work_dir) :]])
     _remove(work_dir)
 
 
@@ -179,6 +209,40 @@ def _finish(config, plan, inputs, fingerprint, start) -> dict:
     return stats
 
 
+def _finish_interrupted(
+    work_dir: str, out_dir: str, fingerprint: dict, overwrite: bool
+) -> dict | None:
+    """What a run killed while publishing left, completed: the stats of the
+    dataset now in ``out_dir``, or None (nothing to finish). Locally, the
+    previous dataset set aside (``OUT.old-<pid>``) is removed or put back
+    (``publish.finish_interrupted``); a complete work dir of the same
+    conversion is published (replacing a dataset only with ``overwrite``); on
+    an object store, a publish stopped part-way (``OUT`` without stats.json)
+    is finished."""
+    stats_path = data_layout.stats_file(out_dir)
+    local = FileSystems.get_scheme(out_dir) is None
+    if (
+        local
+        and publish.finish_interrupted(work_dir, out_dir, fingerprint)
+        and _exists(stats_path)
+        and _read_json(stats_path).get("fingerprint") == fingerprint
+    ):
+        return _read_json(stats_path)
+    work_stats = data_layout.stats_file(work_dir)
+    if not _exists(work_stats):
+        return None
+    stats = _read_json(work_stats)
+    if stats.get("fingerprint") != fingerprint:
+        return None
+    if _exists(stats_path) and not overwrite:
+        return None  # the usual "pass --overwrite" error follows
+    if local and _exists(out_dir) and not _exists(stats_path) and _files_under(out_dir):
+        return None  # not a dataset: the usual checks refuse it
+    log(f"{work_dir} is complete: publishing it (an earlier run was stopped while publishing)")
+    _publish(work_dir, out_dir)  # on an object store: finishes a publish stopped part-way
+    return stats
+
+
 def convert(config: BeamConvertConfig, pipeline_args: list[str] | tuple[str, ...] = ()) -> dict:
     """Runs the pipeline with ``pipeline_args`` (Beam options); returns the stats
     (also written to stats.json)."""
@@ -187,6 +251,13 @@ def convert(config: BeamConvertConfig, pipeline_args: list[str] | tuple[str, ...
     out_dir = config.out_dir.rstrip("/")
     if FileSystems.get_scheme(out_dir) is None:
         out_dir = os.path.normpath(out_dir)
+    work_dir = out_dir + ".beam-partial"
+    shards = {split: _num_shards(config, inputs[split]["skeleton"]) for split in inputs}
+    fingerprint = raw_layout.fingerprint(config, inputs, shards, _BEAM_FS)
+    finished = _finish_interrupted(work_dir, out_dir, fingerprint, config.overwrite)
+    if finished is not None:
+        stats_lib.print_summary(finished, out_dir)
+        return finished
     holds_dataset = _exists(data_layout.stats_file(out_dir))
     empty = not _exists(out_dir) or not _files_under(out_dir)
     problem = publish.unsafe_out_dir(
@@ -205,11 +276,9 @@ def convert(config: BeamConvertConfig, pipeline_args: list[str] | tuple[str, ...
             else f"--out_dir={out_dir} holds no converted dataset (no {data_layout.STATS_FILE}); "
             "choose another --out_dir"
         )
-    work_dir = out_dir + ".beam-partial"
     if _exists(work_dir):
         log(f"discarding {work_dir}, left by an earlier run")
         _remove(work_dir)
-    shards = {split: _num_shards(config, inputs[split]["skeleton"]) for split in inputs}
     plan = pipeline.Plan(
         inputs=inputs,
         shards=shards,
@@ -226,7 +295,6 @@ def convert(config: BeamConvertConfig, pipeline_args: list[str] | tuple[str, ...
             beam.Pipeline(options=options) as p,
         ):
             pipeline.build(p, plan)
-        fingerprint = raw_layout.fingerprint(config, inputs, shards, _BEAM_FS)
         stats = _finish(config, plan, inputs, fingerprint, start)
         _publish(work_dir, out_dir)
     except BaseException:

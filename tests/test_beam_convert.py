@@ -236,3 +236,74 @@ def test_numbered_ranges_match_read_lines(tmp_path):
         numbered = list(beam_lines._number((source, [c for _, c in counted])))
         got = [line for r in numbered for line in beam_lines._read_range(r)]
         assert [(n, c, nl) for _, n, c, nl in got] == expected, chunk
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return int(out.stdout)
+
+
+def _tree(path) -> dict[str, bytes]:
+    files = {}
+    for root, _, names in os.walk(path):
+        for name in names:
+            full = os.path.join(root, name)
+            with open(full, "rb") as f:
+                files[os.path.relpath(full, path)] = f.read()
+    return files
+
+
+def test_a_publish_killed_between_its_renames_is_finished(tmp_path, capfd):
+    """Killed after OUT was set aside (OUT.old-<pid>) and before the work dir
+    was renamed: the rerun converted again and left the old copy forever.
+    It now publishes the complete work dir and removes the old copy."""
+    sk, cf = simple_dataset(users=3, impressions_per_user=2)
+    raw_dir = write_raw_dir(tmp_path / "raw", sk, cf)
+    out, newer = tmp_path / "out", tmp_path / "newer"
+    beam_convert_dir(raw_dir, out, num_shards=1)
+    beam_convert_dir(raw_dir, newer, num_shards=2)
+    want = _tree(newer)
+    old = f"{out}.old-{_dead_pid()}"
+    os.rename(out, old)  # the state a kill between swap_into_place's renames leaves
+    os.rename(newer, f"{out}.beam-partial")
+    capfd.readouterr()
+    beam_convert_dir(raw_dir, out, num_shards=2, overwrite=True)
+    assert "finishing the interrupted publish" in capfd.readouterr().err
+    assert _tree(out) == want
+    assert sorted(os.listdir(tmp_path)) == ["out", "raw"]
+
+
+def test_an_object_store_publish_killed_part_way_is_finished(tmp_path, monkeypatch):
+    """On an object store the work dir's files are moved one by one: killed
+    part-way, OUT holds some new files and an earlier dataset's; calling the
+    move again finishes it: exactly the new dataset, stats.json last."""
+    sk, cf = simple_dataset(users=3, impressions_per_user=2)
+    raw_dir = write_raw_dir(tmp_path / "raw", sk, cf)
+    out, work = tmp_path / "out", tmp_path / "work"
+    beam_convert_dir(raw_dir, out, num_shards=1)  # the earlier dataset (other shard names)
+    beam_convert_dir(raw_dir, work, num_shards=2)
+    want = _tree(work)
+    os.remove(out / "stats.json")  # what _publish deletes first on an object store
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(beam_convert.FileSystems, "rename", killed)
+        with pytest.raises(KeyboardInterrupt):
+            beam_convert._move_files(str(work), str(out))
+    moved = sorted(data_layout.shard_files(str(work), "train"))[:1]
+    for path in moved:  # part of the moves had happened
+        os.replace(path, str(out) + path[len(str(work)) :])
+    assert not os.path.exists(out / "stats.json")
+    beam_convert._move_files(str(work), str(out))
+    assert _tree(out) == want
+    assert not os.path.exists(work)
