@@ -356,6 +356,20 @@ def test_bad_config_is_rejected():
         synthetic.SyntheticConfig(interleave_fraction=2.0)
 
 
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        # inf passed ">= 0": ctr 1.0 (the intercept was clamped to [-30, 30])
+        ("signal", math.inf, "finite signal"),
+        ("signal", 21.0, "signal <= 20"),
+        ("zipf_exponent", math.inf, "finite zipf_exponent"),
+    ],
+)
+def test_non_finite_and_too_large_signal_are_rejected(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        synthetic.SyntheticConfig(**{field: value})
+
+
 def test_every_config_field_is_a_flag():
     cli = importlib.import_module("data_prep.synthetic.__main__")
     values = flags.FlagValues()
@@ -397,3 +411,43 @@ def test_command_line_without_tensorflow(tmp_path):
     assert summary["config"]["behaviour_drop"] == 0.1
     check = "import sys, data_prep.synthetic.__main__; assert 'tensorflow' not in sys.modules"
     subprocess.run([sys.executable, "-c", check], cwd=ROOT, check=True)
+
+
+def test_large_signal_still_hits_the_requested_rates(tmp_path):
+    """--signal=20 needs intercepts below -30: they were clamped there, and the
+    data came out at ctr ~0.6 instead of 0.04."""
+    summary = synthetic.generate(
+        _config(impressions=20_000, signal=20.0, pilot_impressions=20_000),
+        str(tmp_path / "out"),
+    )
+    assert summary["calibration"]["ctr_intercept"] < -30
+    assert 0.03 < summary["total"]["mean_true_pctr"] < 0.05
+    assert 0.02 < summary["total"]["ctr"] < 0.06
+
+
+def test_calibration_refuses_a_rate_it_cannot_reach(monkeypatch):
+    """Logits so large that every true probability is 0 or 1: the click rate
+    jumps past the 0.04 asked for (0, 0.25, 0.5); a clear error, no data."""
+    from data_prep.synthetic import calibration
+
+    config = _config(impressions=1000, pilot_impressions=1000, impressions_per_row=10)
+    world = type("World", (), {"config": config, "user_cum": np.array([1.0])})()
+
+    def chunk(world, rng, sizes, user):
+        x = np.where(np.arange(sizes.sum()) % 2 == 0, 1e300, -1e300)
+        return type("Chunk", (), {"logit_ctr": x, "logit_cvr": x, "row": x})()
+
+    monkeypatch.setattr(calibration, "sample_chunk", chunk)
+    with pytest.raises(
+        ValueError, match="closest ctr .* on the pilot sample is .*, not the requested 0.04"
+    ):
+        calibration.calibrate(world, np.random.default_rng(0))
+
+
+def test_bisection_widens_its_bracket():
+    from data_prep.synthetic.calibration import _bisect
+
+    assert _bisect(lambda b: b + 1000.0) == pytest.approx(-1000.0)  # was -30
+    assert _bisect(lambda b: b - 1e6) == pytest.approx(1e6)
+    with pytest.raises(ValueError, match="no intercept gives the requested cvr"):
+        _bisect(lambda b: 1.0, "cvr")

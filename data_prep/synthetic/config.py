@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 
@@ -11,6 +12,10 @@ SKELETON = "sample_skeleton"
 COMMON = "common_features"
 GROUND_TRUTH = "ground_truth"
 CONFIG_FILE = "synthetic_config.json"
+
+# Above it, true probabilities round to 0 or 1 in float64 and the summary's
+# oracle AUCs break; 20 already gives oracle AUCs above 0.999.
+MAX_SIGNAL = 20.0
 
 
 def _f(default, help_text: str):
@@ -36,7 +41,11 @@ class SyntheticConfig:
     test_fraction: float = _f(0.5, "Share of impressions (the last rows) in the test files.")
     gzip: bool = _f(False, "Write .csv.gz files instead of .csv.")
     gzip_level: int = _f(1, "gzip compression level (with --gzip).")
-    signal: float = _f(1.0, "Scale of every logit effect; above 1 makes labels easier to predict.")
+    signal: float = _f(
+        1.0,
+        "Scale of every logit effect; above 1 makes labels easier to predict "
+        f"(at most {MAX_SIGNAL:g}).",
+    )
     correlation: float = _f(0.3, "Correlation of each paired CTR/CVR effect.")
     interest_share: float = _f(
         0.5, "Share of impressions drawn from the user's favourite categories (else popular)."
@@ -58,6 +67,10 @@ class SyntheticConfig:
     progress_seconds: float = _f(5.0, "Progress to stderr at most this often; <= 0: silent.")
 
     def __post_init__(self):
+        floats = [f.name for f in dataclasses.fields(self) if f.type == "float"]
+        not_finite = [name for name in floats if not _finite(getattr(self, name))]
+        if not_finite:  # nan and inf pass some of the checks below (inf >= 1)
+            raise ValueError(f"SyntheticConfig: need finite {', '.join(not_finite)}; got {self}")
         checks = {
             "impressions >= 1": self.impressions >= 1,
             "seed >= 0": self.seed >= 0,
@@ -69,7 +82,7 @@ class SyntheticConfig:
             "behaviour_ids >= 1": self.behaviour_ids >= 1,
             "0 <= test_fraction <= 1": 0 <= self.test_fraction <= 1,
             "0 <= gzip_level <= 9": 0 <= self.gzip_level <= 9,
-            "signal >= 0": self.signal >= 0,
+            f"0 <= signal <= {MAX_SIGNAL:g}": 0 <= self.signal <= MAX_SIGNAL,
             "-1 <= correlation <= 1": -1 <= self.correlation <= 1,
             "0 <= interest_share <= 1": 0 <= self.interest_share <= 1,
             "0 <= behaviour_drop < 1": 0 <= self.behaviour_drop < 1,
@@ -88,6 +101,10 @@ class SyntheticConfig:
         users = self.num_users or int(np.clip(self.impressions // 100, 100, 100_000))
         items = self.num_items or int(np.clip(self.impressions // 20, 1_000, 1_000_000))
         return dataclasses.replace(self, num_users=users, num_items=items)
+
+
+def _finite(x) -> bool:
+    return isinstance(x, int) or math.isfinite(x)
 
 
 def file_names(gzip_output: bool = False) -> list[str]:

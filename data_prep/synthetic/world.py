@@ -65,7 +65,8 @@ def pair(rng: np.random.Generator, n: int, std_ctr: float, std_cvr: float, rho: 
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
+    with np.errstate(over="ignore"):  # exp(-x) = inf below -709: 0, as it should be
+        return 1.0 / (1.0 + np.exp(-x))
 
 
 class Behaviour(NamedTuple):
