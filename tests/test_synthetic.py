@@ -359,15 +359,56 @@ def test_bad_config_is_rejected():
 @pytest.mark.parametrize(
     "field, value, message",
     [
-        # inf passed ">= 0": ctr 1.0 (the intercept was clamped to [-30, 30])
+        # inf passed ">= 1" / ">= 0" and crashed later (OverflowError, or ctr 1.0)
+        ("impressions_per_row", math.inf, "finite impressions_per_row"),
         ("signal", math.inf, "finite signal"),
-        ("signal", 21.0, "signal <= 20"),
         ("zipf_exponent", math.inf, "finite zipf_exponent"),
+        ("behaviour_ids", math.nan, "finite behaviour_ids"),
+        # sizes numpy cannot allocate (an _ArrayMemoryError traceback)
+        ("num_users", 10**12, "num_users <= 10,000,000"),
+        ("num_items", 10**12, "num_items <= 100,000,000"),
+        ("impressions_per_row", 1e12, "impressions_per_row <= 10000"),
+        ("chunk_rows", 10**10, "chunk_rows \\* impressions_per_row <= 1,000,000"),
+        ("pilot_impressions", 10**14, "pilot_impressions <= 10,000,000"),
+        ("interleave_window", 10**12, "interleave_window <= 10,000,000"),
+        ("impressions", 10**30, "impressions <= 1,000,000,000,000"),
+        # was silently capped at 2000 ids per user and field
+        ("behaviour_ids", 1e30, "behaviour_ids <= 2000"),
+        ("signal", 21.0, "signal <= 20"),
+        # an empty sample_skeleton file that the converter rejects
+        ("test_fraction", 1.0, "0 < test_fraction < 1"),
+        ("test_fraction", 0.0, "0 < test_fraction < 1"),
+        ("impressions", 1, "at least one impression in each split"),
     ],
 )
-def test_non_finite_and_too_large_signal_are_rejected(field, value, message):
+def test_non_finite_huge_and_split_emptying_values_are_rejected(field, value, message):
     with pytest.raises(ValueError, match=message):
         synthetic.SyntheticConfig(**{field: value})
+
+
+def test_a_split_left_empty_by_the_requests_writes_nothing(tmp_path):
+    """3 impressions, train gets 2 by the fraction, but the first request (30
+    impressions on average) takes all 3: nothing is written, not an empty file."""
+    out_dir = tmp_path / "out"
+    with pytest.raises(ValueError, match="the test split got no impressions"):
+        synthetic.generate(_config(impressions=3, seed=0), str(out_dir))
+    assert os.listdir(out_dir) == []
+
+
+def test_command_line_refuses_bad_values_in_one_line(tmp_path):
+    out_dir = tmp_path / "out"
+    for flag in ("--impressions_per_row=inf", "--pilot_impressions=100000000000000"):
+        result = subprocess.run(
+            [sys.executable, "-m", "data_prep.synthetic", f"--out_dir={out_dir}", flag],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert result.returncode == 1, (flag, result.stderr)
+        assert result.stderr.startswith("error: SyntheticConfig: need"), (flag, result.stderr)
+        assert len(result.stderr.splitlines()) == 1, (flag, result.stderr)
+        assert not out_dir.exists()
 
 
 def test_every_config_field_is_a_flag():
@@ -411,6 +452,25 @@ def test_command_line_without_tensorflow(tmp_path):
     assert summary["config"]["behaviour_drop"] == 0.1
     check = "import sys, data_prep.synthetic.__main__; assert 'tensorflow' not in sys.modules"
     subprocess.run([sys.executable, "-c", check], cwd=ROOT, check=True)
+
+
+def test_command_line_out_of_memory_is_one_line(tmp_path):
+    """Sizes within the bounds may still exceed the machine: no numpy traceback."""
+    script = (
+        "import sys; from absl import app; import data_prep.synthetic.__main__ as cli\n"
+        "def generate(*args, **kwargs): raise MemoryError()\n"
+        "cli.generate = generate; cli.define_flags(); app.run(cli.main)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, f"--out_dir={tmp_path / 'out'}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: out of memory: lower --num_users"), result.stderr
+    assert len(result.stderr.splitlines()) == 1, result.stderr
 
 
 def test_large_signal_still_hits_the_requested_rates(tmp_path):

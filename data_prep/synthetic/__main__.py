@@ -32,6 +32,13 @@ def main(argv: Sequence[str]) -> None:
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
+    except MemoryError:  # within the flags' bounds, but more than this machine has
+        print(
+            "error: out of memory: lower --num_users, --num_items, --chunk_rows, "
+            "--impressions_per_row or --pilot_impressions (nothing was written)",
+            file=sys.stderr,
+        )
+        sys.exit(1)
     total = summary["total"]
     print(
         f"wrote {total['impressions']:,} impressions ({total['rows']:,} common rows) to "

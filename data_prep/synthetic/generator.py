@@ -102,6 +102,13 @@ def generate(config: SyntheticConfig, out_dir: str) -> dict[str, Any]:
                     flush=True,
                 )
 
+        empty = [s for s in SPLITS if not split_stats[s].impressions]
+        if empty:  # the converter refuses an empty file: write nothing
+            raise ValueError(
+                f"the {' and '.join(empty)} split got no impressions (a request's rows all go "
+                f"to one split, and the {n_total:,} impressions fell on one side of "
+                f"--test_fraction={config.test_fraction:g}): raise --impressions"
+            )
         skeleton_files.close()
         summary = {
             "format": "Ali-CCP raw logs; see data_prep/synthetic",
