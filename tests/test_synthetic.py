@@ -20,6 +20,7 @@ from absl import flags
 
 from data_prep import synthetic
 from data_prep.synthetic import lines as synthetic_lines
+from data_prep.synthetic import output
 from esmm_tf import config_flags, features, metrics
 from tests.helpers import ROOT
 
@@ -454,6 +455,24 @@ def test_command_line_without_tensorflow(tmp_path):
     subprocess.run([sys.executable, "-c", check], cwd=ROOT, check=True)
 
 
+def test_command_line_replaces_logs_it_did_not_write_only_with_overwrite(tmp_path):
+    out_dir = tmp_path / "raw"
+    out_dir.mkdir()
+    (out_dir / "common_features_test.csv.gz").write_bytes(b"real")
+    command = [sys.executable, "-m", "data_prep.synthetic", f"--out_dir={out_dir}",
+               "--impressions=2000", "--pilot_impressions=2000", "--gzip"]  # fmt: skip
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"error: --out_dir={out_dir} holds raw logs"), result.stderr
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert (out_dir / "common_features_test.csv.gz").read_bytes() == b"real"
+    result = subprocess.run(
+        [*command, "--overwrite"], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert (out_dir / synthetic.CONFIG_FILE).exists()
+
+
 def test_command_line_out_of_memory_is_one_line(tmp_path):
     """Sizes within the bounds may still exceed the machine: no numpy traceback."""
     script = (
@@ -511,3 +530,34 @@ def test_bisection_widens_its_bracket():
     assert _bisect(lambda b: b - 1e6) == pytest.approx(1e6)
     with pytest.raises(ValueError, match="no intercept gives the requested cvr"):
         _bisect(lambda b: 1.0, "cvr")
+
+
+def test_raw_logs_it_did_not_write_are_refused_unless_overwrite(tmp_path):
+    """A real download in --out_dir (no synthetic_config.json) was replaced."""
+    out_dir = tmp_path / "raw"
+    out_dir.mkdir()
+    real = out_dir / "sample_skeleton_train.csv"
+    real.write_bytes(b"the real logs\n")
+    config = _config(impressions=2_000, pilot_impressions=2_000)
+    with pytest.raises(ValueError, match="sample_skeleton_train.csv; no synthetic_config.json"):
+        synthetic.generate(config, str(out_dir))
+    assert os.listdir(out_dir) == ["sample_skeleton_train.csv"]
+    assert real.read_bytes() == b"the real logs\n"
+    with pytest.raises(ValueError, match="--overwrite"):  # the other compression too
+        synthetic.generate(dataclasses.replace(config, gzip=True), str(out_dir))
+    synthetic.generate(config, str(out_dir), overwrite=True)
+    assert real.read_bytes() != b"the real logs\n"
+
+
+def test_its_own_output_is_regenerated_even_after_a_killed_commit(tmp_path):
+    """make demo and the benchmarks rerun the generator into its own directory
+    when synthetic_config.json is missing: a run killed while renaming its files
+    into place leaves the data files without it (but with the commit marker)."""
+    out_dir = tmp_path / "raw"
+    synthetic.generate(_config(impressions=2_000, pilot_impressions=2_000), str(out_dir))
+    synthetic.generate(_config(impressions=3_000, pilot_impressions=2_000), str(out_dir))
+    (out_dir / synthetic.CONFIG_FILE).unlink()
+    (out_dir / output.COMMIT_MARKER).touch()
+    summary = synthetic.generate(_config(impressions=4_000, pilot_impressions=2_000), str(out_dir))
+    assert summary["total"]["impressions"] == 4_000
+    assert sorted(os.listdir(out_dir)) == sorted(synthetic.file_names() + [synthetic.CONFIG_FILE])
