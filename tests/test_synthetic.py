@@ -561,3 +561,26 @@ def test_its_own_output_is_regenerated_even_after_a_killed_commit(tmp_path):
     summary = synthetic.generate(_config(impressions=4_000, pilot_impressions=2_000), str(out_dir))
     assert summary["total"]["impressions"] == 4_000
     assert sorted(os.listdir(out_dir)) == sorted(synthetic.file_names() + [synthetic.CONFIG_FILE])
+
+
+def _dead_pid() -> int:
+    child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, check=True)  # fmt: skip
+    return int(child.stdout)
+
+
+def test_temporary_files_of_a_killed_run_are_removed(tmp_path):
+    """A killed run's .<name>.<pid>.tmp files (hundreds of MB) stayed forever;
+    a live run's (another process) are left alone, other files too."""
+    out_dir = tmp_path / "raw"
+    out_dir.mkdir()
+    dead, live = _dead_pid(), os.getppid()
+    stale = [f".sample_skeleton_train.csv.{dead}.tmp", f".synthetic_config.json.{dead}.tmp",
+             f".common_features_test.csv.gz.{os.getpid()}.tmp"]  # fmt: skip
+    kept = [f".sample_skeleton_train.csv.{live}.tmp", f".notes.txt.{dead}.tmp", "notes.txt"]
+    for name in stale + kept:
+        (out_dir / name).write_bytes(b"x" * 100)
+    synthetic.generate(_config(impressions=2_000, pilot_impressions=2_000), str(out_dir))
+    assert sorted(os.listdir(out_dir)) == sorted(
+        synthetic.file_names() + [synthetic.CONFIG_FILE] + kept
+    )

@@ -23,7 +23,7 @@ from data_prep.synthetic.config import (
     file_names,
 )
 from data_prep.synthetic.interleave import Interleaver, scatter_keys
-from data_prep.synthetic.output import AtomicOutput, foreign_raw_files
+from data_prep.synthetic.output import AtomicOutput, foreign_raw_files, remove_stale_tmp
 from data_prep.synthetic.sampling import row_sizes, sample_chunk
 from data_prep.synthetic.summary import FieldStats, SplitStats, round_sig
 from data_prep.synthetic.text import Text, hcat, itoa, take
@@ -46,6 +46,7 @@ def generate(config: SyntheticConfig, out_dir: str, overwrite: bool = False) -> 
             "choose another --out_dir, or pass --overwrite to replace them"
         )
     os.makedirs(out_dir, exist_ok=True)
+    remove_stale_tmp(out_dir)
     start_time = time.monotonic()
     world = build_world(config, np.random.default_rng([config.seed, 0]))
     calibration = calibrate(world, np.random.default_rng([config.seed, 1]))

@@ -1,21 +1,26 @@
 """Output files under temporary names, renamed into place when everything is written.
 
-A data file ``NAME`` is written as ``.NAME.<pid>.tmp``. Renaming into place
-starts by writing ``COMMIT_MARKER`` and ends by removing it, so a directory
-this generator wrote is recognised (``foreign_raw_files``) even when a kill
-interrupted the renames: it has ``synthetic_config.json`` or the marker.
+A data file ``NAME`` is written as ``.NAME.<pid>.tmp``; a killed run's (its
+process gone) are removed by the next run (``remove_stale_tmp``). Renaming
+into place starts by writing ``COMMIT_MARKER`` and ends by removing it, so a
+directory this generator wrote is recognised (``foreign_raw_files``) even when
+a kill interrupted the renames: it has ``synthetic_config.json`` or the marker.
 """
 
 from __future__ import annotations
 
 import gzip
 import os
+import re
+import sys
 from collections.abc import Sequence
 from typing import Any
 
+from data_prep.publish import pid_alive
 from data_prep.synthetic.config import CONFIG_FILE, file_names
 
 COMMIT_MARKER = ".synthetic_commit"
+_TMP = re.compile(r"\.(?P<name>.+)\.(?P<pid>\d+)\.tmp")
 
 
 def _all_names() -> list[str]:
@@ -32,6 +37,27 @@ def foreign_raw_files(out_dir: str) -> list[str]:
     if any(os.path.lexists(os.path.join(out_dir, n)) for n in (CONFIG_FILE, COMMIT_MARKER)):
         return []
     return [n for n in _all_names() if os.path.lexists(os.path.join(out_dir, n))]
+
+
+def remove_stale_tmp(out_dir: str) -> list[str]:
+    """Removes the temporary files that killed runs left in ``out_dir`` (their
+    process is gone; a running generator's are kept); returns their names."""
+    names = set(_all_names())
+    removed = []
+    for entry in sorted(os.listdir(out_dir)):
+        match = _TMP.fullmatch(entry)
+        if match and match["name"] in names and not pid_alive(int(match["pid"])):
+            path = os.path.join(out_dir, entry)
+            if os.path.isfile(path) or os.path.islink(path):
+                os.remove(path)
+                removed.append(entry)
+    if removed:
+        print(
+            f"synthetic: removed {', '.join(removed)} from {out_dir}, left by a killed run",
+            file=sys.stderr,
+            flush=True,
+        )
+    return removed
 
 
 class AtomicOutput:
