@@ -17,7 +17,8 @@ Memory stays bounded: rows are first scattered to random bucket files of about
 the output (a uniformly random permutation of the rows, reproducible from
 ``--seed`` and ``--bucket_mb``). Every output line ends with a newline (a final line without one
 gets it). Files are written under a temporary name and renamed when complete.
-``OUT`` must not be ``IN``
+The buckets live in ``OUT/.shuffle-<pid>``, removed when done; a killed run's
+(its process gone) is removed by the next run. ``OUT`` must not be ``IN``
 (also through a symbolic link): the input would be replaced as it is read.
 """
 
@@ -27,17 +28,20 @@ import dataclasses
 import gzip
 import math
 import os
+import re
 import resource
 import shutil
 import sys
-import tempfile
 
 import numpy as np
 
 from data_prep import raw
+from data_prep.publish import pid_alive
 
 SPLITS = ("train", "test")
 _CHUNK_LINES = 1 << 16
+BUCKET_DIR_PREFIX = ".shuffle-"
+_BUCKET_DIR = re.compile(re.escape(BUCKET_DIR_PREFIX) + r"(\d+)")
 # Buckets are files open at once (with a 64 KB buffer each); beyond this many,
 # --bucket_mb is refused as too small for the input.
 MAX_BUCKETS = 4096
@@ -115,6 +119,16 @@ def _bucket_count(size: int, bucket_bytes: int, skeleton: str) -> int:
     return buckets
 
 
+def _remove_stale_bucket_dirs(out_dir: str) -> None:
+    """Removes the bucket directories of killed runs (their process is gone)."""
+    for name in sorted(os.listdir(out_dir)):
+        match = _BUCKET_DIR.fullmatch(name)
+        path = os.path.join(out_dir, name)
+        if match and os.path.isdir(path) and not pid_alive(int(match[1])):
+            print(f"removing {path}, left by a killed run", file=sys.stderr, flush=True)
+            shutil.rmtree(path)
+
+
 def _same_dir(a: str, b: str) -> bool:
     """Whether two paths name one directory (through symbolic links, bind mounts...)."""
     if os.path.realpath(a) == os.path.realpath(b):
@@ -134,7 +148,9 @@ def _shuffle_split(
 ) -> int:
     """Writes the shuffled skeleton (and ground truth); returns the number of rows."""
     n = 0
-    with tempfile.TemporaryDirectory(prefix=".shuffle-", dir=out_dir) as tmp:
+    tmp = os.path.join(out_dir, f"{BUCKET_DIR_PREFIX}{os.getpid()}")
+    os.mkdir(tmp)
+    try:
         names = [os.path.join(tmp, f"{b:05d}") for b in range(buckets)]
         outs = [open(name, "wb", buffering=1 << 16) for name in names]  # noqa: SIM115
         try:
@@ -187,6 +203,8 @@ def _shuffle_split(
         _finish(sk_path)
         if gt_path:
             _finish(gt_path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return n
 
 
@@ -214,6 +232,7 @@ def shuffle_logs(config: ShuffleConfig) -> dict[str, int]:
             f"{config.raw_dir} holds no sample_skeleton_{{train,test}}.csv(.gz)"
         )
     os.makedirs(config.out_dir, exist_ok=True)
+    _remove_stale_bucket_dirs(config.out_dir)
     rng = np.random.default_rng(config.seed)
     done, rows = set(), {}
     for split, (skeleton, truth, buckets) in splits.items():
