@@ -17,6 +17,9 @@ Memory stays bounded: rows are first scattered to random bucket files of about
 the output (a uniformly random permutation of the rows, reproducible from
 ``--seed`` and ``--bucket_mb``). Every output line ends with a newline (a final line without one
 gets it). Files are written under a temporary name and renamed when complete.
+The buckets live in ``OUT/.shuffle-<pid>``, removed when done; a killed run's
+(its process gone) is removed by the next run. ``OUT`` must not be ``IN``
+(also through a symbolic link): the input would be replaced as it is read.
 """
 
 from __future__ import annotations
@@ -25,16 +28,28 @@ import dataclasses
 import gzip
 import math
 import os
+import re
+import resource
 import shutil
 import sys
-import tempfile
 
 import numpy as np
 
 from data_prep import raw
+from data_prep.publish import pid_alive
 
 SPLITS = ("train", "test")
 _CHUNK_LINES = 1 << 16
+BUCKET_DIR_PREFIX = ".shuffle-"
+_BUCKET_DIR = re.compile(re.escape(BUCKET_DIR_PREFIX) + r"(\d+)")
+# Buckets are files open at once (with a 64 KB buffer each); beyond this many,
+# --bucket_mb is refused as too small for the input.
+MAX_BUCKETS = 4096
+_SPARE_FILES = 64  # open files kept for everything else
+
+
+class ShuffleError(ValueError):
+    """A flag that cannot work: one line for the user, no traceback."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +58,12 @@ class ShuffleConfig:
     out_dir: str
     seed: int = 0
     bucket_bytes: int = 64 << 20  # raw (uncompressed) bytes of one in-memory bucket
+
+    def __post_init__(self):
+        if not (isinstance(self.seed, int) and self.seed >= 0):
+            raise ShuffleError(f"--seed={self.seed}: need an integer >= 0")
+        if not (isinstance(self.bucket_bytes, int) and self.bucket_bytes >= 1):
+            raise ShuffleError(f"bucket_bytes={self.bucket_bytes}: need an integer >= 1")
 
 
 def _open_out(path: str):
@@ -68,16 +89,68 @@ def _lines(path: str):
         yield content + b"\n"
 
 
+def _raw_bytes(skeleton: str, truth: str | None) -> int:
+    """Estimated uncompressed bytes of a split's skeleton and ground truth."""
+    return sum(
+        os.path.getsize(path) * (4 if path.endswith(".gz") else 1)
+        for path in (skeleton, truth)
+        if path
+    )
+
+
+def _bucket_count(size: int, bucket_bytes: int, skeleton: str) -> int:
+    """Buckets for ``size`` raw bytes. Refuses more than ``MAX_BUCKETS`` (or than
+    the system's open-file limit allows): --bucket_mb too small for the input;
+    raises this process's open-file limit when the buckets need it."""
+    buckets = max(1, math.ceil(size / bucket_bytes))
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    allowed = MAX_BUCKETS
+    if hard != resource.RLIM_INFINITY:
+        allowed = max(1, min(allowed, hard - _SPARE_FILES))
+    if buckets > allowed:
+        least = math.ceil(size / allowed / 2**20 * 1000) / 1000
+        raise ShuffleError(
+            f"--bucket_mb is too small for {skeleton} (with its ground truth, ~{size:,} bytes "
+            f"uncompressed): {buckets:,} buckets of {bucket_bytes:,} bytes, one open file "
+            f"each, more than the {allowed:,} allowed; use --bucket_mb={least:g} or more"
+        )
+    if soft != resource.RLIM_INFINITY and buckets + _SPARE_FILES > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (buckets + _SPARE_FILES, hard))
+    return buckets
+
+
+def _remove_stale_bucket_dirs(out_dir: str) -> None:
+    """Removes the bucket directories of killed runs (their process is gone)."""
+    for name in sorted(os.listdir(out_dir)):
+        match = _BUCKET_DIR.fullmatch(name)
+        path = os.path.join(out_dir, name)
+        if match and os.path.isdir(path) and not pid_alive(int(match[1])):
+            print(f"removing {path}, left by a killed run", file=sys.stderr, flush=True)
+            shutil.rmtree(path)
+
+
+def _same_dir(a: str, b: str) -> bool:
+    """Whether two paths name one directory (through symbolic links, bind mounts...)."""
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one does not exist
+        return False
+
+
 def _shuffle_split(
-    skeleton: str, truth: str | None, out_dir: str, rng: np.random.Generator, bucket_bytes: int
+    skeleton: str,
+    truth: str | None,
+    out_dir: str,
+    rng: np.random.Generator,
+    buckets: int,
 ) -> int:
     """Writes the shuffled skeleton (and ground truth); returns the number of rows."""
-    size = os.path.getsize(skeleton) * (4 if skeleton.endswith(".gz") else 1)
-    if truth:
-        size += os.path.getsize(truth) * (4 if truth.endswith(".gz") else 1)
-    buckets = max(1, math.ceil(size / bucket_bytes))
     n = 0
-    with tempfile.TemporaryDirectory(prefix=".shuffle-", dir=out_dir) as tmp:
+    tmp = os.path.join(out_dir, f"{BUCKET_DIR_PREFIX}{os.getpid()}")
+    os.mkdir(tmp)
+    try:
         names = [os.path.join(tmp, f"{b:05d}") for b in range(buckets)]
         outs = [open(name, "wb", buffering=1 << 16) for name in names]  # noqa: SIM115
         try:
@@ -130,6 +203,8 @@ def _shuffle_split(
         _finish(sk_path)
         if gt_path:
             _finish(gt_path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return n
 
 
@@ -137,22 +212,32 @@ def shuffle_logs(config: ShuffleConfig) -> dict[str, int]:
     """Writes the shuffled copy; returns the number of skeleton rows per split."""
     if not os.path.isdir(config.raw_dir):
         raise raw.RawInputError(f"raw dir {config.raw_dir!r} does not exist")
-    if os.path.abspath(config.raw_dir) == os.path.abspath(config.out_dir):
-        raise raw.RawInputError("--out_dir must differ from --raw_dir")
-    os.makedirs(config.out_dir, exist_ok=True)
-    rng = np.random.default_rng(config.seed)
-    done, rows = set(), {}
+    if _same_dir(config.raw_dir, config.out_dir):
+        raise ShuffleError(
+            f"--out_dir={config.out_dir} is --raw_dir={config.raw_dir} (the same directory): "
+            "the logs would be replaced as they are read; choose another --out_dir"
+        )
+    if os.path.lexists(config.out_dir) and not os.path.isdir(config.out_dir):
+        raise ShuffleError(f"--out_dir={config.out_dir} exists and is not a directory")
+    splits = {}  # everything checked before anything is written
     for split in SPLITS:
         skeleton = raw.find_raw_file(config.raw_dir, f"sample_skeleton_{split}", required=False)
         if skeleton is None:
             continue
         truth = raw.find_raw_file(config.raw_dir, f"ground_truth_{split}", required=False)
-        rows[split] = _shuffle_split(skeleton, truth, config.out_dir, rng, config.bucket_bytes)
-        done.update(os.path.basename(p) for p in (skeleton, truth) if p)
-    if not rows:
+        buckets = _bucket_count(_raw_bytes(skeleton, truth), config.bucket_bytes, skeleton)
+        splits[split] = (skeleton, truth, buckets)
+    if not splits:
         raise raw.RawInputError(
             f"{config.raw_dir} holds no sample_skeleton_{{train,test}}.csv(.gz)"
         )
+    os.makedirs(config.out_dir, exist_ok=True)
+    _remove_stale_bucket_dirs(config.out_dir)
+    rng = np.random.default_rng(config.seed)
+    done, rows = set(), {}
+    for split, (skeleton, truth, buckets) in splits.items():
+        rows[split] = _shuffle_split(skeleton, truth, config.out_dir, rng, buckets)
+        done.update(os.path.basename(p) for p in (skeleton, truth) if p)
     for name in sorted(os.listdir(config.raw_dir)):
         src = os.path.join(config.raw_dir, name)
         if name not in done and os.path.isfile(src):
@@ -163,21 +248,22 @@ def shuffle_logs(config: ShuffleConfig) -> dict[str, int]:
 
 
 def main(argv) -> None:
-    del argv
     from absl import flags
 
+    from esmm_tf.cli import no_arguments, one_line_errors
+
+    no_arguments(argv)
     FLAGS = flags.FLAGS
-    config = ShuffleConfig(
-        raw_dir=FLAGS.raw_dir,
-        out_dir=FLAGS.out_dir,
-        seed=FLAGS.seed,
-        bucket_bytes=max(1, int(FLAGS.bucket_mb * 2**20)),
-    )
-    try:
+    with one_line_errors(f"--out_dir={FLAGS.out_dir}", (raw.RawInputError, ShuffleError)):
+        if not (math.isfinite(FLAGS.bucket_mb) and FLAGS.bucket_mb > 0):
+            raise ShuffleError(f"--bucket_mb={FLAGS.bucket_mb}: need a positive number of MB")
+        config = ShuffleConfig(
+            raw_dir=FLAGS.raw_dir,
+            out_dir=FLAGS.out_dir,
+            seed=FLAGS.seed,
+            bucket_bytes=max(1, int(FLAGS.bucket_mb * 2**20)),
+        )
         rows = shuffle_logs(config)
-    except raw.RawInputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
     for split, n in rows.items():
         print(f"{split}: {n:,} skeleton rows shuffled", file=sys.stderr)
 

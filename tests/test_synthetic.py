@@ -20,6 +20,7 @@ from absl import flags
 
 from data_prep import synthetic
 from data_prep.synthetic import lines as synthetic_lines
+from data_prep.synthetic import output
 from esmm_tf import config_flags, features, metrics
 from tests.helpers import ROOT
 
@@ -356,6 +357,61 @@ def test_bad_config_is_rejected():
         synthetic.SyntheticConfig(interleave_fraction=2.0)
 
 
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        # inf passed ">= 1" / ">= 0" and crashed later (OverflowError, or ctr 1.0)
+        ("impressions_per_row", math.inf, "finite impressions_per_row"),
+        ("signal", math.inf, "finite signal"),
+        ("zipf_exponent", math.inf, "finite zipf_exponent"),
+        ("behaviour_ids", math.nan, "finite behaviour_ids"),
+        # sizes numpy cannot allocate (an _ArrayMemoryError traceback)
+        ("num_users", 10**12, "num_users <= 10,000,000"),
+        ("num_items", 10**12, "num_items <= 100,000,000"),
+        ("impressions_per_row", 1e12, "impressions_per_row <= 10000"),
+        ("chunk_rows", 10**10, "chunk_rows \\* impressions_per_row <= 1,000,000"),
+        ("pilot_impressions", 10**14, "pilot_impressions <= 10,000,000"),
+        ("interleave_window", 10**12, "interleave_window <= 10,000,000"),
+        ("impressions", 10**30, "impressions <= 1,000,000,000,000"),
+        # was silently capped at 2000 ids per user and field
+        ("behaviour_ids", 1e30, "behaviour_ids <= 2000"),
+        ("signal", 21.0, "signal <= 20"),
+        # an empty sample_skeleton file that the converter rejects
+        ("test_fraction", 1.0, "0 < test_fraction < 1"),
+        ("test_fraction", 0.0, "0 < test_fraction < 1"),
+        ("impressions", 1, "at least one impression in each split"),
+    ],
+)
+def test_non_finite_huge_and_split_emptying_values_are_rejected(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        synthetic.SyntheticConfig(**{field: value})
+
+
+def test_a_split_left_empty_by_the_requests_writes_nothing(tmp_path):
+    """3 impressions, train gets 2 by the fraction, but the first request (30
+    impressions on average) takes all 3: nothing is written, not an empty file."""
+    out_dir = tmp_path / "out"
+    with pytest.raises(ValueError, match="the test split got no impressions"):
+        synthetic.generate(_config(impressions=3, seed=0), str(out_dir))
+    assert os.listdir(out_dir) == []
+
+
+def test_command_line_refuses_bad_values_in_one_line(tmp_path):
+    out_dir = tmp_path / "out"
+    for flag in ("--impressions_per_row=inf", "--pilot_impressions=100000000000000"):
+        result = subprocess.run(
+            [sys.executable, "-m", "data_prep.synthetic", f"--out_dir={out_dir}", flag],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert result.returncode == 1, (flag, result.stderr)
+        assert result.stderr.startswith("error: SyntheticConfig: need"), (flag, result.stderr)
+        assert len(result.stderr.splitlines()) == 1, (flag, result.stderr)
+        assert not out_dir.exists()
+
+
 def test_every_config_field_is_a_flag():
     cli = importlib.import_module("data_prep.synthetic.__main__")
     values = flags.FlagValues()
@@ -397,3 +453,134 @@ def test_command_line_without_tensorflow(tmp_path):
     assert summary["config"]["behaviour_drop"] == 0.1
     check = "import sys, data_prep.synthetic.__main__; assert 'tensorflow' not in sys.modules"
     subprocess.run([sys.executable, "-c", check], cwd=ROOT, check=True)
+
+
+def test_command_line_replaces_logs_it_did_not_write_only_with_overwrite(tmp_path):
+    out_dir = tmp_path / "raw"
+    out_dir.mkdir()
+    (out_dir / "common_features_test.csv.gz").write_bytes(b"real")
+    command = [sys.executable, "-m", "data_prep.synthetic", f"--out_dir={out_dir}",
+               "--impressions=2000", "--pilot_impressions=2000", "--gzip"]  # fmt: skip
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"error: --out_dir={out_dir} holds raw logs"), result.stderr
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert (out_dir / "common_features_test.csv.gz").read_bytes() == b"real"
+    result = subprocess.run(
+        [*command, "--overwrite"], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert (out_dir / synthetic.CONFIG_FILE).exists()
+
+
+def test_command_line_out_of_memory_is_one_line(tmp_path):
+    """Sizes within the bounds may still exceed the machine: no numpy traceback."""
+    script = (
+        "import sys; from absl import app; import data_prep.synthetic.__main__ as cli\n"
+        "def generate(*args, **kwargs): raise MemoryError()\n"
+        "cli.generate = generate; cli.define_flags(); app.run(cli.main)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, f"--out_dir={tmp_path / 'out'}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: out of memory: lower --num_users"), result.stderr
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+
+
+def test_large_signal_still_hits_the_requested_rates(tmp_path):
+    """--signal=20 needs intercepts below -30: they were clamped there, and the
+    data came out at ctr ~0.6 instead of 0.04."""
+    summary = synthetic.generate(
+        _config(impressions=20_000, signal=20.0, pilot_impressions=20_000),
+        str(tmp_path / "out"),
+    )
+    assert summary["calibration"]["ctr_intercept"] < -30
+    assert 0.03 < summary["total"]["mean_true_pctr"] < 0.05
+    assert 0.02 < summary["total"]["ctr"] < 0.06
+
+
+def test_calibration_refuses_a_rate_it_cannot_reach(monkeypatch):
+    """Logits so large that every true probability is 0 or 1: the click rate
+    jumps past the 0.04 asked for (0, 0.25, 0.5); a clear error, no data."""
+    from data_prep.synthetic import calibration
+
+    config = _config(impressions=1000, pilot_impressions=1000, impressions_per_row=10)
+    world = type("World", (), {"config": config, "user_cum": np.array([1.0])})()
+
+    def chunk(world, rng, sizes, user):
+        x = np.where(np.arange(sizes.sum()) % 2 == 0, 1e300, -1e300)
+        return type("Chunk", (), {"logit_ctr": x, "logit_cvr": x, "row": x})()
+
+    monkeypatch.setattr(calibration, "sample_chunk", chunk)
+    with pytest.raises(
+        ValueError, match="closest ctr .* on the pilot sample is .*, not the requested 0.04"
+    ):
+        calibration.calibrate(world, np.random.default_rng(0))
+
+
+def test_bisection_widens_its_bracket():
+    from data_prep.synthetic.calibration import _bisect
+
+    assert _bisect(lambda b: b + 1000.0) == pytest.approx(-1000.0)  # was -30
+    assert _bisect(lambda b: b - 1e6) == pytest.approx(1e6)
+    with pytest.raises(ValueError, match="no intercept gives the requested cvr"):
+        _bisect(lambda b: 1.0, "cvr")
+
+
+def test_raw_logs_it_did_not_write_are_refused_unless_overwrite(tmp_path):
+    """A real download in --out_dir (no synthetic_config.json) was replaced."""
+    out_dir = tmp_path / "raw"
+    out_dir.mkdir()
+    real = out_dir / "sample_skeleton_train.csv"
+    real.write_bytes(b"the real logs\n")
+    config = _config(impressions=2_000, pilot_impressions=2_000)
+    with pytest.raises(ValueError, match="sample_skeleton_train.csv; no synthetic_config.json"):
+        synthetic.generate(config, str(out_dir))
+    assert os.listdir(out_dir) == ["sample_skeleton_train.csv"]
+    assert real.read_bytes() == b"the real logs\n"
+    with pytest.raises(ValueError, match="--overwrite"):  # the other compression too
+        synthetic.generate(dataclasses.replace(config, gzip=True), str(out_dir))
+    synthetic.generate(config, str(out_dir), overwrite=True)
+    assert real.read_bytes() != b"the real logs\n"
+
+
+def test_its_own_output_is_regenerated_even_after_a_killed_commit(tmp_path):
+    """make demo and the benchmarks rerun the generator into its own directory
+    when synthetic_config.json is missing: a run killed while renaming its files
+    into place leaves the data files without it (but with the commit marker)."""
+    out_dir = tmp_path / "raw"
+    synthetic.generate(_config(impressions=2_000, pilot_impressions=2_000), str(out_dir))
+    synthetic.generate(_config(impressions=3_000, pilot_impressions=2_000), str(out_dir))
+    (out_dir / synthetic.CONFIG_FILE).unlink()
+    (out_dir / output.COMMIT_MARKER).touch()
+    summary = synthetic.generate(_config(impressions=4_000, pilot_impressions=2_000), str(out_dir))
+    assert summary["total"]["impressions"] == 4_000
+    assert sorted(os.listdir(out_dir)) == sorted(synthetic.file_names() + [synthetic.CONFIG_FILE])
+
+
+def _dead_pid() -> int:
+    child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, check=True)  # fmt: skip
+    return int(child.stdout)
+
+
+def test_temporary_files_of_a_killed_run_are_removed(tmp_path):
+    """A killed run's .<name>.<pid>.tmp files (hundreds of MB) stayed forever;
+    a live run's (another process) are left alone, other files too."""
+    out_dir = tmp_path / "raw"
+    out_dir.mkdir()
+    dead, live = _dead_pid(), os.getppid()
+    stale = [f".sample_skeleton_train.csv.{dead}.tmp", f".synthetic_config.json.{dead}.tmp",
+             f".common_features_test.csv.gz.{os.getpid()}.tmp"]  # fmt: skip
+    kept = [f".sample_skeleton_train.csv.{live}.tmp", f".notes.txt.{dead}.tmp", "notes.txt"]
+    for name in stale + kept:
+        (out_dir / name).write_bytes(b"x" * 100)
+    synthetic.generate(_config(impressions=2_000, pilot_impressions=2_000), str(out_dir))
+    assert sorted(os.listdir(out_dir)) == sorted(
+        synthetic.file_names() + [synthetic.CONFIG_FILE] + kept
+    )

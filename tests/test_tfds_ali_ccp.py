@@ -274,3 +274,48 @@ def test_tfds_command_line_builds_the_dummy_data(tmp_path):
     builder = tfds.builder("ali_ccp/full", data_dir=str(tmp_path))
     assert builder.info.splits["train"].num_examples == 21
     assert builder.info.splits["test"].num_examples == 23
+
+
+# A build of SMALL_SYNTHETIC killed (SIGKILL, no clean-up) while encoding, after
+# the logs were generated and converted.
+_KILLED_BUILD = """
+import os, signal, sys
+from data_prep.tfds.ali_ccp import ali_ccp_dataset_builder as ali_ccp
+from tests.test_tfds_ali_ccp import SMALL_SYNTHETIC
+
+def killed(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+ali_ccp.record_to_example = killed
+ali_ccp.Builder(config=SMALL_SYNTHETIC, data_dir=sys.argv[1]).download_and_prepare()
+"""
+
+
+@pytest.mark.slow
+def test_build_after_a_killed_build_reuses_its_work_and_removes_it(tmp_path, monkeypatch):
+    """The work directory had a random name: a killed build leaked it (the
+    converted data, GBs for `full`) and the next one converted from scratch."""
+    data_dir = tmp_path / "data"
+    killed = subprocess.run(
+        [sys.executable, "-c", _KILLED_BUILD, str(data_dir)],
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    (work,) = data_dir.glob("ali_ccp-work-*")
+    assert (work / "converted" / "stats.json").exists()
+
+    from data_prep import convert
+
+    def no_work(*args):
+        raise AssertionError("generated or converted again")
+
+    monkeypatch.setattr(synthetic_lib, "generate", no_work)
+    monkeypatch.setattr(convert, "_prepare_work_dir", no_work)
+    builder = ali_ccp.Builder(config=SMALL_SYNTHETIC, data_dir=str(data_dir))
+    builder.download_and_prepare()
+    assert builder.info.splits["train"].num_examples > 5
+    assert not [p.name for p in data_dir.iterdir() if p.name.startswith("ali_ccp-work")]

@@ -19,6 +19,14 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
         "out_dir", None, "Directory to write the data set to.", flag_values=flag_values
     )
     flags.mark_flag_as_required("out_dir", flag_values=flag_values)
+    flags.DEFINE_bool(
+        "overwrite",
+        False,
+        "Replace raw logs in --out_dir that this generator did not write (no "
+        "synthetic_config.json there: e.g. the real data); an earlier synthetic output "
+        "there is replaced without it.",
+        flag_values=flag_values,
+    )
     config_flags.define_flags(SyntheticConfig, flag_values)
 
 
@@ -28,9 +36,17 @@ def main(argv: Sequence[str]) -> None:
     no_arguments(argv)
     out_dir = flags.FLAGS.out_dir
     try:
-        summary = generate(config_flags.config_from_flags(SyntheticConfig), out_dir)
+        config = config_flags.config_from_flags(SyntheticConfig)
+        summary = generate(config, out_dir, overwrite=flags.FLAGS.overwrite)
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    except MemoryError:  # within the flags' bounds, but more than this machine has
+        print(
+            "error: out of memory: lower --num_users, --num_items, --chunk_rows, "
+            "--impressions_per_row or --pilot_impressions (nothing was written)",
+            file=sys.stderr,
+        )
         sys.exit(1)
     total = summary["total"]
     print(

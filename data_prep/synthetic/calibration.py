@@ -11,12 +11,39 @@ from data_prep.synthetic.sampling import sample_chunk
 from data_prep.synthetic.world import World, draw, sigmoid
 
 
-def _bisect(f, lo: float = -30.0, hi: float = 30.0) -> float:
-    """The root of an increasing function on [lo, hi]."""
-    for _ in range(80):
+def _bisect(f, name: str = "rate") -> float:
+    """The root of an increasing function that goes from below 0 to above it.
+
+    The bracket starts at [-30, 30] and doubles until it holds the root (a
+    large ``--signal`` scales the logits, and so the intercept, up); the
+    bisection then runs until the bracket is two adjacent floats. A function
+    that does not cross 0 within the floats' range is a ValueError naming
+    ``name`` (the rate being calibrated)."""
+    lo, hi = -30.0, 30.0
+    while f(lo) > 0 or f(hi) < 0:
+        lo, hi = (2 * lo, hi) if f(lo) > 0 else (lo, 2 * hi)
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            raise ValueError(
+                f"calibration: no intercept gives the requested {name}: lower --signal"
+            )
+    for _ in range(2200):  # each halves the bracket; ~2150 span the floats
         mid = 0.5 * (lo + hi)
+        if mid in (lo, hi):
+            break
         lo, hi = (mid, hi) if f(mid) < 0 else (lo, mid)
     return 0.5 * (lo + hi)
+
+
+def _check(name: str, got: float, target: float) -> None:
+    """Refuses an intercept whose pilot rate misses the target (by more than 1 %):
+    with a huge ``--signal`` the true probabilities are all ~0 or ~1, and the
+    rate jumps past the target between two adjacent intercepts."""
+    if not abs(got - target) <= 0.01 * target:
+        raise ValueError(
+            f"calibration: the closest {name} the intercept reaches on the pilot sample is "
+            f"{got:.6g}, not the requested {target:.6g}: lower --signal (the true "
+            "probabilities are nearly all 0 or 1) or raise --pilot_impressions"
+        )
 
 
 def calibrate(world: World, rng: np.random.Generator) -> dict[str, Any]:
@@ -38,9 +65,11 @@ def calibrate(world: World, rng: np.random.Generator) -> dict[str, Any]:
         cvr_parts.append(chunk.logit_cvr)
         n += len(chunk.row)
     x, y = np.concatenate(ctr_parts), np.concatenate(cvr_parts)
-    b_ctr = _bisect(lambda b: sigmoid(x + b).mean() - config.ctr)
+    b_ctr = _bisect(lambda b: sigmoid(x + b).mean() - config.ctr, "ctr")
     pctr = sigmoid(x + b_ctr)
-    b_cvr = _bisect(lambda b: (pctr * sigmoid(y + b)).sum() / pctr.sum() - config.cvr)
+    _check("ctr", float(pctr.mean()), config.ctr)
+    b_cvr = _bisect(lambda b: (pctr * sigmoid(y + b)).sum() / pctr.sum() - config.cvr, "cvr")
+    _check("cvr", float((pctr * sigmoid(y + b_cvr)).sum() / pctr.sum()), config.cvr)
     world.intercept = (b_ctr, b_cvr)
     return {
         "ctr_intercept": b_ctr,

@@ -23,7 +23,7 @@ from data_prep.synthetic.config import (
     file_names,
 )
 from data_prep.synthetic.interleave import Interleaver, scatter_keys
-from data_prep.synthetic.output import AtomicOutput
+from data_prep.synthetic.output import AtomicOutput, foreign_raw_files, remove_stale_tmp
 from data_prep.synthetic.sampling import row_sizes, sample_chunk
 from data_prep.synthetic.summary import FieldStats, SplitStats, round_sig
 from data_prep.synthetic.text import Text, hcat, itoa, take
@@ -31,10 +31,22 @@ from data_prep.synthetic.world import CONTEXT_PROBS, build_world, sigmoid
 from esmm_tf import features
 
 
-def generate(config: SyntheticConfig, out_dir: str) -> dict[str, Any]:
-    """Writes the synthetic data set to ``out_dir``; returns the summary it records."""
+def generate(config: SyntheticConfig, out_dir: str, overwrite: bool = False) -> dict[str, Any]:
+    """Writes the synthetic data set to ``out_dir``; returns the summary it records.
+
+    An earlier output of this generator in ``out_dir`` is replaced; raw logs it
+    did not write (no ``synthetic_config.json``: e.g. the real data) are
+    refused (ValueError) unless ``overwrite``."""
     config = config.resolved()
+    foreign = foreign_raw_files(out_dir)
+    if foreign and not overwrite:
+        raise ValueError(
+            f"--out_dir={out_dir} holds raw logs that data_prep.synthetic did not write "
+            f"({', '.join(foreign)}; no {CONFIG_FILE}), which this run would replace: "
+            "choose another --out_dir, or pass --overwrite to replace them"
+        )
     os.makedirs(out_dir, exist_ok=True)
+    remove_stale_tmp(out_dir)
     start_time = time.monotonic()
     world = build_world(config, np.random.default_rng([config.seed, 0]))
     calibration = calibrate(world, np.random.default_rng([config.seed, 1]))
@@ -102,6 +114,13 @@ def generate(config: SyntheticConfig, out_dir: str) -> dict[str, Any]:
                     flush=True,
                 )
 
+        empty = [s for s in SPLITS if not split_stats[s].impressions]
+        if empty:  # the converter refuses an empty file: write nothing
+            raise ValueError(
+                f"the {' and '.join(empty)} split got no impressions (a request's rows all go "
+                f"to one split, and the {n_total:,} impressions fell on one side of "
+                f"--test_fraction={config.test_fraction:g}): raise --impressions"
+            )
         skeleton_files.close()
         summary = {
             "format": "Ali-CCP raw logs; see data_prep/synthetic",

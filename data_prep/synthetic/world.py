@@ -8,7 +8,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from data_prep.synthetic.config import SyntheticConfig
+from data_prep.synthetic.config import MAX_BEHAVIOUR_IDS, SyntheticConfig
 from data_prep.synthetic.text import (
     Text,
     const,
@@ -65,7 +65,8 @@ def pair(rng: np.random.Generator, n: int, std_ctr: float, std_cvr: float, rho: 
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
+    with np.errstate(over="ignore"):  # exp(-x) = inf below -709: 0, as it should be
+        return 1.0 / (1.0 + np.exp(-x))
 
 
 class Behaviour(NamedTuple):
@@ -253,7 +254,7 @@ def _build_behaviour(world: World, rng: np.random.Generator, attr_sizes) -> list
         b = len(batch)
         size = rng.lognormal(math.log(config.behaviour_ids) - sigma**2 / 2, sigma, b)
         keep = size[:, None] * rng.lognormal(-0.045, 0.3, (b, len(ATTRIBUTES)))
-        keep = np.clip(np.rint(keep), 3, 2000).astype(np.int64)
+        keep = np.clip(np.rint(keep), 3, MAX_BEHAVIOUR_IDS).astype(np.int64)
         events = np.ceil(3 * keep.max(axis=1)).astype(np.int64)
         who = np.repeat(np.arange(b), events)
         item = sample_items(world, rng, batch[who], share=0.6)
@@ -290,7 +291,7 @@ def _top_counts(owner, value, size, keep):
     rank = np.empty(len(keys), np.int64)
     rank[by_count] = np.arange(len(keys)) - start[owner[by_count]]
     chosen = rank < keep[owner]
-    # int32 values and uint16 counts (at most 4 * 2000 events per user) keep the table small.
+    # int32 values and uint16 counts (at most 4 * MAX_BEHAVIOUR_IDS events per user) keep the table small.
     lengths = np.bincount(owner[chosen], minlength=len(keep))
     return lengths, value[chosen].astype(np.int32), count[chosen].astype(np.uint16)
 

@@ -2,9 +2,11 @@
 
 The raw rows go through the repository's own pipeline: ``data_prep.convert``
 (which parses them with ``data_prep.raw``) joins each split's skeleton rows with
-their common-feature rows into grouped TFRecords in a temporary directory, with
+their common-feature rows into grouped TFRecords in a work directory, with
 bounded memory (a partitioned hash join; see that module), and this builder
-re-encodes those records as TFDS examples. One TFDS example is one converter
+re-encodes those records as TFDS examples. The work directory
+(``ali_ccp-work-<config>`` in the data dir) is removed after a successful
+build; a killed build leaves it, and the next one resumes from it. One TFDS example is one converter
 record: a user context with its impressions (at most 256), wherever they are in
 the raw files. See README.md here.
 """
@@ -12,8 +14,9 @@ the raw files. See README.md here.
 from __future__ import annotations
 
 import dataclasses
+import json
 import pathlib
-import tempfile
+import shutil
 from collections.abc import Iterator
 
 import numpy as np
@@ -115,22 +118,30 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         )
 
     def _download_and_prepare(self, dl_manager, *args, **kwargs):
-        # The converter's output lives only as long as the generation: a
-        # temporary directory next to the prepared data (same disk, sized for it).
-        data_dir_root = epath.Path(self.data_dir_root)
-        data_dir_root.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix="ali_ccp-work-", dir=data_dir_root) as work:
-            self._work_dir = epath.Path(work)
-            try:
-                return super()._download_and_prepare(dl_manager, *args, **kwargs)
-            finally:
-                del self._work_dir
+        # The converter's output lives only as long as the generation, in a
+        # work directory next to the prepared data (same disk, sized for it).
+        # Its name is fixed per config: a killed build leaves it, and the next
+        # build reuses the generated logs and the converter resumes (or finds
+        # its output complete) instead of starting over; removed after success.
+        self._work_dir = work_dir(self.data_dir_root, self.builder_config.name)
+        self._work_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            result = super()._download_and_prepare(dl_manager, *args, **kwargs)
+        finally:
+            work = self._work_dir
+            del self._work_dir
+        shutil.rmtree(work)
+        return result
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
         raw_dir = self._work_dir / "raw"
-        if self.builder_config.synthetic is not None:
-            synthetic_lib.generate(self.builder_config.synthetic, str(raw_dir))
+        synthetic = self.builder_config.synthetic
+        if synthetic is not None:
+            if not _generated(raw_dir, synthetic):  # else kept from a killed build
+                synthetic_lib.generate(synthetic, str(raw_dir))
         else:
+            if raw_dir.exists():  # links made by a killed build: made again
+                shutil.rmtree(raw_dir)
             _link_manual_files(dl_manager, raw_dir)
         data_dir = self._work_dir / "converted"
         convert_lib.convert(
@@ -153,6 +164,23 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             for i, record in enumerate(tf.data.TFRecordDataset(path).as_numpy_iterator()):
                 example = tf.train.Example.FromString(record)
                 yield f"{shard}-{i}", record_to_example(example, ground_truth)
+
+
+def work_dir(data_dir_root, config_name: str) -> epath.Path:
+    """The builder's work directory (raw logs, converter output) for a config."""
+    return epath.Path(data_dir_root) / f"ali_ccp-work-{config_name}"
+
+
+def _generated(raw_dir: epath.Path, config: synthetic_lib.SyntheticConfig) -> bool:
+    """Whether ``raw_dir`` holds a complete synthetic output of ``config``."""
+    path = raw_dir / synthetic_lib.CONFIG_FILE
+    if not path.exists():
+        return False
+    try:
+        written = json.loads(path.read_text())["config"]
+    except (ValueError, KeyError, TypeError):
+        return False
+    return written == dataclasses.asdict(config.resolved())
 
 
 def _vector(dtype, doc: str) -> tfds.features.Tensor:
