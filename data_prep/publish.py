@@ -99,28 +99,12 @@ def swap_into_place(work_dir: str, out_dir: str) -> None:
         shutil.rmtree(old)
 
 
-def pid_alive(pid: int) -> bool:
-    """Whether another process with this id runs, so that a temporary file or
-    directory named after it may still be in use. Our own id is False: what
-    carries it was left by an earlier process that had the same id (or by
-    this one, which is not using it)."""
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, OverflowError):  # gone; no process has such an id
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def stale_old_dirs(out_dir: str) -> list[str]:
     """``OUT.old-<pid>`` directories left by a killed swap (their process is gone)."""
     stale = []
     for path in sorted(glob.glob(glob.escape(out_dir) + OLD_INFIX + "*")):
         pid = path[len(out_dir) + len(OLD_INFIX) :]
-        if pid.isdigit() and not pid_alive(int(pid)):
+        if pid.isdigit() and not files.pid_alive(int(pid)):
             stale.append(path)
     return stale
 

@@ -36,7 +36,7 @@ import sys
 import numpy as np
 
 from data_prep import raw
-from data_prep.publish import pid_alive
+from esmm_tf.files import pid_alive
 
 SPLITS = ("train", "test")
 _CHUNK_LINES = 1 << 16

@@ -28,13 +28,18 @@ def write_text(path: str, text: str) -> None:
 
 
 def pid_alive(pid: int) -> bool:
-    """Whether process ``pid`` runs on this host (another user's counts)."""
+    """Whether another process with this id runs, so that a temporary file or
+    directory named after it may still be in use. Our own id is False: what
+    carries it was left by an earlier process that had the same id (a
+    container's PID 1), or by this one, which is not using it."""
+    if pid == os.getpid():
+        return False
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):  # gone; no process has such an id
         return False
-    except PermissionError:
-        pass
+    except PermissionError:  # another user's
+        return True
     return True
 
 
@@ -50,7 +55,7 @@ def remove_stale_temporaries(prefix: str, own: bool = True) -> int:
     for path in glob.glob(glob.escape(prefix) + "[0-9]*"):
         digits = path[len(prefix) :]
         pid = int(digits[: len(digits) - len(digits.lstrip("0123456789"))])
-        if (own and pid == os.getpid()) or (pid != os.getpid() and not pid_alive(pid)):
+        if not pid_alive(pid) and (own or pid != os.getpid()):
             if os.path.isdir(path):
                 shutil.rmtree(path, ignore_errors=True)
             elif os.path.isfile(path):

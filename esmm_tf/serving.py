@@ -152,7 +152,7 @@ def _remove_stale_tmp_dirs(export_dir: str) -> None:
             continue
         path = os.path.join(export_dir, name)
         pid = name[len(prefix) :].split("-")[0] if name.startswith(prefix) else ""
-        stale = pid.isdigit() and (int(pid) == os.getpid() or not files.pid_alive(int(pid)))
+        stale = pid.isdigit() and not files.pid_alive(int(pid))
         try:
             stale = stale or time.time() - os.path.getmtime(path) > STALE_TMP_SECONDS
         except OSError:  # removed meanwhile

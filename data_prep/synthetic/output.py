@@ -16,8 +16,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from data_prep.publish import pid_alive
 from data_prep.synthetic.config import CONFIG_FILE, file_names
+from esmm_tf.files import pid_alive
 
 COMMIT_MARKER = ".synthetic_commit"
 _TMP = re.compile(r"\.(?P<name>.+)\.(?P<pid>\d+)\.tmp")
