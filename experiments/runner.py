@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from esmm_tf import data_layout, files, training_run
+from esmm_tf import data_layout, files, registry, training_run
 from esmm_tf import run_dir as run_dir_lib
 
 # Models, display names and the paper's numbers: esmm_tf/registry.py.
@@ -43,6 +43,55 @@ def output_dir(out_dir: str | None, update_reference: bool) -> str:
             "pass --update_reference to refresh them, or choose another --out_dir"
         )
     return out_dir or DEFAULT_OUT_DIR
+
+
+def flagfile(model: str) -> str:
+    """``experiments/<model>.flags``: the model's training flags (Table 2's setting)."""
+    return os.path.join(ROOT, "experiments", model + ".flags")
+
+
+def check_models(models: list[str]) -> None:
+    """Before anything trains or is written: ``models`` (a table or figure
+    command's ``--models``) names at least one model, each once, each a
+    registered model with its flagfile. Raises ValueError, one line."""
+    if not models:
+        raise ValueError(f"--models is empty; choose from {', '.join(registry.MODELS)}")
+    for model in models:
+        if model not in registry.MODELS:
+            raise ValueError(
+                f"--models: unknown model {model!r}; choose from {', '.join(registry.MODELS)}"
+            )
+        if not os.path.isfile(flagfile(model)):
+            raise ValueError(f"--models: {model} has no flagfile {flagfile(model)}")
+    repeated = sorted({m for m in models if models.count(m) > 1})
+    if repeated:
+        raise ValueError(f"--models names {', '.join(repeated)} more than once")
+
+
+def check_runs(runs: int) -> None:
+    """``--runs`` (seeds per model) is at least 1: with none, every result
+    would be NaN. Raises ValueError, one line."""
+    if runs < 1:
+        raise ValueError(f"--runs={runs}: the seeds per model must be at least 1")
+
+
+def parse_rates(values: list[str]) -> list[float]:
+    """Figure 2's ``--rates``: at least one fraction of the training set,
+    each a finite number in (0, 1], none twice. Raises ValueError, one line."""
+    if not values:
+        raise ValueError("--rates is empty; e.g. --rates=0.01,0.1,1.0")
+    rates = []
+    for value in values:
+        try:
+            rate = float(value)
+        except ValueError:
+            raise ValueError(f"--rates: {value!r} is not a number") from None
+        if not 0 < rate <= 1:  # NaN fails it too
+            raise ValueError(f"--rates: {value} is not a fraction of the training set in (0, 1]")
+        if rate in rates:
+            raise ValueError(f"--rates: {value} is given more than once")
+        rates.append(rate)
+    return rates
 
 
 def log(message: str) -> None:
@@ -88,10 +137,19 @@ def rate_flags(rate: float, equal_steps: bool, early_stopping: dict | None = Non
 def budget_steps(data_dir: str, validation_fraction: float, extra: list[str] = ()) -> int:
     """Steps of one epoch over the train split without the validation split
     (from the data's stats.json), at the batch size of ``extra``'s
-    ``--batch_size`` if it has one, else the paper's (the flagfiles')."""
+    ``--batch_size`` if it has one, else the paper's (the flagfiles'). Raises
+    ValueError (a flag's value) or DatasetError (no usable dataset), one line."""
     from esmm_tf.config import Config
 
-    batch = [int(f.split("=", 1)[1]) for f in extra if f.startswith("--batch_size=")]
+    batch = []
+    for flag in extra:
+        if flag.startswith("--batch_size="):
+            try:
+                batch.append(int(flag.split("=", 1)[1]))
+            except ValueError:
+                raise ValueError(
+                    f"--extra_flags: {flag}: the batch size is not an integer"
+                ) from None
     config = Config(data_dir=data_dir, validation_fraction=validation_fraction)
     if batch:
         config = dataclasses.replace(config, batch_size=batch[-1])
@@ -109,7 +167,7 @@ def train_process(
         sys.executable,
         "-m",
         "esmm_tf.train",
-        f"--flagfile={os.path.join(ROOT, 'experiments', model + '.flags')}",
+        f"--flagfile={flagfile(model)}",
         f"--data_dir={data_dir}",
         f"--model_dir={run_dir}",
         f"--seed={seed}",

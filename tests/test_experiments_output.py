@@ -298,3 +298,95 @@ def test_entry_points_report_a_bad_archive_in_one_line(module, tmp_path):
     assert result.returncode == 1 and "Traceback" not in result.stderr
     (line,) = [x for x in result.stderr.splitlines() if x.startswith("error:")]
     assert "seed0.json was measured on data other" in line
+
+
+def _dataset(tmp_path) -> str:
+    """A dataset directory whose stats.json has a train split's counts (what
+    the figure's early-stopping budget reads), and no records."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "stats.json").write_text('{"splits": {"train": {"impressions": 1000, "records": 100}}}')
+    return str(data)
+
+
+@pytest.mark.parametrize(
+    "module, args, expected",
+    [
+        ("experiments.table2", ["--runs=0"], "--runs=0"),
+        ("experiments.table2", ["--models="], "--models is empty"),
+        ("experiments.table2", ["--models=esmm,esmn"], "unknown model 'esmn'"),
+        ("experiments.table2", ["--models=esmm_tuned"], "unknown model 'esmm_tuned'"),
+        ("experiments.figure2", ["--runs=-1"], "--runs=-1"),
+        ("experiments.figure2", ["--rates=0.1,nan"], "--rates: nan is not a fraction"),
+        (
+            "experiments.figure2",
+            ["--early_stopping", "--validation_fraction=2"],
+            "--validation_fraction=2.0",
+        ),
+        (
+            "experiments.figure2",
+            ["--early_stopping", "--data_dir=/nonexistent"],
+            "/nonexistent/stats.json not found",
+        ),
+        (
+            "experiments.figure2",
+            ["--early_stopping", "--extra_flags=--batch_size=abc"],
+            "--batch_size=abc: the batch size is not an integer",
+        ),
+    ],
+)
+def test_bad_flags_end_the_command_before_it_trains_or_writes(module, args, expected, tmp_path):
+    """Runs, models, rates and the early-stopping budget are checked first:
+    one error line, exit status 1, nothing trained, the results already in
+    --out_dir untouched (--runs=0 used to write a table of NaN over them, a bad
+    model name to fail after the models before it trained)."""
+    out = tmp_path / "out"
+    out.mkdir()
+    name = "table2.json" if module == "experiments.table2" else "figure2.json"
+    (out / name).write_text('{"good": true}\n')
+    result = run_module(
+        [module, f"--data_dir={_dataset(tmp_path)}", f"--out_dir={out}", "--models=esmm", *args],
+        timeout=120,
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    (line,) = [x for x in result.stderr.splitlines() if x.startswith("error:")]
+    assert expected in line
+    assert sorted(os.listdir(out)) == [name] and (out / name).read_text() == '{"good": true}\n'
+
+
+def test_models_runs_and_rates_are_checked():
+    for models in ([], ["esmm", "esmn"], ["esmm_tuned"], ["esmm", "base", "esmm"], [""]):
+        with pytest.raises(ValueError, match="--models"):
+            runner.check_models(models)
+    runner.check_models(["esmm", "base"])
+    for runs in (0, -1):
+        with pytest.raises(ValueError, match=f"--runs={runs}"):
+            runner.check_runs(runs)
+    runner.check_runs(1)
+    for rates, problem in (
+        ([], "empty"),
+        (["bad"], "'bad' is not a number"),
+        (["0"], "not a fraction"),
+        (["nan"], "not a fraction"),
+        (["inf"], "not a fraction"),
+        (["1.5"], "not a fraction"),
+        (["-0.1"], "not a fraction"),
+        (["0.1", "1", "1.0"], "1.0 is given more than once"),
+    ):
+        with pytest.raises(ValueError, match=problem):
+            runner.parse_rates(rates)
+    assert runner.parse_rates(["0.01", "1"]) == [0.01, 1.0]
+
+
+def test_budget_reports_a_bad_batch_size_or_dataset(tmp_path):
+    from esmm_tf import data_layout
+
+    data = _dataset(tmp_path)
+    with pytest.raises(ValueError, match="--batch_size=abc"):
+        runner.budget_steps(data, 0.1, ["--batch_size=abc"])
+    with pytest.raises(ValueError, match="--batch_size must be positive"):
+        runner.budget_steps(data, 0.1, ["--batch_size=0"])
+    with pytest.raises(data_layout.DatasetError, match="not found"):
+        runner.budget_steps(str(tmp_path / "none"), 0.1)
+    assert runner.budget_steps(data, 0.1, ["--batch_size=10"]) >= 1
+
