@@ -236,7 +236,62 @@ def read_archived(path: str, data: str, flags: list[str]) -> dict | None:
             f"{record.get('flags')}, not data {data} with {list(flags)}: "
             "remove it or choose another --archive_dir"
         )
+    problem = metrics_problem(record)
+    if problem:
+        raise RuntimeError(f"{path}: not a run record ({problem}); remove it to redo the run")
     return record
+
+
+# The AUCs every run's metrics hold (``summarise`` reads them); with ground
+# truth, also cvr_auc_entire_space.
+AUC_KEYS = ("ctr_auc", "cvr_auc", "ctcvr_auc")
+
+
+def metrics_problem(metrics) -> str | None:
+    """What makes ``metrics`` (a run's eval_metrics.json, an archived record,
+    a result file's per-seed record) unusable, in words; None if nothing:
+    ``AUC_KEYS`` present, and every AUC a number in [0, 1] or NaN (an AUC of
+    a split with one class, which the summaries leave out), a calibration
+    ratio a number >= 0 or NaN."""
+    if not isinstance(metrics, dict):
+        return "not a JSON object"
+    missing = [k for k in AUC_KEYS if k not in metrics]
+    if missing:
+        return f"no {', '.join(missing)}"
+    try:
+        kept = per_run(metrics)
+    except (AttributeError, TypeError, KeyError):  # not calibration.cvr.ground_truth.ratio
+        return "its calibration is not one of a run's"
+    for key, value in kept.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return f"{key} is {value!r}, not a number"
+        if math.isnan(value):
+            continue
+        if key == "cvr_calibration_ratio":
+            if not 0 <= value < math.inf:
+                return f"{key} is {value}, not a ratio >= 0"
+        elif not 0 <= value <= 1:
+            return f"{key} is {value}, not an AUC in [0, 1]"
+    return None
+
+
+def read_metrics(path: str) -> dict:
+    """A run directory's eval_metrics.json (what marks the run finished).
+    Raises RuntimeError, naming the file, if it is not JSON (e.g. cut short)
+    or lacks usable AUCs (``metrics_problem``)."""
+    try:
+        with open(path) as f:
+            metrics = json.load(f)
+    except ValueError as e:
+        problem = f"not readable JSON ({e})"
+    else:
+        problem = metrics_problem(metrics)
+    if problem:
+        raise RuntimeError(
+            f"{path}: {problem}; delete it to evaluate the run again (a run pruned of its "
+            "checkpoints trains again)"
+        )
+    return metrics
 
 
 def train_once(
@@ -255,7 +310,9 @@ def train_once(
     finished run's record is written there, so that a fresh machine with the
     same data (and the archive, e.g. committed) resumes where this one stopped.
     ``prune``: a finished run's checkpoints are removed (``run_dir.prune``;
-    ~1 GB a run at the public set's vocabulary), its metrics kept."""
+    ~1 GB a run at the public set's vocabulary), its metrics kept. Raises
+    RuntimeError, naming the file, for a failed run, an archived record of
+    other data or flags, or a damaged record or eval_metrics.json."""
     metrics_path = os.path.join(run_dir, training_run.EVAL_FILE)
     data = data_id(data_dir) if archive else None
     if not os.path.exists(metrics_path) and archive:
@@ -263,12 +320,10 @@ def train_once(
         if record is not None:
             return record
     if os.path.exists(metrics_path):
-        with open(metrics_path) as f:
-            metrics = json.load(f)
+        metrics = read_metrics(metrics_path)
     else:
         seconds = train_process(model, seed, data_dir, run_dir, extra_flags)
-        with open(metrics_path) as f:
-            metrics = json.load(f)
+        metrics = read_metrics(metrics_path)
         log(
             f"  {model} seed {seed}: CVR AUC {metrics['cvr_auc']:.4f}, "
             f"CTCVR AUC {metrics['ctcvr_auc']:.4f} ({seconds:.0f} s)"

@@ -390,3 +390,94 @@ def test_budget_reports_a_bad_batch_size_or_dataset(tmp_path):
         runner.budget_steps(str(tmp_path / "none"), 0.1)
     assert runner.budget_steps(data, 0.1, ["--batch_size=10"]) >= 1
 
+
+@pytest.mark.parametrize(
+    "change, problem",
+    [
+        (dict(cvr_auc=None), "no cvr_auc"),
+        (dict(cvr_auc="0.6"), "cvr_auc is '0.6', not a number"),
+        (dict(cvr_auc=60), "cvr_auc is 60, not an AUC in \\[0, 1\\]"),
+        (dict(ctr_auc=True), "ctr_auc is True, not a number"),
+        (dict(cvr_auc_entire_space=-0.1), "cvr_auc_entire_space is -0.1"),
+        (dict(cvr_calibration_ratio=float("inf")), "cvr_calibration_ratio is inf"),
+        (dict(cvr_calibration_ratio="x"), "cvr_calibration_ratio is 'x'"),
+    ],
+)
+def test_a_damaged_archive_record_is_an_error_naming_it(change, problem, tmp_path, monkeypatch):
+    """A record of the right data and flags whose numbers are missing, not
+    numbers or not AUCs is one RuntimeError naming it (was a KeyError or
+    TypeError traceback, or a table of 6000 %)."""
+    import json
+
+    data, run = _finished_run(tmp_path, {"ctr_auc": 0.7, "cvr_auc": 0.6, "ctcvr_auc": 0.8})
+    os.remove(os.path.join(run, "eval_metrics.json"))
+    archive = runner.archive_path(str(tmp_path / "archive"), "base", 1.0, 0)
+    record = {"ctr_auc": 0.7, "cvr_auc": 0.6, "ctcvr_auc": 0.8, **change}
+    record = {k: v for k, v in record.items() if v is not None}  # None: the key is missing
+    record.update(data=runner.data_id(data), flags=[])
+    os.makedirs(os.path.dirname(archive))
+    with open(archive, "w") as f:
+        json.dump(record, f)
+    monkeypatch.setattr(runner, "train_process", lambda *a, **k: pytest.fail("trained"))
+    with pytest.raises(RuntimeError, match=f"seed0.json: not a run record \\({problem}"):
+        runner.train_once("base", 0, data, run, [], archive)
+
+
+def test_nan_aucs_are_kept_and_left_out_of_the_summary(tmp_path):
+    """An AUC of a split with one class is NaN (esmm_tf.metrics): a valid
+    record, which the mean leaves out."""
+    nan = float("nan")
+    metrics = {"ctr_auc": 0.7, "cvr_auc": nan, "ctcvr_auc": 0.8, "cvr_calibration_ratio": nan}
+    assert runner.metrics_problem(metrics) is None
+    data, run = _finished_run(tmp_path, metrics)
+    assert runner.summarise([runner.train_once("base", 0, data, run)])["ctr_auc"] == (70.0, 0.0)
+
+
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        ('{"ctr_auc": 0.7, "cvr_a', "not readable JSON"),  # cut short
+        ('{"ctr_auc": 0.7, "ctcvr_auc": 0.8}', "no cvr_auc"),
+        ('{"ctr_auc": 0.7, "cvr_auc": 0.6, "ctcvr_auc": 0.8, "calibration": []}', "calibration"),
+    ],
+)
+def test_a_damaged_eval_metrics_file_is_an_error_naming_it(text, problem, tmp_path, monkeypatch):
+    data, run = _finished_run(tmp_path, {})
+    with open(os.path.join(run, "eval_metrics.json"), "w") as f:
+        f.write(text)
+    monkeypatch.setattr(runner, "train_process", lambda *a, **k: pytest.fail("trained"))
+    with pytest.raises(RuntimeError) as error:
+        runner.train_once("base", 0, data, run)
+    message = str(error.value)
+    assert message.startswith(os.path.join(run, "eval_metrics.json") + ": ")
+    assert problem in message and "delete it" in message and "\n" not in message
+
+
+def test_table2_refuses_an_archived_auc_of_60_before_writing(tmp_path):
+    """An archived record with an AUC in % (60, not 0.6) used to give a table
+    of 6000 % and exit status 0."""
+    import json
+
+    data, _ = _finished_run(tmp_path, {})
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "table2.json").write_text('{"good": true}\n')
+    record = tmp_path / "archive" / "base" / "rate1.0" / "seed0.json"
+    record.parent.mkdir(parents=True)
+    values = {"ctr_auc": 0.7, "cvr_auc": 60, "ctcvr_auc": 0.8}
+    record.write_text(json.dumps({**values, "data": runner.data_id(data), "flags": []}))
+    result = run_module(
+        [
+            "experiments.table2",
+            f"--data_dir={data}",
+            "--models=base",
+            "--runs=1",
+            f"--out_dir={out}",
+            f"--archive_dir={tmp_path / 'archive'}",
+        ],
+        timeout=120,
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    (line,) = [x for x in result.stderr.splitlines() if x.startswith("error:")]
+    assert "seed0.json: not a run record (cvr_auc is 60, not an AUC in [0, 1])" in line
+    assert (out / "table2.json").read_text() == '{"good": true}\n'
