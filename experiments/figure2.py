@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 
 if __name__ == "__main__":  # quiet before TensorFlow loads (runner imports it)
@@ -41,7 +40,7 @@ if __name__ == "__main__":  # quiet before TensorFlow loads (runner imports it)
 
 from absl import app, flags  # noqa: E402
 
-from esmm_tf import cli, files, registry  # noqa: E402
+from esmm_tf import cli, data_layout, files, registry  # noqa: E402
 from experiments import figure2_report, runner  # noqa: E402
 
 flags.DEFINE_string("data_dir", None, "Converted dataset.")
@@ -130,11 +129,11 @@ def run_figure(
     archive_dir: str | None = None,
     prune: bool = False,
 ) -> dict:
-    """``early_stopping``: None, or ``validation_fraction``, ``metric`` and
-    ``patience`` (the budget is computed from the data). ``archive_dir``: see
-    ``runner.train_once``."""
+    """``early_stopping``: None, or ``validation_fraction``, ``metric``,
+    ``patience`` and optionally ``budget_steps`` (else computed from the
+    data). ``archive_dir``: see ``runner.train_once``."""
     start = time.time()
-    if early_stopping is not None:
+    if early_stopping is not None and "budget_steps" not in early_stopping:
         early_stopping = dict(
             early_stopping,
             budget_steps=runner.budget_steps(
@@ -205,12 +204,27 @@ def run_figure(
 
 def main(argv) -> None:
     del argv
-    rates = [float(r) for r in FLAGS.rates]
-    try:
+    # Bad flags or data end the command before anything trains or is written.
+    with cli.one_line_errors("experiments.figure2", (ValueError, data_layout.DatasetError)):
         out_dir = runner.output_dir(FLAGS.out_dir, FLAGS.update_reference)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+        runner.check_runs(FLAGS.runs)
+        runner.check_models(FLAGS.models)
+        rates = runner.parse_rates(FLAGS.rates)
+        early_stopping = None
+        if FLAGS.early_stopping:
+            if not 0 < FLAGS.validation_fraction < 1:  # NaN fails it too
+                raise ValueError(
+                    f"--validation_fraction={FLAGS.validation_fraction}: with --early_stopping "
+                    "it must be in (0, 1)"
+                )
+            early_stopping = dict(
+                validation_fraction=FLAGS.validation_fraction,
+                metric=FLAGS.metric,
+                patience=FLAGS.patience,
+                budget_steps=runner.budget_steps(
+                    FLAGS.data_dir, FLAGS.validation_fraction, FLAGS.extra_flags
+                ),
+            )
     # a failed run (its stderr's end), a mismatched archive record, an unwritable output
     with cli.one_line_errors("experiments.figure2", (RuntimeError,)):
         run_figure(
@@ -221,13 +235,7 @@ def main(argv) -> None:
             out_dir,
             FLAGS.extra_flags,
             FLAGS.equal_steps,
-            dict(
-                validation_fraction=FLAGS.validation_fraction,
-                metric=FLAGS.metric,
-                patience=FLAGS.patience,
-            )
-            if FLAGS.early_stopping
-            else None,
+            early_stopping,
             FLAGS.archive_dir,
             FLAGS.prune,
         )

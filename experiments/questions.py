@@ -38,7 +38,7 @@ if __name__ == "__main__":  # quiet before TensorFlow loads (runner imports it)
 
 from absl import app, flags  # noqa: E402
 
-from esmm_tf import files, registry  # noqa: E402
+from esmm_tf import cli, files, registry  # noqa: E402
 from experiments import runner  # noqa: E402
 
 flags.DEFINE_string("results", None, "Directory with table2.json (and figure2.json).")
@@ -103,11 +103,95 @@ def _level_text(r: dict, digits: int = 3) -> str:
     return f"{r['mean']:.{digits}f} [{r['low']:.{digits}f}, {r['high']:.{digits}f}]"
 
 
+class ResultsError(ValueError):
+    """A result file that is not what experiments.table2/figure2 write."""
+
+
 def _load(path: str) -> dict | None:
+    """The JSON object in ``path``; None if there is no such file. Raises
+    ResultsError, naming the file, if it is not a JSON object."""
     if not os.path.exists(path):
         return None
-    with open(path) as f:
-        return json.load(f)
+    try:
+        with open(path) as f:
+            result = json.load(f)
+    except ValueError as e:  # cut short, not JSON, not UTF-8
+        raise ResultsError(f"{path}: not readable JSON ({e})") from None
+    if not isinstance(result, dict):
+        raise ResultsError(f"{path}: not a result file (a JSON object)")
+    return result
+
+
+def _check_seeds(path: str, where: str, seeds) -> None:
+    if not isinstance(seeds, list) or not seeds:
+        raise ResultsError(f"{path}: {where} is not a non-empty list of per-seed records")
+    for i, record in enumerate(seeds):
+        problem = runner.metrics_problem(record)
+        if problem:
+            raise ResultsError(f"{path}: {where}, seed record {i}: {problem}")
+
+
+def _check_models(path: str, runs) -> None:
+    if not isinstance(runs, dict) or not runs:
+        raise ResultsError(f'{path}: "runs" is not an object of models')
+    for model in runs:
+        if model not in registry.MODELS:
+            raise ResultsError(f'{path}: "runs" holds an unknown model {model!r}')
+
+
+def check_table2(path: str, table2: dict) -> None:
+    """``table2`` (read from ``path``) is what experiments.table2 writes:
+    ``runs``, a registered model -> its per-seed records (at least one, each
+    with usable AUCs: ``runner.metrics_problem``). Raises ResultsError."""
+    if "runs" not in table2:
+        raise ResultsError(f'{path}: no "runs" (not experiments.table2\'s output)')
+    _check_models(path, table2["runs"])
+    for model, seeds in table2["runs"].items():
+        _check_seeds(path, f"runs.{model}", seeds)
+
+
+def check_figure2(path: str, figure2: dict) -> None:
+    """``figure2``'s ``runs``, when it has them (older files do not): a
+    registered model -> a sampling rate -> per-seed records. Raises ResultsError."""
+    if "runs" not in figure2:
+        return
+    _check_models(path, figure2["runs"])
+    for model, by_rate in figure2["runs"].items():
+        if not isinstance(by_rate, dict) or not by_rate:
+            raise ResultsError(f"{path}: runs.{model} is not an object of sampling rates")
+        for rate, seeds in by_rate.items():
+            try:
+                ok = 0 < float(rate) <= 1
+            except ValueError:
+                ok = False
+            if not ok:
+                raise ResultsError(f"{path}: runs.{model} has {rate!r}, not a sampling rate")
+            _check_seeds(path, f"runs.{model}.{rate}", seeds)
+
+
+def dim_results(pairs: list[str], base_dim: int) -> dict[int, dict]:
+    """``--dim_results``' DIM:DIR pairs, each DIR's table2.json checked, by
+    dimension. Raises ResultsError for a malformed pair, a dimension that is
+    ``base_dim`` (the main table's) or given twice, or a bad table2.json."""
+    dims: dict[int, dict] = {}
+    for pair in pairs:
+        dim, _, path = pair.partition(":")
+        if not dim.isdigit() or not int(dim) or not path:
+            raise ResultsError(f"--dim_results={pair}: expected DIM:DIR, DIM a positive integer")
+        if int(dim) == base_dim:
+            raise ResultsError(
+                f"--dim_results={pair}: dimension {dim} is the main table's (--base_dim); "
+                "its numbers come from --results"
+            )
+        if int(dim) in dims:
+            raise ResultsError(f"--dim_results: dimension {dim} is given more than once")
+        table = os.path.join(path, "table2.json")
+        loaded = _load(table)
+        if loaded is None:
+            raise ResultsError(f"--dim_results={pair}: {table} not found")
+        check_table2(table, loaded)
+        dims[int(dim)] = loaded
+    return dims
 
 
 def answer(table2: dict, figure2: dict | None, dims: dict[int, dict], base_dim: int) -> dict:
@@ -292,22 +376,17 @@ def main(argv) -> None:
     if not FLAGS.results:
         print("error: --results=DIR (with table2.json) is required", file=sys.stderr)
         sys.exit(1)
-    table2 = _load(os.path.join(FLAGS.results, "table2.json"))
-    if table2 is None:
-        print(f"error: {FLAGS.results}/table2.json not found", file=sys.stderr)
-        sys.exit(1)
-    figure2 = _load(os.path.join(FLAGS.results, "figure2.json"))
-    dims = {}
-    for pair in FLAGS.dim_results:
-        dim, _, path = pair.partition(":")
-        loaded = _load(os.path.join(path, "table2.json"))
-        if not dim.isdigit() or loaded is None:
-            print(
-                f"error: --dim_results={pair}: expected DIM:DIR with DIR/table2.json",
-                file=sys.stderr,
-            )
-            sys.exit(1)
-        dims[int(dim)] = loaded
+    with cli.one_line_errors("experiments.questions", (ResultsError,)):
+        path = os.path.join(FLAGS.results, "table2.json")
+        table2 = _load(path)
+        if table2 is None:
+            raise ResultsError(f"{path} not found")
+        check_table2(path, table2)
+        path = os.path.join(FLAGS.results, "figure2.json")
+        figure2 = _load(path)
+        if figure2 is not None:
+            check_figure2(path, figure2)
+        dims = dim_results(FLAGS.dim_results, FLAGS.base_dim)
     result = answer(table2, figure2, dims, FLAGS.base_dim)
     command = f"python -m experiments.questions --results={FLAGS.results}" + (
         f" --dim_results={','.join(FLAGS.dim_results)}" if FLAGS.dim_results else ""

@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from esmm_tf import data_layout, files, training_run
+from esmm_tf import data_layout, files, registry, training_run
 from esmm_tf import run_dir as run_dir_lib
 
 # Models, display names and the paper's numbers: esmm_tf/registry.py.
@@ -43,6 +43,55 @@ def output_dir(out_dir: str | None, update_reference: bool) -> str:
             "pass --update_reference to refresh them, or choose another --out_dir"
         )
     return out_dir or DEFAULT_OUT_DIR
+
+
+def flagfile(model: str) -> str:
+    """``experiments/<model>.flags``: the model's training flags (Table 2's setting)."""
+    return os.path.join(ROOT, "experiments", model + ".flags")
+
+
+def check_models(models: list[str]) -> None:
+    """Before anything trains or is written: ``models`` (a table or figure
+    command's ``--models``) names at least one model, each once, each a
+    registered model with its flagfile. Raises ValueError, one line."""
+    if not models:
+        raise ValueError(f"--models is empty; choose from {', '.join(registry.MODELS)}")
+    for model in models:
+        if model not in registry.MODELS:
+            raise ValueError(
+                f"--models: unknown model {model!r}; choose from {', '.join(registry.MODELS)}"
+            )
+        if not os.path.isfile(flagfile(model)):
+            raise ValueError(f"--models: {model} has no flagfile {flagfile(model)}")
+    repeated = sorted({m for m in models if models.count(m) > 1})
+    if repeated:
+        raise ValueError(f"--models names {', '.join(repeated)} more than once")
+
+
+def check_runs(runs: int) -> None:
+    """``--runs`` (seeds per model) is at least 1: with none, every result
+    would be NaN. Raises ValueError, one line."""
+    if runs < 1:
+        raise ValueError(f"--runs={runs}: the seeds per model must be at least 1")
+
+
+def parse_rates(values: list[str]) -> list[float]:
+    """Figure 2's ``--rates``: at least one fraction of the training set,
+    each a finite number in (0, 1], none twice. Raises ValueError, one line."""
+    if not values:
+        raise ValueError("--rates is empty; e.g. --rates=0.01,0.1,1.0")
+    rates = []
+    for value in values:
+        try:
+            rate = float(value)
+        except ValueError:
+            raise ValueError(f"--rates: {value!r} is not a number") from None
+        if not 0 < rate <= 1:  # NaN fails it too
+            raise ValueError(f"--rates: {value} is not a fraction of the training set in (0, 1]")
+        if rate in rates:
+            raise ValueError(f"--rates: {value} is given more than once")
+        rates.append(rate)
+    return rates
 
 
 def log(message: str) -> None:
@@ -88,10 +137,19 @@ def rate_flags(rate: float, equal_steps: bool, early_stopping: dict | None = Non
 def budget_steps(data_dir: str, validation_fraction: float, extra: list[str] = ()) -> int:
     """Steps of one epoch over the train split without the validation split
     (from the data's stats.json), at the batch size of ``extra``'s
-    ``--batch_size`` if it has one, else the paper's (the flagfiles')."""
+    ``--batch_size`` if it has one, else the paper's (the flagfiles'). Raises
+    ValueError (a flag's value) or DatasetError (no usable dataset), one line."""
     from esmm_tf.config import Config
 
-    batch = [int(f.split("=", 1)[1]) for f in extra if f.startswith("--batch_size=")]
+    batch = []
+    for flag in extra:
+        if flag.startswith("--batch_size="):
+            try:
+                batch.append(int(flag.split("=", 1)[1]))
+            except ValueError:
+                raise ValueError(
+                    f"--extra_flags: {flag}: the batch size is not an integer"
+                ) from None
     config = Config(data_dir=data_dir, validation_fraction=validation_fraction)
     if batch:
         config = dataclasses.replace(config, batch_size=batch[-1])
@@ -109,7 +167,7 @@ def train_process(
         sys.executable,
         "-m",
         "esmm_tf.train",
-        f"--flagfile={os.path.join(ROOT, 'experiments', model + '.flags')}",
+        f"--flagfile={flagfile(model)}",
         f"--data_dir={data_dir}",
         f"--model_dir={run_dir}",
         f"--seed={seed}",
@@ -178,7 +236,62 @@ def read_archived(path: str, data: str, flags: list[str]) -> dict | None:
             f"{record.get('flags')}, not data {data} with {list(flags)}: "
             "remove it or choose another --archive_dir"
         )
+    problem = metrics_problem(record)
+    if problem:
+        raise RuntimeError(f"{path}: not a run record ({problem}); remove it to redo the run")
     return record
+
+
+# The AUCs every run's metrics hold (``summarise`` reads them); with ground
+# truth, also cvr_auc_entire_space.
+AUC_KEYS = ("ctr_auc", "cvr_auc", "ctcvr_auc")
+
+
+def metrics_problem(metrics) -> str | None:
+    """What makes ``metrics`` (a run's eval_metrics.json, an archived record,
+    a result file's per-seed record) unusable, in words; None if nothing:
+    ``AUC_KEYS`` present, and every AUC a number in [0, 1] or NaN (an AUC of
+    a split with one class, which the summaries leave out), a calibration
+    ratio a number >= 0 or NaN."""
+    if not isinstance(metrics, dict):
+        return "not a JSON object"
+    missing = [k for k in AUC_KEYS if k not in metrics]
+    if missing:
+        return f"no {', '.join(missing)}"
+    try:
+        kept = per_run(metrics)
+    except (AttributeError, TypeError, KeyError):  # not calibration.cvr.ground_truth.ratio
+        return "its calibration is not one of a run's"
+    for key, value in kept.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return f"{key} is {value!r}, not a number"
+        if math.isnan(value):
+            continue
+        if key == "cvr_calibration_ratio":
+            if not 0 <= value < math.inf:
+                return f"{key} is {value}, not a ratio >= 0"
+        elif not 0 <= value <= 1:
+            return f"{key} is {value}, not an AUC in [0, 1]"
+    return None
+
+
+def read_metrics(path: str) -> dict:
+    """A run directory's eval_metrics.json (what marks the run finished).
+    Raises RuntimeError, naming the file, if it is not JSON (e.g. cut short)
+    or lacks usable AUCs (``metrics_problem``)."""
+    try:
+        with open(path) as f:
+            metrics = json.load(f)
+    except ValueError as e:
+        problem = f"not readable JSON ({e})"
+    else:
+        problem = metrics_problem(metrics)
+    if problem:
+        raise RuntimeError(
+            f"{path}: {problem}; delete it to evaluate the run again (a run pruned of its "
+            "checkpoints trains again)"
+        )
+    return metrics
 
 
 def train_once(
@@ -197,7 +310,9 @@ def train_once(
     finished run's record is written there, so that a fresh machine with the
     same data (and the archive, e.g. committed) resumes where this one stopped.
     ``prune``: a finished run's checkpoints are removed (``run_dir.prune``;
-    ~1 GB a run at the public set's vocabulary), its metrics kept."""
+    ~1 GB a run at the public set's vocabulary), its metrics kept. Raises
+    RuntimeError, naming the file, for a failed run, an archived record of
+    other data or flags, or a damaged record or eval_metrics.json."""
     metrics_path = os.path.join(run_dir, training_run.EVAL_FILE)
     data = data_id(data_dir) if archive else None
     if not os.path.exists(metrics_path) and archive:
@@ -205,12 +320,10 @@ def train_once(
         if record is not None:
             return record
     if os.path.exists(metrics_path):
-        with open(metrics_path) as f:
-            metrics = json.load(f)
+        metrics = read_metrics(metrics_path)
     else:
         seconds = train_process(model, seed, data_dir, run_dir, extra_flags)
-        with open(metrics_path) as f:
-            metrics = json.load(f)
+        metrics = read_metrics(metrics_path)
         log(
             f"  {model} seed {seed}: CVR AUC {metrics['cvr_auc']:.4f}, "
             f"CTCVR AUC {metrics['ctcvr_auc']:.4f} ({seconds:.0f} s)"

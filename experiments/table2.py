@@ -24,7 +24,6 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import sys
 import time
 
 if __name__ == "__main__":  # quiet before TensorFlow loads (runner imports it)
@@ -189,11 +188,11 @@ def run_table(
 
 def main(argv) -> None:
     del argv
-    try:
+    # Bad flags end the command before anything trains or is written.
+    with cli.one_line_errors("experiments.table2", (ValueError,)):
         out_dir = runner.output_dir(FLAGS.out_dir, FLAGS.update_reference)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+        runner.check_runs(FLAGS.runs)
+        runner.check_models(FLAGS.models)
     # a failed run (its stderr's end), a mismatched archive record, an unwritable output
     with cli.one_line_errors("experiments.table2", (RuntimeError,)):
         run_table(

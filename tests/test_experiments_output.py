@@ -298,3 +298,186 @@ def test_entry_points_report_a_bad_archive_in_one_line(module, tmp_path):
     assert result.returncode == 1 and "Traceback" not in result.stderr
     (line,) = [x for x in result.stderr.splitlines() if x.startswith("error:")]
     assert "seed0.json was measured on data other" in line
+
+
+def _dataset(tmp_path) -> str:
+    """A dataset directory whose stats.json has a train split's counts (what
+    the figure's early-stopping budget reads), and no records."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "stats.json").write_text('{"splits": {"train": {"impressions": 1000, "records": 100}}}')
+    return str(data)
+
+
+@pytest.mark.parametrize(
+    "module, args, expected",
+    [
+        ("experiments.table2", ["--runs=0"], "--runs=0"),
+        ("experiments.table2", ["--models="], "--models is empty"),
+        ("experiments.table2", ["--models=esmm,esmn"], "unknown model 'esmn'"),
+        ("experiments.table2", ["--models=esmm_tuned"], "unknown model 'esmm_tuned'"),
+        ("experiments.figure2", ["--runs=-1"], "--runs=-1"),
+        ("experiments.figure2", ["--rates=0.1,nan"], "--rates: nan is not a fraction"),
+        (
+            "experiments.figure2",
+            ["--early_stopping", "--validation_fraction=2"],
+            "--validation_fraction=2.0",
+        ),
+        (
+            "experiments.figure2",
+            ["--early_stopping", "--data_dir=/nonexistent"],
+            "/nonexistent/stats.json not found",
+        ),
+        (
+            "experiments.figure2",
+            ["--early_stopping", "--extra_flags=--batch_size=abc"],
+            "--batch_size=abc: the batch size is not an integer",
+        ),
+    ],
+)
+def test_bad_flags_end_the_command_before_it_trains_or_writes(module, args, expected, tmp_path):
+    """Runs, models, rates and the early-stopping budget are checked first:
+    one error line, exit status 1, nothing trained, the results already in
+    --out_dir untouched (--runs=0 used to write a table of NaN over them, a bad
+    model name to fail after the models before it trained)."""
+    out = tmp_path / "out"
+    out.mkdir()
+    name = "table2.json" if module == "experiments.table2" else "figure2.json"
+    (out / name).write_text('{"good": true}\n')
+    result = run_module(
+        [module, f"--data_dir={_dataset(tmp_path)}", f"--out_dir={out}", "--models=esmm", *args],
+        timeout=120,
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    (line,) = [x for x in result.stderr.splitlines() if x.startswith("error:")]
+    assert expected in line
+    assert sorted(os.listdir(out)) == [name] and (out / name).read_text() == '{"good": true}\n'
+
+
+def test_models_runs_and_rates_are_checked():
+    for models in ([], ["esmm", "esmn"], ["esmm_tuned"], ["esmm", "base", "esmm"], [""]):
+        with pytest.raises(ValueError, match="--models"):
+            runner.check_models(models)
+    runner.check_models(["esmm", "base"])
+    for runs in (0, -1):
+        with pytest.raises(ValueError, match=f"--runs={runs}"):
+            runner.check_runs(runs)
+    runner.check_runs(1)
+    for rates, problem in (
+        ([], "empty"),
+        (["bad"], "'bad' is not a number"),
+        (["0"], "not a fraction"),
+        (["nan"], "not a fraction"),
+        (["inf"], "not a fraction"),
+        (["1.5"], "not a fraction"),
+        (["-0.1"], "not a fraction"),
+        (["0.1", "1", "1.0"], "1.0 is given more than once"),
+    ):
+        with pytest.raises(ValueError, match=problem):
+            runner.parse_rates(rates)
+    assert runner.parse_rates(["0.01", "1"]) == [0.01, 1.0]
+
+
+def test_budget_reports_a_bad_batch_size_or_dataset(tmp_path):
+    from esmm_tf import data_layout
+
+    data = _dataset(tmp_path)
+    with pytest.raises(ValueError, match="--batch_size=abc"):
+        runner.budget_steps(data, 0.1, ["--batch_size=abc"])
+    with pytest.raises(ValueError, match="--batch_size must be positive"):
+        runner.budget_steps(data, 0.1, ["--batch_size=0"])
+    with pytest.raises(data_layout.DatasetError, match="not found"):
+        runner.budget_steps(str(tmp_path / "none"), 0.1)
+    assert runner.budget_steps(data, 0.1, ["--batch_size=10"]) >= 1
+
+
+@pytest.mark.parametrize(
+    "change, problem",
+    [
+        (dict(cvr_auc=None), "no cvr_auc"),
+        (dict(cvr_auc="0.6"), "cvr_auc is '0.6', not a number"),
+        (dict(cvr_auc=60), "cvr_auc is 60, not an AUC in \\[0, 1\\]"),
+        (dict(ctr_auc=True), "ctr_auc is True, not a number"),
+        (dict(cvr_auc_entire_space=-0.1), "cvr_auc_entire_space is -0.1"),
+        (dict(cvr_calibration_ratio=float("inf")), "cvr_calibration_ratio is inf"),
+        (dict(cvr_calibration_ratio="x"), "cvr_calibration_ratio is 'x'"),
+    ],
+)
+def test_a_damaged_archive_record_is_an_error_naming_it(change, problem, tmp_path, monkeypatch):
+    """A record of the right data and flags whose numbers are missing, not
+    numbers or not AUCs is one RuntimeError naming it (was a KeyError or
+    TypeError traceback, or a table of 6000 %)."""
+    import json
+
+    data, run = _finished_run(tmp_path, {"ctr_auc": 0.7, "cvr_auc": 0.6, "ctcvr_auc": 0.8})
+    os.remove(os.path.join(run, "eval_metrics.json"))
+    archive = runner.archive_path(str(tmp_path / "archive"), "base", 1.0, 0)
+    record = {"ctr_auc": 0.7, "cvr_auc": 0.6, "ctcvr_auc": 0.8, **change}
+    record = {k: v for k, v in record.items() if v is not None}  # None: the key is missing
+    record.update(data=runner.data_id(data), flags=[])
+    os.makedirs(os.path.dirname(archive))
+    with open(archive, "w") as f:
+        json.dump(record, f)
+    monkeypatch.setattr(runner, "train_process", lambda *a, **k: pytest.fail("trained"))
+    with pytest.raises(RuntimeError, match=f"seed0.json: not a run record \\({problem}"):
+        runner.train_once("base", 0, data, run, [], archive)
+
+
+def test_nan_aucs_are_kept_and_left_out_of_the_summary(tmp_path):
+    """An AUC of a split with one class is NaN (esmm_tf.metrics): a valid
+    record, which the mean leaves out."""
+    nan = float("nan")
+    metrics = {"ctr_auc": 0.7, "cvr_auc": nan, "ctcvr_auc": 0.8, "cvr_calibration_ratio": nan}
+    assert runner.metrics_problem(metrics) is None
+    data, run = _finished_run(tmp_path, metrics)
+    assert runner.summarise([runner.train_once("base", 0, data, run)])["ctr_auc"] == (70.0, 0.0)
+
+
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        ('{"ctr_auc": 0.7, "cvr_a', "not readable JSON"),  # cut short
+        ('{"ctr_auc": 0.7, "ctcvr_auc": 0.8}', "no cvr_auc"),
+        ('{"ctr_auc": 0.7, "cvr_auc": 0.6, "ctcvr_auc": 0.8, "calibration": []}', "calibration"),
+    ],
+)
+def test_a_damaged_eval_metrics_file_is_an_error_naming_it(text, problem, tmp_path, monkeypatch):
+    data, run = _finished_run(tmp_path, {})
+    with open(os.path.join(run, "eval_metrics.json"), "w") as f:
+        f.write(text)
+    monkeypatch.setattr(runner, "train_process", lambda *a, **k: pytest.fail("trained"))
+    with pytest.raises(RuntimeError) as error:
+        runner.train_once("base", 0, data, run)
+    message = str(error.value)
+    assert message.startswith(os.path.join(run, "eval_metrics.json") + ": ")
+    assert problem in message and "delete it" in message and "\n" not in message
+
+
+def test_table2_refuses_an_archived_auc_of_60_before_writing(tmp_path):
+    """An archived record with an AUC in % (60, not 0.6) used to give a table
+    of 6000 % and exit status 0."""
+    import json
+
+    data, _ = _finished_run(tmp_path, {})
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "table2.json").write_text('{"good": true}\n')
+    record = tmp_path / "archive" / "base" / "rate1.0" / "seed0.json"
+    record.parent.mkdir(parents=True)
+    values = {"ctr_auc": 0.7, "cvr_auc": 60, "ctcvr_auc": 0.8}
+    record.write_text(json.dumps({**values, "data": runner.data_id(data), "flags": []}))
+    result = run_module(
+        [
+            "experiments.table2",
+            f"--data_dir={data}",
+            "--models=base",
+            "--runs=1",
+            f"--out_dir={out}",
+            f"--archive_dir={tmp_path / 'archive'}",
+        ],
+        timeout=120,
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    (line,) = [x for x in result.stderr.splitlines() if x.startswith("error:")]
+    assert "seed0.json: not a run record (cvr_auc is 60, not an AUC in [0, 1])" in line
+    assert (out / "table2.json").read_text() == '{"good": true}\n'

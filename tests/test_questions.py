@@ -97,3 +97,78 @@ def test_without_figure_or_ground_truth():
     assert "sharing_by_rate" not in result and "aman_calibration" not in result
     assert "## 3." not in questions.to_markdown(result, "here")
     assert questions.to_markdown(result, "here", "CMD").endswith("Made by `CMD`.\n")
+
+
+def _write(directory, name, content) -> str:
+    directory.mkdir(exist_ok=True)
+    (directory / name).write_text(content if isinstance(content, str) else json.dumps(content))
+    return str(directory / name)
+
+
+@pytest.mark.parametrize(
+    "content, problem",
+    [
+        ('{"runs": {"esmm": [{"ctr', "not readable JSON"),  # cut short
+        ([], "not a result file"),
+        ({"command": 1}, 'no "runs"'),
+        ({"runs": []}, '"runs" is not an object of models'),
+        ({"runs": {}}, '"runs" is not an object of models'),
+        ({"runs": {"esmm": "x"}}, "runs.esmm is not a non-empty list"),
+        ({"runs": {"esmm": []}}, "runs.esmm is not a non-empty list"),
+        ({"runs": {"esmn": TABLE["runs"]["esmm"]}}, "unknown model 'esmn'"),
+        ({"runs": {"esmm": [{"cvr_auc": 0.6}]}}, "runs.esmm, seed record 0: no ctr_auc"),
+        ({"runs": {"esmm": [_run(0.7, 60, 0.8)]}}, "cvr_auc is 60, not an AUC"),
+    ],
+)
+def test_a_table_that_is_not_table2s_output_is_refused(content, problem, tmp_path):
+    path = _write(tmp_path, "table2.json", content)
+    with pytest.raises(questions.ResultsError, match=f"^{path}: .*{problem}"):
+        questions.check_table2(path, questions._load(path))
+
+
+@pytest.mark.parametrize(
+    "content, problem",
+    [
+        ('{"runs": ', "not readable JSON"),
+        ({"runs": {"esmm": []}}, "runs.esmm is not an object of sampling rates"),
+        ({"runs": {"esmm": {"most": FIGURE["runs"]["esmm"]["0.1"]}}}, "'most', not a sampling"),
+        ({"runs": {"esmm": {"0.1": [{"cvr_auc": "x"}]}}}, "runs.esmm.0.1, seed record 0: no"),
+    ],
+)
+def test_a_figure_that_is_not_figure2s_output_is_refused(content, problem, tmp_path):
+    path = _write(tmp_path, "figure2.json", content)
+    with pytest.raises(questions.ResultsError, match=f"^{path}: .*{problem}"):
+        questions.check_figure2(path, questions._load(path))
+    questions.check_figure2(path, {"points": {}})  # an older figure2.json: no per-seed runs
+
+
+def test_dim_results_are_other_dimensions_each_once(tmp_path):
+    d8 = tmp_path / "d8"
+    _write(d8, "table2.json", DIM8)
+    assert questions.dim_results([f"8:{d8}"], 18) == {8: DIM8}
+    empty = tmp_path / "empty"
+    _write(empty, "table2.json", {})
+    for pairs, problem in (
+        ([f"18:{d8}"], "dimension 18 is the main table's"),  # would replace its numbers
+        ([f"8:{d8}", f"8:{d8}"], "dimension 8 is given more than once"),
+        ([f"8:{empty}"], 'table2.json: no "runs"'),
+        ([f"8:{tmp_path / 'none'}"], "table2.json not found"),
+        ([f"x:{d8}"], "expected DIM:DIR"),
+        ([f"0:{d8}"], "expected DIM:DIR"),
+        (["8:"], "expected DIM:DIR"),
+    ):
+        with pytest.raises(questions.ResultsError, match=problem):
+            questions.dim_results(pairs, 18)
+
+
+def test_entry_point_reports_a_bad_result_file_in_one_line(tmp_path):
+    """One error line naming the file, exit status 1, nothing written."""
+    from tests.helpers import run_module
+
+    _write(tmp_path, "table2.json", TABLE)
+    _write(tmp_path, "figure2.json", '{"runs": {"esmm": {"0.1": [{"ctr')
+    result = run_module(["experiments.questions", f"--results={tmp_path}"], timeout=120)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    (line,) = [x for x in result.stderr.splitlines() if x.startswith("error:")]
+    assert f"{tmp_path}/figure2.json: not readable JSON" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["figure2.json", "table2.json"]
