@@ -611,10 +611,11 @@ def _copy_vocab(vocab_from: str, work_dir: str, digests: dict[str, str]) -> dict
 
 
 def main(argv) -> None:
-    del argv
     from absl import flags
 
-    from esmm_tf.cli import one_line_errors
+    from esmm_tf.cli import no_arguments, one_line_errors
+
+    no_arguments(argv)
 
     out_dir = flags.FLAGS["out_dir"].value
     with one_line_errors(f"--out_dir={out_dir}", (ConvertError, raw.RawInputError)):

@@ -36,6 +36,7 @@ import sys
 import numpy as np
 
 from data_prep import raw
+from esmm_tf.config_flags import option
 from esmm_tf.files import pid_alive
 
 SPLITS = ("train", "test")
@@ -54,16 +55,22 @@ class ShuffleError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class ShuffleConfig:
-    raw_dir: str
-    out_dir: str
-    seed: int = 0
-    bucket_bytes: int = 64 << 20  # raw (uncompressed) bytes of one in-memory bucket
+    """The command line of ``python -m data_prep.shuffle_logs`` (one flag per field)."""
+
+    raw_dir: str = option(help="Directory with the raw Ali-CCP csv(.gz) files.")
+    out_dir: str = option(help="Where to write the shuffled copy.")
+    seed: int = option(0, "Seed of the permutation.")
+    bucket_mb: float = option(64.0, "Raw (uncompressed) MB shuffled in memory at once.")
 
     def __post_init__(self):
         if not (isinstance(self.seed, int) and self.seed >= 0):
             raise ShuffleError(f"--seed={self.seed}: need an integer >= 0")
-        if not (isinstance(self.bucket_bytes, int) and self.bucket_bytes >= 1):
-            raise ShuffleError(f"bucket_bytes={self.bucket_bytes}: need an integer >= 1")
+        if not (math.isfinite(self.bucket_mb) and self.bucket_mb > 0):
+            raise ShuffleError(f"--bucket_mb={self.bucket_mb}: need a positive number of MB")
+
+    @property
+    def bucket_bytes(self) -> int:
+        return max(1, int(self.bucket_mb * 2**20))
 
 
 def _open_out(path: str):
@@ -250,37 +257,21 @@ def shuffle_logs(config: ShuffleConfig) -> dict[str, int]:
 def main(argv) -> None:
     from absl import flags
 
+    from esmm_tf import config_flags
     from esmm_tf.cli import no_arguments, one_line_errors
 
     no_arguments(argv)
-    FLAGS = flags.FLAGS
-    with one_line_errors(f"--out_dir={FLAGS.out_dir}", (raw.RawInputError, ShuffleError)):
-        if not (math.isfinite(FLAGS.bucket_mb) and FLAGS.bucket_mb > 0):
-            raise ShuffleError(f"--bucket_mb={FLAGS.bucket_mb}: need a positive number of MB")
-        config = ShuffleConfig(
-            raw_dir=FLAGS.raw_dir,
-            out_dir=FLAGS.out_dir,
-            seed=FLAGS.seed,
-            bucket_bytes=max(1, int(FLAGS.bucket_mb * 2**20)),
-        )
-        rows = shuffle_logs(config)
+    out_dir = flags.FLAGS["out_dir"].value
+    with one_line_errors(f"--out_dir={out_dir}", (raw.RawInputError, ShuffleError)):
+        rows = shuffle_logs(config_flags.config_from_flags(ShuffleConfig))
     for split, n in rows.items():
         print(f"{split}: {n:,} skeleton rows shuffled", file=sys.stderr)
-
-
-def _define_flags() -> None:
-    from absl import flags
-
-    d = ShuffleConfig
-    flags.DEFINE_string("raw_dir", None, "Directory with the raw Ali-CCP csv(.gz) files.")
-    flags.DEFINE_string("out_dir", None, "Where to write the shuffled copy.")
-    flags.DEFINE_integer("seed", d.seed, "Seed of the permutation.")
-    flags.DEFINE_float("bucket_mb", d.bucket_bytes / 2**20, "Raw MB shuffled in memory at once.")
-    flags.mark_flags_as_required(["raw_dir", "out_dir"])
 
 
 if __name__ == "__main__":
     from absl import app
 
-    _define_flags()
+    from esmm_tf import config_flags
+
+    config_flags.define_flags(ShuffleConfig)
     app.run(main)

@@ -125,3 +125,28 @@ def test_unknown_model_name(tiny_data_dir, tmp_path):
     assert result.returncode == 1
     assert "nonsense" in result.stderr and "esmm_ns" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+ENTRY_POINTS = {  # each with its required flags
+    "esmm_tf.train": ["--data_dir=D", "--model_dir=M"],
+    "esmm_tf.evaluate": ["--model_dir=M"],
+    "esmm_tf.predict": ["--data_dir=D", "--output=P"],
+    "esmm_tf.export": ["--model_dir=M", "--export_dir=E"],
+    "data_prep.convert": ["--raw_dir=R", "--out_dir=O"],
+    "data_prep.synthetic": ["--out_dir=O"],
+    "data_prep.shuffle_logs": ["--raw_dir=R", "--out_dir=O"],
+}
+
+
+@pytest.mark.slow  # seven interpreters, most of them loading TensorFlow
+@pytest.mark.parametrize("module", sorted(ENTRY_POINTS))
+def test_a_word_that_is_not_a_flag_is_one_error_line(module, tmp_path):
+    """``convert`` silently ignored a stray word (e.g. a path given without
+    ``--raw_dir=``); every command now refuses it before doing anything."""
+    flags = [f"{f[:-1]}{tmp_path / f[-1]}" for f in ENTRY_POINTS[module]]
+    result = run(module, *flags, "stray")
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert (
+        result.stderr.strip().splitlines()[-1].startswith("error: unexpected arguments ['stray']")
+    ), result.stderr[-2000:]
+    assert os.listdir(tmp_path) == []

@@ -84,7 +84,7 @@ def shuffled_raw_dir(tiny_raw_dir, tmp_path_factory):
 def test_shuffle_logs_permutes_rows_and_keeps_ground_truth_aligned(tiny_raw_dir, tmp_path):
     out = tmp_path / "out"
     rows = shuffle_logs(
-        ShuffleConfig(raw_dir=tiny_raw_dir, out_dir=str(out), seed=3, bucket_bytes=50_000)
+        ShuffleConfig(raw_dir=tiny_raw_dir, out_dir=str(out), seed=3, bucket_mb=50_000 / 2**20)
     )
     for split in data_layout.SPLITS:
         before, after = _skeleton_lines(tiny_raw_dir, split), _skeleton_lines(out, split)
@@ -104,7 +104,7 @@ def test_shuffle_logs_permutes_rows_and_keeps_ground_truth_aligned(tiny_raw_dir,
     # Reproducible from the seed (and bucket size); .csv.gz in, .csv.gz out.
     again = tmp_path / "again"
     shuffle_logs(
-        ShuffleConfig(raw_dir=tiny_raw_dir, out_dir=str(again), seed=3, bucket_bytes=50_000)
+        ShuffleConfig(raw_dir=tiny_raw_dir, out_dir=str(again), seed=3, bucket_mb=50_000 / 2**20)
     )
     assert _skeleton_lines(again, "train") == _skeleton_lines(out, "train")
     gz_in, gz_out = tmp_path / "gz_in", tmp_path / "gz_out"

@@ -70,9 +70,9 @@ def test_bad_flags_are_one_error_line(raw_dir, tmp_path):
 def test_too_small_buckets_name_the_least_bucket_mb_that_works(raw_dir, tmp_path):
     out = str(tmp_path / "out")
     with pytest.raises(ShuffleError, match=r"use --bucket_mb=(\S+) or more") as error:
-        shuffle_logs(ShuffleConfig(raw_dir=raw_dir, out_dir=out, bucket_bytes=2))
+        shuffle_logs(ShuffleConfig(raw_dir=raw_dir, out_dir=out, bucket_mb=2 / 2**20))
     least = float(error.value.args[0].split("use --bucket_mb=")[1].split()[0])
-    shuffle_logs(ShuffleConfig(raw_dir=raw_dir, out_dir=out, bucket_bytes=int(least * 2**20)))
+    shuffle_logs(ShuffleConfig(raw_dir=raw_dir, out_dir=out, bucket_mb=least))
     assert sorted(os.listdir(out)) == sorted(os.listdir(raw_dir))
 
 
