@@ -226,7 +226,7 @@ def main(argv) -> None:
                 ),
             )
     # a failed run (its stderr's end), a mismatched archive record, an unwritable output
-    with cli.one_line_errors("experiments.figure2", (RuntimeError,)):
+    with cli.one_line_errors("experiments.figure2", (RuntimeError, data_layout.DatasetError)):
         run_figure(
             FLAGS.data_dir,
             FLAGS.models,

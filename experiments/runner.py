@@ -186,8 +186,7 @@ def data_id(data_dir: str) -> str:
     modification times (the rest is deterministic for a given input: the same
     raw logs converted the same way on any machine give the same id): which
     data an archived run was measured on."""
-    with open(data_layout.stats_file(data_dir)) as f:
-        stats = json.load(f)
+    stats = data_layout.read_stats(data_dir)  # a DatasetError naming a damaged file
     raw_files = stats.get("fingerprint", {}).get("files", {})
     for name, size_mtime in raw_files.items():  # [size, mtime]: keep the size
         raw_files[name] = size_mtime[0] if isinstance(size_mtime, list) else size_mtime

@@ -33,7 +33,7 @@ if __name__ == "__main__":  # quiet before TensorFlow loads (runner imports it)
 
 from absl import app, flags  # noqa: E402
 
-from esmm_tf import cli, files, registry  # noqa: E402
+from esmm_tf import cli, data_layout, files, registry  # noqa: E402
 from experiments import runner  # noqa: E402
 
 flags.DEFINE_string("data_dir", None, "Converted dataset.")
@@ -194,7 +194,7 @@ def main(argv) -> None:
         runner.check_runs(FLAGS.runs)
         runner.check_models(FLAGS.models)
     # a failed run (its stderr's end), a mismatched archive record, an unwritable output
-    with cli.one_line_errors("experiments.table2", (RuntimeError,)):
+    with cli.one_line_errors("experiments.table2", (RuntimeError, data_layout.DatasetError)):
         run_table(
             FLAGS.data_dir,
             FLAGS.models,

@@ -147,7 +147,7 @@ def _finished_run(tmp_path, metrics: dict):
 
     data = tmp_path / "data"
     data.mkdir()
-    (data / "stats.json").write_text('{"train": {"impressions": 10}}\n')
+    (data / "stats.json").write_text('{"splits": {"train": {"impressions": 10}}}\n')
     run = tmp_path / "run"
     run.mkdir()
     (run / training_run.EVAL_FILE).write_text(json.dumps(metrics))
@@ -225,7 +225,7 @@ def test_archive_refuses_a_record_of_other_data_or_flags(tmp_path, monkeypatch):
         RuntimeError, match="with flags \\[\\], not data .* with \\['--epochs=2'\\]"
     ):
         runner.train_once("base", 0, data, run, ["--epochs=2"], archive)
-    (tmp_path / "data" / "stats.json").write_text('{"train": {"impressions": 11}}\n')
+    (tmp_path / "data" / "stats.json").write_text('{"splits": {"train": {"impressions": 11}}}\n')
     with pytest.raises(RuntimeError, match="was measured on data"):
         runner.train_once("base", 0, data, run, [], archive)
     with open(archive, "w") as f:
@@ -298,6 +298,13 @@ def test_entry_points_report_a_bad_archive_in_one_line(module, tmp_path):
     assert result.returncode == 1 and "Traceback" not in result.stderr
     (line,) = [x for x in result.stderr.splitlines() if x.startswith("error:")]
     assert "seed0.json was measured on data other" in line
+
+    with open(os.path.join(data, "stats.json"), "w") as f:
+        f.write('{"splits": ')  # a damaged stats.json: the data's id cannot be computed
+    result = run_module([*args, f"--archive_dir={tmp_path / 'archive'}"], timeout=120)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    (line,) = [x for x in result.stderr.splitlines() if x.startswith("error:")]
+    assert "stats.json: not valid JSON" in line
 
 
 def _dataset(tmp_path) -> str:

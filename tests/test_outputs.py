@@ -132,9 +132,14 @@ def test_a_file_where_a_directory_goes_is_refused_before_any_work(tmp_path):
 def test_export_options_out_of_range():
     from esmm_tf.export import ExportConfig
 
-    for field, value in (("version", -3), ("warmup_records", -1)):
-        with pytest.raises(ValueError, match=f"--{field} must be >= 0"):
+    for field, value, message in (
+        ("version", -3, r"--version must be in \[0, 2\*\*63\)"),
+        ("version", 2**63, r"--version must be in \[0, 2\*\*63\)"),  # TF Serving's int64
+        ("warmup_records", -1, "--warmup_records must be >= 0"),
+    ):
+        with pytest.raises(ValueError, match=message):
             ExportConfig(model_dir="run", export_dir="export", **{field: value})
+    assert ExportConfig(model_dir="run", export_dir="export", version=2**63 - 1)
     assert ExportConfig(model_dir="run", export_dir="export", version=0).version == 0
 
 
