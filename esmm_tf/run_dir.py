@@ -90,9 +90,9 @@ def _newest_checkpoint(directory: str) -> str | None:
     state = tf.train.get_checkpoint_state(directory)
     if state is None or not state.model_checkpoint_path:
         return None
-    named = [p for p in state.all_model_checkpoint_paths if p != state.model_checkpoint_path]
-    named.append(state.model_checkpoint_path)
-    paths = [p if os.path.isabs(p) else os.path.join(directory, p) for p in named]
+    # get_checkpoint_state has already joined relative names onto ``directory``.
+    paths = [p for p in state.all_model_checkpoint_paths if p != state.model_checkpoint_path]
+    paths.append(state.model_checkpoint_path)
     for path in reversed(paths):
         if tf.io.gfile.exists(path + ".index"):
             if path != paths[-1]:

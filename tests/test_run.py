@@ -402,18 +402,22 @@ def test_a_damaged_checkpoint_is_one_error_naming_it(trained, tmp_path):
         training_run.train_and_evaluate(resumed, run)  # not resumed on shifted ids
 
 
-def test_a_checkpoint_whose_files_were_deleted_is_never_a_fresh_start(trained, tmp_path, capfd):
+def test_a_checkpoint_whose_files_were_deleted_is_never_a_fresh_start(
+    trained, tmp_path, capfd, monkeypatch
+):
     """The state file names checkpoints whose files are gone:
     tf.train.latest_checkpoint said None (after ERROR lines), so a resumed run
     started over in its own directory. The newest kept checkpoint is used,
-    with a warning; with none left it is one error, and training refuses."""
+    with a warning; with none left it is one error, and training refuses.
+    The run directory is relative, as in the README's commands."""
     import dataclasses
     import glob
 
     import tensorflow as tf
 
     config, model_dir, _ = trained
-    run = str(tmp_path / "run")
+    monkeypatch.chdir(tmp_path)
+    run = "run"
     shutil.copytree(model_dir, run)
     state = tf.train.get_checkpoint_state(run_dir.checkpoint_dir(run))
     kept = [
@@ -428,7 +432,7 @@ def test_a_checkpoint_whose_files_were_deleted_is_never_a_fresh_start(trained, t
     assert f"the files of checkpoint {kept[-1]} are missing" in capfd.readouterr().err
     assert run_dir.serving_checkpoint(run, "latest") == kept[-2]
     resumed = dataclasses.replace(config, epochs=config.epochs + 1)
-    again = str(tmp_path / "again")
+    again = "again"  # relative: training to its end, evaluation and metrics included
     shutil.copytree(run, again)
     capfd.readouterr()
     metrics = training_run.train_and_evaluate(resumed, again)
