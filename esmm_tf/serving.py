@@ -116,13 +116,19 @@ def warmup_requests(records: list[bytes], model_name: str = "esmm") -> list[byte
         predict_log = prediction_log_pb2.PredictLog(request=request)
         return prediction_log_pb2.PredictionLog(predict_log=predict_log).SerializeToString()
 
+    has_an_id = serving_requests.has_an_id
     out = []
     for record in records:
-        examples = serving_requests.impression_examples(record)
+        # Impressions without ids are left out: the signatures refuse them, and
+        # TensorFlow Serving does not load a version whose warm-up fails.
+        examples = [e for e in serving_requests.impression_examples(record) if has_an_id(e)]
         user, items = serving_requests.rank_request(record)
-        out.append(log(DEFAULT_SIGNATURE, {SIGNATURE_INPUT: examples}))
-        out.append(log(DEFAULT_SIGNATURE, {SIGNATURE_INPUT: examples[:1]}))
-        out.append(log(RANK_SIGNATURE, {RANK_USER: user, RANK_ITEMS: items}))
+        items = [e for e in items if has_an_id(e)]
+        if examples:
+            out.append(log(DEFAULT_SIGNATURE, {SIGNATURE_INPUT: examples}))
+            out.append(log(DEFAULT_SIGNATURE, {SIGNATURE_INPUT: examples[:1]}))
+        if items:
+            out.append(log(RANK_SIGNATURE, {RANK_USER: user, RANK_ITEMS: items}))
     return out
 
 

@@ -64,6 +64,14 @@ def rank_request(record: bytes) -> tuple[bytes, list[bytes]]:
     return user, items
 
 
+def has_an_id(example: bytes) -> bool:
+    """Whether a request Example holds an id of some field: the serving
+    signatures refuse one without (``input_pipeline.parse_serving``), though
+    the converted data may hold such impressions (a raw row without features)."""
+    features = tf.train.Example.FromString(example).features.feature
+    return any(key.startswith("ids/") and len(v.int64_list.value) for key, v in features.items())
+
+
 def read_records(files: list[str], n: int) -> list[bytes]:
     """The first ``n`` serialized records of ``files`` (fewer if they hold fewer)."""
     return [r.numpy() for r in tf.data.TFRecordDataset(files).take(n)]

@@ -495,6 +495,41 @@ def test_warmup_requests_replay_through_their_signatures(model, version_dir, rec
     assert seen == {DEFAULT_SIGNATURE, RANK_SIGNATURE}
 
 
+def test_warmup_requests_leave_out_impressions_without_ids(version_dir, records, monkeypatch):
+    """The data may hold impressions without any id (a raw row without
+    features): the signatures refuse them, and TF Serving does not load a
+    version whose warm-up fails, so they are not in the warm-up requests."""
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    from esmm_tf import serving, serving_requests
+
+    empty = tf.train.Example().SerializeToString()
+    impression_examples, rank_request = (
+        serving_requests.impression_examples,
+        serving_requests.rank_request,
+    )
+    monkeypatch.setattr(
+        serving_requests, "impression_examples", lambda r: [empty, *impression_examples(r)]
+    )
+    monkeypatch.setattr(
+        serving_requests,
+        "rank_request",
+        lambda r: (rank_request(r)[0], [*rank_request(r)[1], empty]),
+    )
+    server = GraphModeServer(version_dir)
+    logs = [
+        prediction_log_pb2.PredictionLog.FromString(r)
+        for r in serving.warmup_requests(records[:2]) + serving.warmup_requests([empty])
+    ]
+    assert len(logs) == 3 * 2  # the record of nothing but an id-less impression: none
+    for log in logs:
+        request = log.predict_log.request
+        inputs = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
+        for value in inputs.values():
+            assert empty not in np.atleast_1d(value).tolist()
+        server.run(request.model_spec.signature_name, inputs)  # none is refused
+
+
 def test_saved_model_cli_runs_the_signature(version_dir, serve, records, tmp_path):
     """``saved_model_cli run`` builds tf.Examples from --input_examples and
     feeds them to serving_default, as a client would."""
