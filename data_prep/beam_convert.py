@@ -209,6 +209,14 @@ def _finish(config, plan, inputs, fingerprint, start) -> dict:
     return stats
 
 
+def _fingerprint_of(stats_path: str) -> dict | None:
+    """The fingerprint recorded in a stats.json (None: none, or not readable)."""
+    try:
+        return _read_json(stats_path).get("fingerprint") if _exists(stats_path) else None
+    except (ValueError, AttributeError):
+        return None
+
+
 def _finish_interrupted(
     work_dir: str, out_dir: str, fingerprint: dict, overwrite: bool
 ) -> dict | None:
@@ -227,6 +235,11 @@ def _finish_interrupted(
         and _exists(stats_path)
         and _read_json(stats_path).get("fingerprint") == fingerprint
     ):
+        return _read_json(stats_path)
+    if not overwrite and _fingerprint_of(stats_path) == fingerprint:
+        log(f"{out_dir} already holds this conversion; nothing to do (--overwrite redoes it)")
+        if _exists(work_dir):  # a publish killed after its stats.json: only leftovers
+            _remove(work_dir)
         return _read_json(stats_path)
     work_stats = data_layout.stats_file(work_dir)
     if not _exists(work_stats):
@@ -274,7 +287,13 @@ def convert(config: BeamConvertConfig, pipeline_args: list[str] | tuple[str, ...
             f"{out_dir} holds a converted dataset; remove it or pass --overwrite"
             if holds_dataset
             else f"--out_dir={out_dir} holds no converted dataset (no {data_layout.STATS_FILE}); "
-            "choose another --out_dir"
+            + (
+                f"{work_dir} is an earlier run's complete output whose publish was stopped: "
+                "run that conversion again with the same flags to finish it, or "
+                if _exists(data_layout.stats_file(work_dir))
+                else ""
+            )
+            + "choose another --out_dir"
         )
     if _exists(work_dir):
         log(f"discarding {work_dir}, left by an earlier run")

@@ -295,7 +295,7 @@ class TrainingRun:
             run_dir.restore_checkpoint(
                 self.checkpoint,
                 latest,
-                hint=f"To start this run over, remove {run_dir.checkpoint_dir(self.model_dir)}.",
+                hint="To start this run over, train in a new --model_dir.",
             )
             _log(f"{self.prefix}resumed from {latest} (step {self.step})")
             return

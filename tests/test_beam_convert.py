@@ -307,3 +307,21 @@ def test_an_object_store_publish_killed_part_way_is_finished(tmp_path, monkeypat
     beam_convert._move_files(str(work), str(out))
     assert _tree(out) == want
     assert not os.path.exists(work)
+
+
+def test_a_dataset_of_this_conversion_is_up_to_date(tmp_path, capfd):
+    """A rerun without --overwrite on OUT holding this very conversion (e.g.
+    a publish killed after its stats.json, leaving the work dir) is "nothing
+    to do", not an error; the leftover is removed."""
+    sk, cf = simple_dataset(users=2, impressions_per_user=2)
+    raw_dir = write_raw_dir(tmp_path / "raw", sk, cf)
+    out = tmp_path / "out"
+    first = beam_convert_dir(raw_dir, out, num_shards=1)
+    want = _tree(out)
+    os.makedirs(f"{out}.beam-partial/train")  # what a kill after the stats.json move left
+    capfd.readouterr()
+    assert beam_convert_dir(raw_dir, out, num_shards=1) == first
+    assert "already holds this conversion; nothing to do" in capfd.readouterr().err
+    assert _tree(out) == want and sorted(os.listdir(tmp_path)) == ["out", "raw"]
+    with pytest.raises(ConvertError, match="holds a converted dataset; .* pass --overwrite"):
+        beam_convert_dir(raw_dir, out, num_shards=2)  # another conversion: still refused
