@@ -43,24 +43,81 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_temporaries(prefix: str, own: bool = True) -> int:
+def remove_stale_temporaries(prefix: str) -> int:
     """Removes the files or directories ``<prefix><pid>...`` (temporaries
-    named by the writing process's pid) whose process is gone, or, with
-    ``own``, is this one: what a killed earlier run left. Returns how many
-    were removed."""
+    named by the writing process's pid) whose process is gone or is this one
+    (``pid_alive``): what a killed earlier run left. Returns how many."""
     import glob
     import shutil
 
     removed = 0
     for path in glob.glob(glob.escape(prefix) + "[0-9]*"):
         digits = path[len(prefix) :]
-        pid = int(digits[: len(digits) - len(digits.lstrip("0123456789"))])
-        if not pid_alive(pid) and (own or pid != os.getpid()):
-            if os.path.isdir(path):
+        if pid_alive(int(digits[: len(digits) - len(digits.lstrip("0123456789"))])):
+            continue
+        if os.path.isdir(path):
+            shutil.rmtree(path, ignore_errors=True)
+        elif os.path.isfile(path):
+            os.remove(path)
+        removed += 1
+    return removed
+
+
+LOCK_FILE = "lock"
+STALE_UNLOCKED_SECONDS = 24 * 3600  # a temporary directory of an earlier version
+
+
+def locked_temp_dir(root: str, prefix: str):
+    """(path, lock): a new directory ``root/<prefix><pid>_<random>`` holding a
+    file locked (flock) for as long as ``lock`` stays open. Unlike a pid, the
+    lock tells a live owner from a dead one in any process namespace (a
+    container sharing TMPDIR, PID 1 in every run). The directory is created
+    and locked under a hidden name, then renamed, so that
+    ``remove_unlocked_dirs`` never sees it unlocked."""
+    import fcntl
+    import tempfile
+
+    hidden = tempfile.mkdtemp(prefix=f".{prefix}{os.getpid()}_", dir=root)
+    lock = open(os.path.join(hidden, LOCK_FILE), "a")  # noqa: SIM115 - held open
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    path = os.path.join(root, os.path.basename(hidden)[1:])
+    os.rename(hidden, path)
+    return path, lock
+
+
+def remove_unlocked_dirs(root: str, prefix: str) -> int:
+    """Removes the ``locked_temp_dir`` directories under ``root`` whose lock
+    is free (their process is gone: a kill skips every cleanup), hidden ones
+    a kill left before their rename, and any unlocked one (an earlier
+    version's) untouched for a day. Returns how many."""
+    import fcntl
+    import shutil
+    import time
+
+    removed = 0
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return 0
+    for name in names:
+        if not name.lstrip(".").startswith(prefix):
+            continue
+        path = os.path.join(root, name)
+        try:
+            with open(os.path.join(path, LOCK_FILE)) as lock:  # never creates one
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError: live
                 shutil.rmtree(path, ignore_errors=True)
-            elif os.path.isfile(path):
-                os.remove(path)
-            removed += 1
+                removed += 1
+        except BlockingIOError:
+            continue
+        except OSError:  # no lock file: not ours to judge, unless a day old
+            try:
+                old = time.time() - os.path.getmtime(path) > STALE_UNLOCKED_SECONDS
+            except OSError:
+                continue
+            if old and os.path.isdir(path):
+                shutil.rmtree(path, ignore_errors=True)
+                removed += 1
     return removed
 
 

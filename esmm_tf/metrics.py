@@ -116,7 +116,12 @@ def exact_auc(labels: ArrayLike, scores: ArrayLike) -> float:
 # Entries an AucAccumulator holds in memory before it sorts them into a run on
 # disk: 2M entries are ~10 MB held and ~150 MB at the peak of a sort or merge.
 DEFAULT_CHUNK = 1 << 21
-SPILL_PREFIX = "esmm_auc_"  # + the pid: TMPDIR/esmm_auc_<pid>_<random>/
+SPILL_PREFIX = "esmm_auc_"  # TMPDIR/esmm_auc_<pid>_<random>/, locked while in use
+
+
+def _remove_spill(path: str, lock) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+    lock.close()
 
 
 class AucAccumulator:
@@ -224,10 +229,9 @@ class AucAccumulator:
             return
         if self._tmp is None:
             root = self.spill_dir or tempfile.gettempdir()
-            # What killed evaluations left (named by their pid), then this one's.
-            files.remove_stale_temporaries(os.path.join(root, SPILL_PREFIX), own=False)
-            self._tmp = tempfile.mkdtemp(prefix=f"{SPILL_PREFIX}{os.getpid()}_", dir=root)
-            self._finalizer = weakref.finalize(self, shutil.rmtree, self._tmp, True)
+            files.remove_unlocked_dirs(root, SPILL_PREFIX)  # what killed evaluations left
+            self._tmp, lock = files.locked_temp_dir(root, SPILL_PREFIX)
+            self._finalizer = weakref.finalize(self, _remove_spill, self._tmp, lock)
         scores, labels = _sort(labels, scores)
         paths = [os.path.join(self._tmp, f"run{len(self._runs):05d}.{k}") for k in ("f4", "u1")]
         for path, array in zip(paths, (scores, labels), strict=True):

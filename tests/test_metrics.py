@@ -176,28 +176,56 @@ def test_runs_on_disk_are_removed(tmp_path):
 
 
 def test_what_a_killed_evaluation_spilled_is_removed(tmp_path):
-    """A SIGKILL skips the finalizer: the next accumulator to spill removes
-    the directories of processes that are gone, not a live one's."""
+    """A SIGKILL skips the finalizer: the next accumulator to spill removes a
+    spill directory whose lock is free (its owner is gone, whatever its pid
+    or process namespace), never one locked by a live process (another
+    process's, or another accumulator of this one); an unlocked one of an
+    earlier version only once a day old."""
     import subprocess
     import sys
+    import time
 
-    dead = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"],
-        capture_output=True,
+    from esmm_tf import files
+
+    left = tmp_path / "esmm_auc_1_killed"  # pid 1: a container's, in every run
+    left.mkdir()
+    (left / "lock").write_text("")
+    (tmp_path / "esmm_auc_1_live").mkdir()
+    held = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, sys, time; f = open(sys.argv[1], 'a'); "
+            "fcntl.flock(f, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(600)",
+            str(tmp_path / "esmm_auc_1_live" / "lock"),
+        ],
+        stdout=subprocess.PIPE,
         text=True,
-        check=True,
-    ).stdout.strip()
-    left = tmp_path / f"esmm_auc_{dead}_x1"
-    live = tmp_path / f"esmm_auc_{os.getpid()}_x2"  # another accumulator of this process
-    for path in (left, live):
-        path.mkdir()
-        (path / "run00000.f4").write_bytes(b"\0" * 8)
-    acc = AucAccumulator(chunk=10, spill_dir=str(tmp_path))
-    acc.update(np.arange(20) % 2, np.linspace(0, 1, 20))
-    assert acc.runs >= 1
-    assert not left.exists() and live.exists()
-    names = [n for n in os.listdir(tmp_path) if n.startswith(f"esmm_auc_{os.getpid()}_")]
-    assert len(names) == 2  # its own, named by its pid, beside the live one
+    )
+    try:
+        assert held.stdout.readline().strip() == "locked"
+        mine = AucAccumulator(chunk=10, spill_dir=str(tmp_path))
+        mine.update(np.arange(20) % 2, np.linspace(0, 1, 20))  # this process's, locked
+        old, fresh = tmp_path / "esmm_auc_abc_old", tmp_path / "esmm_auc_def_fresh"
+        for path in (old, fresh):
+            path.mkdir()
+        two_days_ago = time.time() - 2 * 24 * 3600
+        os.utime(old, (two_days_ago, two_days_ago))
+        acc = AucAccumulator(chunk=10, spill_dir=str(tmp_path))
+        acc.update(np.arange(20) % 2, np.linspace(0, 1, 20))
+        assert acc.runs >= 1 and mine.runs >= 1
+        assert not left.exists() and not old.exists()
+        assert (tmp_path / "esmm_auc_1_live").exists() and fresh.exists()
+        assert os.path.isdir(mine._tmp) and os.path.isdir(acc._tmp)
+        assert os.path.basename(acc._tmp).startswith(f"esmm_auc_{os.getpid()}_")
+        assert mine.result() == acc.result()
+    finally:
+        held.kill()
+        held.wait()
+    assert files.remove_unlocked_dirs(str(tmp_path), "esmm_auc_") == 1  # the live one's, now
+    del mine, acc
+    gc.collect()
+    assert sorted(os.listdir(tmp_path)) == ["esmm_auc_def_fresh"]
 
 
 def test_chunk_must_be_positive():
