@@ -209,12 +209,14 @@ def _finish(config, plan, inputs, fingerprint, start) -> dict:
     return stats
 
 
-def _fingerprint_of(stats_path: str) -> dict | None:
-    """The fingerprint recorded in a stats.json (None: none, or not readable)."""
+def _stats_of(stats_path: str, fingerprint: dict) -> dict | None:
+    """The stats.json at ``stats_path`` when it records ``fingerprint`` (None:
+    no such file, not readable, or another conversion)."""
     try:
-        return _read_json(stats_path).get("fingerprint") if _exists(stats_path) else None
-    except (ValueError, AttributeError):
+        stats = _read_json(stats_path) if _exists(stats_path) else None
+    except ValueError:
         return None
+    return stats if isinstance(stats, dict) and stats.get("fingerprint") == fingerprint else None
 
 
 def _finish_interrupted(
@@ -229,23 +231,19 @@ def _finish_interrupted(
     is finished."""
     stats_path = data_layout.stats_file(out_dir)
     local = FileSystems.get_scheme(out_dir) is None
-    if (
-        local
-        and publish.finish_interrupted(work_dir, out_dir, fingerprint)
-        and _exists(stats_path)
-        and _read_json(stats_path).get("fingerprint") == fingerprint
-    ):
-        return _read_json(stats_path)
-    if not overwrite and _fingerprint_of(stats_path) == fingerprint:
-        log(f"{out_dir} already holds this conversion; nothing to do (--overwrite redoes it)")
-        if _exists(work_dir):  # a publish killed after its stats.json: only leftovers
-            _remove(work_dir)
-        return _read_json(stats_path)
-    work_stats = data_layout.stats_file(work_dir)
-    if not _exists(work_stats):
-        return None
-    stats = _read_json(work_stats)
-    if stats.get("fingerprint") != fingerprint:
+    if local and publish.finish_interrupted(work_dir, out_dir, fingerprint):
+        published = _stats_of(stats_path, fingerprint)
+        if published is not None:
+            return published
+    if not overwrite:
+        published = _stats_of(stats_path, fingerprint)
+        if published is not None:
+            log(f"{out_dir} already holds this conversion; nothing to do (--overwrite redoes it)")
+            if _exists(work_dir):  # a publish killed after its stats.json: only leftovers
+                _remove(work_dir)
+            return published
+    stats = _stats_of(data_layout.stats_file(work_dir), fingerprint)
+    if stats is None:
         return None
     if _exists(stats_path) and not overwrite:
         return None  # the usual "pass --overwrite" error follows

@@ -28,7 +28,6 @@ import dataclasses
 import gzip
 import math
 import os
-import re
 import resource
 import shutil
 import sys
@@ -37,12 +36,11 @@ import numpy as np
 
 from data_prep import raw
 from esmm_tf.config_flags import option
-from esmm_tf.files import pid_alive
+from esmm_tf.files import remove_stale_temporaries
 
 SPLITS = ("train", "test")
 _CHUNK_LINES = 1 << 16
 BUCKET_DIR_PREFIX = ".shuffle-"
-_BUCKET_DIR = re.compile(re.escape(BUCKET_DIR_PREFIX) + r"(\d+)")
 # Buckets are files open at once (with a 64 KB buffer each); beyond this many,
 # --bucket_mb is refused as too small for the input.
 MAX_BUCKETS = 4096
@@ -128,12 +126,8 @@ def _bucket_count(size: int, bucket_bytes: int, skeleton: str) -> int:
 
 def _remove_stale_bucket_dirs(out_dir: str) -> None:
     """Removes the bucket directories of killed runs (their process is gone)."""
-    for name in sorted(os.listdir(out_dir)):
-        match = _BUCKET_DIR.fullmatch(name)
-        path = os.path.join(out_dir, name)
-        if match and os.path.isdir(path) and not pid_alive(int(match[1])):
-            print(f"removing {path}, left by a killed run", file=sys.stderr, flush=True)
-            shutil.rmtree(path)
+    for path in remove_stale_temporaries(os.path.join(out_dir, BUCKET_DIR_PREFIX)):
+        print(f"removed {path}, left by a killed run", file=sys.stderr, flush=True)
 
 
 def _same_dir(a: str, b: str) -> bool:

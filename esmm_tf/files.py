@@ -43,23 +43,23 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_temporaries(prefix: str) -> int:
-    """Removes the files or directories ``<prefix><pid>...`` (temporaries
-    named by the writing process's pid) whose process is gone or is this one
-    (``pid_alive``): what a killed earlier run left. Returns how many."""
+def remove_stale_temporaries(prefix: str) -> list[str]:
+    """Removes the files or directories ``<prefix><pid>`` (temporaries named
+    by the writing process's pid) whose process is gone or is this one
+    (``pid_alive``): what a killed earlier run left. Returns their paths."""
     import glob
     import shutil
 
-    removed = 0
-    for path in glob.glob(glob.escape(prefix) + "[0-9]*"):
-        digits = path[len(prefix) :]
-        if pid_alive(int(digits[: len(digits) - len(digits.lstrip("0123456789"))])):
+    removed = []
+    for path in sorted(glob.glob(glob.escape(prefix) + "[0-9]*")):
+        pid = path[len(prefix) :]
+        if not pid.isdigit() or pid_alive(int(pid)):
             continue
         if os.path.isdir(path):
             shutil.rmtree(path, ignore_errors=True)
         elif os.path.isfile(path):
             os.remove(path)
-        removed += 1
+        removed.append(path)
     return removed
 
 
