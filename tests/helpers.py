@@ -5,6 +5,7 @@ reading and building records."""
 from __future__ import annotations
 
 import collections
+import contextlib
 import filecmp
 import json
 import os
@@ -69,6 +70,28 @@ def kill_session(proc: subprocess.Popen) -> None:
 
 
 # ---------------------------------------------------------------- configs
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited: what a killed run's temporaries carry."""
+    child = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return int(child.stdout)
+
+
+@contextlib.contextmanager
+def live_pid():
+    """The pid of another process, alive for the duration of the block."""
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        yield sleeper.pid
+    finally:
+        sleeper.kill()
+        sleeper.wait()
 
 
 def make_tiny_config(data_dir: str, **overrides):

@@ -13,7 +13,7 @@ from data_prep.beam import lines as beam_lines
 from data_prep.convert import ConvertConfig, ConvertError, convert
 from esmm_tf import data_layout, vocab
 from esmm_tf import features as F
-from tests.helpers import assert_same_dataset, beam_convert_dir, make_tiny_config
+from tests.helpers import assert_same_dataset, beam_convert_dir, dead_pid, make_tiny_config
 from tests.rawrows import item_features, simple_dataset, skeleton, write_raw_dir
 
 MULTI_PROCESSING = [
@@ -238,19 +238,6 @@ def test_numbered_ranges_match_read_lines(tmp_path):
         assert [(n, c, nl) for _, n, c, nl in got] == expected, chunk
 
 
-def _dead_pid() -> int:
-    import subprocess
-    import sys
-
-    out = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return int(out.stdout)
-
-
 def _tree(path) -> dict[str, bytes]:
     files = {}
     for root, _, names in os.walk(path):
@@ -271,7 +258,7 @@ def test_a_publish_killed_between_its_renames_is_finished(tmp_path, capfd):
     beam_convert_dir(raw_dir, out, num_shards=1)
     beam_convert_dir(raw_dir, newer, num_shards=2)
     want = _tree(newer)
-    old = f"{out}.old-{_dead_pid()}"
+    old = f"{out}.old-{dead_pid()}"
     os.rename(out, old)  # the state a kill between swap_into_place's renames leaves
     os.rename(newer, f"{out}.beam-partial")
     capfd.readouterr()

@@ -571,18 +571,12 @@ def test_stale_temporary_exports_are_removed(model, export_dir):
     host's when its process is gone or is the exporter itself (PID 1 in every
     container run), any host's when untouched for a day; a live one stays."""
     from esmm_tf import serving
+    from tests.helpers import dead_pid, live_pid
 
-    dead = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"],
-        text=True,
-        capture_output=True,
-        check=True,
-    ).stdout.strip()
-    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
-    try:
-        stale = os.path.join(export_dir, f"{serving.tmp_prefix()}{dead}-123")
+    with live_pid() as pid:
+        stale = os.path.join(export_dir, f"{serving.tmp_prefix()}{dead_pid()}-123")
         mine = os.path.join(export_dir, f"{serving.tmp_prefix()}{os.getpid()}-124")
-        live = os.path.join(export_dir, f"{serving.tmp_prefix()}{sleeper.pid}-456")
+        live = os.path.join(export_dir, f"{serving.tmp_prefix()}{pid}-456")
         other_host = os.path.join(export_dir, ".tmp-elsewhere-1-789")
         old_other_host = os.path.join(export_dir, ".tmp-elsewhere-2-790")
         for path in (stale, mine, live, other_host, old_other_host):
@@ -590,9 +584,6 @@ def test_stale_temporary_exports_are_removed(model, export_dir):
         two_days_ago = time.time() - 2 * 24 * 3600
         os.utime(old_other_host, (two_days_ago, two_days_ago))
         export_saved_model(model, export_dir)
-    finally:
-        sleeper.kill()
-        sleeper.wait()
     for path in (stale, mine, old_other_host):
         assert not os.path.exists(path), path
     assert os.path.isdir(live) and os.path.isdir(other_host)

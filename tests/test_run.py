@@ -516,27 +516,16 @@ def test_a_damaged_export_is_one_error_naming_saved_model(trained, tmp_path):
 def test_predict_removes_what_a_killed_predict_left(trained, tmp_path):
     """predict writes OUTPUT.tmp-<pid> and renames it; a killed one's (its
     process gone) is removed by the next, a live process's is not."""
-    import subprocess
-    import sys
-
     from esmm_tf.predict import predict
+    from tests.helpers import dead_pid, live_pid
 
     config, model_dir, _ = trained
     out = str(tmp_path / "p.csv")
-    dead = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
-    try:
-        for pid in (dead, sleeper.pid):
+    dead = dead_pid()
+    with live_pid() as live:
+        for pid in (dead, live):
             with open(f"{out}.tmp-{pid}", "w") as f:
                 f.write("sample_id,ctr,cvr,ctcvr\n1,0.1")
         predict(config.data_dir, out, model_dir=model_dir)
-    finally:
-        sleeper.kill()
-        sleeper.wait()
     assert not os.path.exists(f"{out}.tmp-{dead}")
-    assert os.path.exists(f"{out}.tmp-{sleeper.pid}") and os.path.exists(out)
+    assert os.path.exists(f"{out}.tmp-{live}") and os.path.exists(out)

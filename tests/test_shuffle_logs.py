@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from data_prep.shuffle_logs import BUCKET_DIR_PREFIX, ShuffleConfig, ShuffleError, shuffle_logs
-from tests.helpers import ENV, ROOT, run_module
+from tests.helpers import ENV, ROOT, dead_pid, run_module
 from tests.rawrows import simple_dataset, write_raw_dir
 
 
@@ -92,21 +92,11 @@ def test_more_buckets_than_the_open_file_limit_allows(raw_dir, tmp_path):
     assert sorted(os.listdir(tmp_path / "out")) == sorted(os.listdir(raw_dir))
 
 
-def _dead_pid() -> int:
-    child = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return int(child.stdout)
-
-
 def test_bucket_directory_of_a_killed_run_is_removed(raw_dir, tmp_path):
     """A kill left OUT/.shuffle-* (a copy of the logs in buckets) behind for good."""
     out = tmp_path / "out"
     stale, live = (
-        out / f"{BUCKET_DIR_PREFIX}{_dead_pid()}",
+        out / f"{BUCKET_DIR_PREFIX}{dead_pid()}",
         out / f"{BUCKET_DIR_PREFIX}{os.getppid()}",
     )
     for directory in (stale, live):

@@ -22,7 +22,7 @@ from data_prep import synthetic
 from data_prep.synthetic import lines as synthetic_lines
 from data_prep.synthetic import output
 from esmm_tf import config_flags, features, metrics
-from tests.helpers import ROOT
+from tests.helpers import ROOT, dead_pid
 
 USER_IDS = {f.id for f in features.USER_FIELDS}
 ITEM_IDS = {f.id for f in features.ITEM_FIELDS}
@@ -563,18 +563,12 @@ def test_its_own_output_is_regenerated_even_after_a_killed_commit(tmp_path):
     assert sorted(os.listdir(out_dir)) == sorted(synthetic.file_names() + [synthetic.CONFIG_FILE])
 
 
-def _dead_pid() -> int:
-    child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                           capture_output=True, text=True, check=True)  # fmt: skip
-    return int(child.stdout)
-
-
 def test_temporary_files_of_a_killed_run_are_removed(tmp_path):
     """A killed run's .<name>.<pid>.tmp files (hundreds of MB) stayed forever;
     a live run's (another process) are left alone, other files too."""
     out_dir = tmp_path / "raw"
     out_dir.mkdir()
-    dead, live = _dead_pid(), os.getppid()
+    dead, live = dead_pid(), os.getppid()
     stale = [f".sample_skeleton_train.csv.{dead}.tmp", f".synthetic_config.json.{dead}.tmp",
              f".common_features_test.csv.gz.{os.getpid()}.tmp"]  # fmt: skip
     kept = [f".sample_skeleton_train.csv.{live}.tmp", f".notes.txt.{dead}.tmp", "notes.txt"]
